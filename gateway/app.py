@@ -1,0 +1,115 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from gateway import admin_api, health, me, videos
+from gateway.errors import ApiError, register_error_handlers
+from gateway.logs import configure_logging
+from gateway.paths import refuse_path_tricks
+from gateway.settings import Secret, Settings, SettingsError, load_settings, root_secret_of
+from gateway.state import EXTENSION, GatewayState
+from gateway.upstream import UpstreamClient
+from keys.db import Database
+from keys.digests import SecretDigester
+from keys.keyformat import KeyFormat
+from keys.store import Store
+from keys.vault import Vault
+
+log = logging.getLogger("drawbridge.access")
+
+_REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def upstream_credential(settings: Settings, vault: Vault) -> str:
+    """The master credential, from the environment or decrypted from the settings file."""
+    if settings.upstream_api_key:
+        return settings.upstream_api_key.reveal()
+    if settings.upstream_api_key_encrypted:
+        return vault.decrypt(settings.upstream_api_key_encrypted)
+    raise SettingsError(
+        "no upstream credential: set DRAWBRIDGE_UPSTREAM_API_KEY or upstream.api_key_encrypted "
+        "(encrypt one with `drawbridge secrets encrypt`)"
+    )
+
+
+def build_store(settings: Settings, vault: Vault) -> Store:
+    """The domain store for these settings (what the CLI needs, without the upstream)."""
+    return Store(
+        Database(settings.database_url, pool_size=settings.database_pool_size),
+        SecretDigester(vault.key_pepper),
+        KeyFormat(settings.key_prefix),
+        KeyFormat(settings.admin_token_prefix),
+    )
+
+
+def build_state(settings: Settings) -> GatewayState:
+    """Everything a gateway process holds, built from settings."""
+    vault = Vault(root_secret_of(settings))
+    store = build_store(settings, vault)
+    upstream = UpstreamClient(
+        settings.upstream_url,
+        Secret(upstream_credential(settings, vault)),
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        deadline=settings.upstream_deadline,
+        max_json_bytes=settings.upstream_max_json_bytes,
+        pool_size=settings.upstream_pool_size,
+    )
+    return GatewayState(settings=settings, vault=vault, store=store, upstream=upstream)
+
+
+def create_app(settings: Settings | None = None, state: GatewayState | None = None) -> Flask:
+    """A gateway application. With no arguments, settings come from file and environment."""
+    if state is None:
+        state = build_state(settings or load_settings())
+    settings = state.settings
+    configure_logging(settings.log_level, state)
+
+    app = Flask("drawbridge")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Paths are matched exactly; '//' and friends are refused, never redirected.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.extensions[EXTENSION] = state
+
+    register_error_handlers(app)
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    for blueprint in (videos.bp, me.bp, admin_api.bp, health.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _start_request() -> None:
+    g.started = time.perf_counter()
+    g.request_id = "req_" + uuid.uuid4().hex
+    refuse_path_tricks(request.environ)
+
+
+def _finish_request(response: Response) -> Response:
+    response.headers[_REQUEST_ID_HEADER] = g.get("request_id", "")
+    principal = g.get("principal")
+    operator = g.get("operator")
+    log.info(
+        "request",
+        extra={
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - g.get("started", 0.0)) * 1000, 2),
+            "key_id": principal.key_id if principal else None,
+            "operator": operator.token_id if operator else None,
+        },
+    )
+    return response
+
+
+__all__ = ["ApiError", "build_state", "create_app"]

@@ -1,0 +1,165 @@
+"""``drawbridge demo``: the whole product on one machine, from nothing, in seconds.
+
+It keeps its state in one folder (SQLite database, root secret, settings file with the
+simulator's credential encrypted), starts the simulator and the gateway as child processes,
+and prints what a first user needs: the URL, an admin token and a tester key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import requests
+
+from gateway.app import build_store
+from gateway.cli import cli_actor
+from gateway.settings import load_settings, root_secret_of
+from keys.errors import Conflict
+from keys.migrate import upgrade
+from keys.vault import Vault, new_root_secret
+
+DEMO_TESTER_EMAIL = "demo-tester@example.com"
+
+
+def _private_file(path: Path, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(content)
+
+
+def prepare(directory: Path, port: int, simulator_port: int) -> tuple[Path, str]:
+    """Create (or reuse) the demo's folder; returns its settings file and the master key."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root_file = directory / "root_secret"
+    if not root_file.exists():
+        _private_file(root_file, new_root_secret() + "\n")
+    vault = Vault(root_file.read_text())
+    master_file = directory / "simulator_api_key.enc"
+    if not master_file.exists():
+        _private_file(master_file, vault.encrypt("sim-master-" + secrets.token_urlsafe(24)))
+    encrypted_master = master_file.read_text().strip()
+    config = directory / "drawbridge.toml"
+    _private_file(
+        config,
+        "# Written by `drawbridge demo`; see config/drawbridge.toml for every setting.\n"
+        f'root_secret_file = "{root_file.resolve()}"\n\n'
+        "[database]\n"
+        f'url = "sqlite:///{(directory / "demo.db").resolve()}"\n\n'
+        "[upstream]\n"
+        f'url = "http://127.0.0.1:{simulator_port}/v1"\n'
+        f'api_key_encrypted = "{encrypted_master}"\n',
+    )
+    return config, vault.decrypt(encrypted_master)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise click.ClickException(f"the {name} exited at start; see {log}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise click.ClickException(f"the {name} did not become ready; see {log}")
+
+
+def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float) -> None:
+    folder = Path(directory)
+    config, master_key = prepare(folder, port, simulator_port)
+    settings = load_settings(config, environ={})
+    store = build_store(settings, Vault(root_secret_of(settings)))
+    upgrade(store.database.engine)
+    actor = cli_actor()
+    with store.transaction() as tx:
+        token = tx.tokens.create("demo admin", "admin", actor)
+        try:
+            tester = tx.testers.add("Demo Tester", DEMO_TESTER_EMAIL, actor)
+        except Conflict:
+            tester = next(t for t in tx.testers.list() if t.email == DEMO_TESTER_EMAIL)
+        issued = tx.keys.issue(tester.id, actor, metadata={"issued_by": "drawbridge demo"})
+    store.database.dispose()
+
+    base = [sys.executable, "-m", "gateway"]
+    sim_env = {**os.environ, "DRAWBRIDGE_SIM_API_KEY": master_key}
+    sim_log, gw_log = folder / "simulator.log", folder / "gateway.log"
+    children = []
+    try:
+        with sim_log.open("ab") as sim_out:
+            children.append(
+                subprocess.Popen(
+                    [
+                        *base,
+                        "simulator",
+                        "--bind",
+                        f"127.0.0.1:{simulator_port}",
+                        "--job-seconds",
+                        str(job_seconds),
+                    ],
+                    env=sim_env,
+                    stdout=sim_out,
+                    stderr=sim_out,
+                )
+            )
+        _wait_ready(
+            f"http://127.0.0.1:{simulator_port}/_sim/healthz", children[0], "simulator", sim_log
+        )
+        gateway_env = {k: v for k, v in os.environ.items() if not k.startswith("DRAWBRIDGE_")}
+        with gw_log.open("ab") as gw_out:
+            children.append(
+                subprocess.Popen(
+                    [
+                        *base,
+                        "--config",
+                        str(config),
+                        "serve",
+                        "--bind",
+                        f"127.0.0.1:{port}",
+                        "--workers",
+                        "1",
+                        "--threads",
+                        "8",
+                    ],
+                    env=gateway_env,
+                    stdout=gw_out,
+                    stderr=gw_out,
+                )
+            )
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", children[1], "gateway", gw_log)
+        url = f"http://127.0.0.1:{port}"
+        click.echo(
+            f"\nDrawbridge is running.\n\n"
+            f"  gateway URL   {url}/v1\n"
+            f"  admin token   {token.secret}\n"
+            f"  tester key    {issued.secret}   ({issued.key.id}, tester {tester.id})\n\n"
+            f"Both secrets are shown once. Try:\n"
+            f"  curl -s {url}/v1/me -H 'Authorization: Bearer {issued.secret}'\n"
+            f"  python -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', "
+            f"api_key='{issued.secret}'); print(c.videos.create_and_poll(prompt='a red kite'))\"\n"
+            f"  DRAWBRIDGE_CONFIG={config} drawbridge keys list\n\n"
+            f"State and logs are in {folder}/. Press Ctrl-C to stop.",
+        )
+        sys.stdout.flush()
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        raise click.ClickException("a demo process exited; see the logs in " + str(folder))
+    except KeyboardInterrupt:
+        click.echo("\nstopping")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()

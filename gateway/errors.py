@@ -1,0 +1,133 @@
+"""The one error shape, OpenAI's: ``{"error": {"message", "type", "param", "code"}}``.
+
+Domain exceptions and werkzeug's HTTP errors are translated here, at the edge, and nowhere
+else. ``tests/test_error_shape.py`` pins the shape for every failure path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException
+
+from keys.errors import Conflict, DomainError, InvalidInput, InvalidKey, KeyRejected, NotFound
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limit_exceeded",
+}
+
+
+class ApiError(Exception):
+    """An HTTP failure with everything the error body needs."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        param: str | None = None,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type or _TYPE_BY_STATUS.get(
+            status, "server_error" if status >= 500 else "invalid_request_error"
+        )
+        self.headers = dict(headers or {})
+        if status == 401:
+            self.headers.setdefault("WWW-Authenticate", 'Bearer realm="drawbridge"')
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.error_type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def error_response(error: ApiError) -> Response:
+    response = jsonify(error_body(error))
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def from_domain(exc: DomainError) -> ApiError:
+    """The HTTP meaning of a domain exception."""
+    if isinstance(exc, InvalidKey | KeyRejected):
+        return ApiError(401, exc.message, exc.code, param=exc.param)
+    if isinstance(exc, NotFound):
+        return ApiError(404, exc.message, exc.code, param=exc.param)
+    if isinstance(exc, InvalidInput):
+        return ApiError(400, exc.message, exc.code, param=exc.param)
+    if isinstance(exc, Conflict):
+        return ApiError(409, exc.message, exc.code, param=exc.param)
+    return ApiError(400, exc.message, exc.code, param=exc.param)
+
+
+def from_http(exc: HTTPException) -> ApiError:
+    status = exc.code or 500
+    messages = {
+        404: "Unknown request URL. Please check the URL and method.",
+        413: "The request body is larger than the gateway accepts.",
+    }
+    message = messages.get(status, exc.description or exc.name)
+    return ApiError(status, message, _CODE_BY_STATUS.get(status, "http_error"))
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> Response:
+        return error_response(from_domain(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        response = error_response(from_http(exc))
+        if exc.code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        current_app.logger.exception("unhandled error")
+        return error_response(
+            ApiError(500, "The gateway failed to handle the request.", "internal_error")
+        )

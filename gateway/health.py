@@ -1,0 +1,36 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import text
+
+from gateway.state import current_state
+from keys.migrate import current_revision, head_revision
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is up."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """The process can serve: its database answers and its schema is current."""
+    database = current_state().store.database
+    checks: dict[str, str] = {}
+    try:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current, head = current_revision(database.engine), head_revision(database.engine)
+        checks["database"] = "ok"
+        checks["schema"] = "ok" if current == head else f"at {current}, expected {head}"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), (
+        200 if ready else 503
+    )

@@ -1,0 +1,170 @@
+"""Settings: code defaults, then a TOML file, then ``DRAWBRIDGE_*`` environment variables.
+
+The TOML file may group settings in tables; ``[upstream] url`` is the setting
+``upstream_url``, overridden by ``DRAWBRIDGE_UPSTREAM_URL``. Every setting is documented in
+``config/drawbridge.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX
+
+ENV_PREFIX = "DRAWBRIDGE_"
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message names the file or variable."""
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///drawbridge.db"
+    database_pool_size: int = 10
+    redis_url: str | None = None
+
+    # The root secret derives the key pepper and the credential encryption key.
+    root_secret: Secret | None = None
+    root_secret_file: str | None = None
+
+    upstream_url: str = "http://127.0.0.1:8090/v1"
+    upstream_api_key: Secret | None = None
+    upstream_api_key_encrypted: str | None = None
+    upstream_connect_timeout: float = 3.05
+    upstream_read_timeout: float = 30.0
+    upstream_deadline: float = 60.0
+    upstream_pool_size: int = 32
+    upstream_max_json_bytes: int = 4 * 1024 * 1024
+
+    max_request_bytes: int = 25 * 1024 * 1024
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    admin_token_prefix: str = DEFAULT_ADMIN_TOKEN_PREFIX
+    rotation_grace_seconds: int = 86_400
+
+    log_level: str = "INFO"
+    access_log: bool = True
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = str(_FIELDS[name].type)
+    try:
+        if "Secret" in kind:
+            return Secret(str(value)) if value not in (None, "") else None
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            return lowered in ("1", "true", "yes", "on")
+        if kind.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if value in (None, "") and "None" in kind:
+            return None
+        return str(value)
+    except ValueError:
+        raise SettingsError(f"{source}: {name} has an invalid value for type {kind}") from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}_"))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file. Raises SettingsError naming the file (and line)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            table = tomllib.load(stream)
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such settings file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    values = {}
+    for name, value in _flatten(table).items():
+        if name not in _FIELDS:
+            raise SettingsError(f"{path}: unknown setting {name!r}")
+        values[name] = _coerce(name, value, str(path))
+    return values
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Defaults < file (``config_file`` or ``DRAWBRIDGE_CONFIG``) < environment < overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        values.update(read_file(config_file))
+    for name in _FIELDS:
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if variable in environ:
+            values[name] = _coerce(name, environ[variable], variable)
+    for name, value in overrides.items():
+        if name not in _FIELDS:
+            raise SettingsError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, value, "override") if not isinstance(value, Secret) else value
+    return Settings(**values)
+
+
+def root_secret_of(settings: Settings) -> str:
+    """The root secret's text. Raises SettingsError when none is configured."""
+    if settings.root_secret:
+        return settings.root_secret.reveal()
+    if settings.root_secret_file:
+        try:
+            return Path(settings.root_secret_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{settings.root_secret_file}: {exc.strerror}") from None
+    raise SettingsError(
+        "no root secret: set DRAWBRIDGE_ROOT_SECRET or root_secret_file "
+        "(create one with `drawbridge secrets new-root`)"
+    )

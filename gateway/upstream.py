@@ -1,0 +1,255 @@
+"""The proxy engine: talks to the generation backend with the master credential.
+
+Every upstream request is built from scratch. Nothing of the tester's request reaches the
+backend except a validated body, its content type and a request id: not the tester's key,
+not OpenAI-Organization or OpenAI-Project, not hop-by-hop or forwarding headers. Paths are
+composed here from validated ids, never copied from the incoming URL. Redirects are not
+followed, and every call has connect and read timeouts plus a total deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from gateway.errors import ApiError
+from gateway.settings import Secret
+
+USER_AGENT = "drawbridge-gateway/0.1"
+VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+CONTENT_VARIANTS = frozenset({"video", "thumbnail", "spritesheet"})
+STREAM_CHUNK_BYTES = 256 * 1024
+# Headers of a content download worth passing back to the tester.
+_CONTENT_HEADERS = ("Content-Type", "Content-Length", "Content-Encoding", "ETag", "Last-Modified")
+
+
+@dataclass(frozen=True)
+class UpstreamJSON:
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def video_path(video_id: str, suffix: str = "") -> str:
+    """``videos/<id>[/suffix]`` for a validated id. Raises ApiError (404) otherwise."""
+    if not VIDEO_ID.fullmatch(video_id):
+        raise ApiError(404, f"No video found with id '{video_id[:64]}'.", "not_found")
+    return f"videos/{video_id}{suffix}"
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        base_url: str,
+        credential: Secret,
+        *,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 30.0,
+        deadline: float = 60.0,
+        max_json_bytes: int = 4 * 1024 * 1024,
+        pool_size: int = 32,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self._credential = credential
+        self._timeout = (connect_timeout, read_timeout)
+        self._deadline = deadline
+        self._max_json_bytes = max_json_bytes
+        self._session = requests.Session()
+        # No netrc, no proxy variables, no REQUESTS_CA_BUNDLE surprises from the environment.
+        self._session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def _headers(self, request_id: str, content_type: str | None, accept: str) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self._credential.reveal()}",
+            "User-Agent": USER_AGENT,
+            "Accept": accept,
+            "X-Request-Id": request_id,
+        }
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        request_id: str,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+    ) -> requests.Response:
+        try:
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                data=body,
+                headers=self._headers(request_id, content_type, accept),
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout:
+            raise ApiError(
+                504, "The generation backend did not answer in time.", "upstream_timeout"
+            ) from None
+        except requests.RequestException:
+            raise ApiError(
+                502, "The generation backend could not be reached.", "upstream_error"
+            ) from None
+        if 300 <= response.status_code < 400:
+            response.close()
+            raise ApiError(
+                502, "The generation backend answered with a redirect.", "upstream_error"
+            )
+        if response.status_code in (401, 403):
+            response.close()
+            # The backend refused the gateway's own credential: not the tester's business.
+            raise ApiError(502, "The generation backend refused the gateway.", "upstream_error")
+        return response
+
+    def call_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        request_id: str,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> UpstreamJSON:
+        """A JSON call. Upstream 4xx errors come back as ApiError in our shape; 5xx, lies,
+        oversize answers and deadlines as 502/504."""
+        started = time.monotonic()
+        response = self._send(
+            method,
+            path,
+            request_id=request_id,
+            params=params,
+            body=body,
+            content_type=content_type,
+        )
+        with response:
+            raw = self._read_bounded(response, started)
+        if response.status_code >= 500:
+            raise ApiError(
+                502,
+                f"The generation backend failed ({response.status_code}).",
+                "upstream_error",
+            )
+        payload = _parse_object(raw)
+        if response.status_code >= 400:
+            raise _upstream_client_error(response.status_code, payload)
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() == "openai-poll-after-ms"
+        }
+        return UpstreamJSON(response.status_code, payload, headers)
+
+    def _read_bounded(self, response: requests.Response, started: float) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self._max_json_bytes:
+            raise ApiError(502, "The generation backend's answer is too large.", "upstream_error")
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > self._max_json_bytes:
+                    raise ApiError(
+                        502, "The generation backend's answer is too large.", "upstream_error"
+                    )
+                if time.monotonic() - started > self._deadline:
+                    raise ApiError(
+                        504, "The generation backend did not answer in time.", "upstream_timeout"
+                    )
+                chunks.append(chunk)
+        except requests.Timeout:
+            raise ApiError(
+                504, "The generation backend did not answer in time.", "upstream_timeout"
+            ) from None
+        except requests.RequestException:
+            raise ApiError(
+                502, "The generation backend broke off its answer.", "upstream_error"
+            ) from None
+        return b"".join(chunks)
+
+    def open_stream(
+        self, path: str, *, request_id: str, params: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], Iterator[bytes]]:
+        """Open a content download: status, headers to pass on, and the body's chunks.
+
+        The body is streamed undecoded (``Content-Encoding`` and ``Content-Length`` stay
+        true) and never held whole in memory.
+        """
+        response = self._send(
+            "GET", path, request_id=request_id, params=params, accept="application/binary"
+        )
+        if response.status_code >= 400:
+            with response:
+                raw = self._read_bounded(response, time.monotonic())
+            if response.status_code >= 500:
+                raise ApiError(
+                    502,
+                    f"The generation backend failed ({response.status_code}).",
+                    "upstream_error",
+                )
+            raise _upstream_client_error(response.status_code, _parse_object(raw))
+        headers = {
+            name: response.headers[name] for name in _CONTENT_HEADERS if name in response.headers
+        }
+        return response.status_code, headers, _chunks(response)
+
+    def credential_for_redaction(self) -> str:
+        """The credential's text, for the log redaction filter only."""
+        return self._credential.reveal()
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False)
+    finally:
+        response.close()
+
+
+def _parse_object(raw: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        raise ApiError(502, "The generation backend sent an unreadable answer.", "upstream_error")
+    return payload
+
+
+def _upstream_client_error(status: int, payload: dict[str, Any]) -> ApiError:
+    """Pass a backend's 4xx on in our shape, keeping only the documented fields."""
+    error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    assert isinstance(error, dict)
+
+    def text(name: str, default: str | None) -> str | None:
+        value = error.get(name)
+        return value[:500] if isinstance(value, str) else default
+
+    return ApiError(
+        status if status in (400, 404, 409, 413, 415, 422, 429) else 400,
+        text("message", "The generation backend refused the request.") or "",
+        text("code", "upstream_rejected") or "upstream_rejected",
+        param=text("param", None),
+        error_type=text("type", None),
+    )

@@ -1,0 +1,47 @@
+"""Domain exceptions. Each carries a stable ``code``; the HTTP edge decides the status.
+
+DomainError
+├── NotFound            an object does not exist, or is not the caller's to see
+├── InvalidInput        a value the domain refuses (``param`` names it)
+├── Conflict            the action does not fit the object's state (resume a revoked key)
+├── InvalidKey          malformed, badly checksummed or unknown secret
+└── KeyRejected         a known key that may not be used now (revoked, expired, ...)
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    code = "domain_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class InvalidInput(DomainError):
+    code = "invalid_value"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class InvalidKey(DomainError):
+    code = "invalid_api_key"
+
+
+class KeyRejected(DomainError):
+    """A known key refused; ``code`` is one of key_revoked, key_rotated, key_expired,
+    key_suspended, tester_suspended."""
+
+    code = "key_revoked"

@@ -1,0 +1,337 @@
+"""The key lifecycle: issue, rotate with grace, suspend, resume, revoke, verify.
+
+The admin API and the CLI both call these methods; every change records its actor in the
+row and in the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from keys.audit import AuditTrail
+from keys.digests import SecretDigester
+from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFound
+from keys.ids import new_id
+from keys.keyformat import KeyFormat
+from keys.models import ApiKey, Tester
+
+DEFAULT_ROTATION_GRACE = timedelta(hours=24)
+MAX_ROTATION_GRACE = timedelta(days=30)
+# last_used_at is a hint for humans; writing it on every request would serialize traffic.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+MAX_METADATA_ENTRIES = 20
+
+_VERIFY = (
+    select(
+        ApiKey.id,
+        ApiKey.tester_id,
+        ApiKey.digest,
+        ApiKey.hint,
+        ApiKey.status,
+        ApiKey.expires_at,
+        ApiKey.grace_until,
+        ApiKey.last_used_at,
+        Tester.cohort,
+        Tester.status.label("tester_status"),
+    )
+    .join(Tester, Tester.id == ApiKey.tester_id)
+    .where(ApiKey.digest == bindparam("digest"))
+)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """The one moment a secret exists in clear: returned by issue and rotate, never stored."""
+
+    secret: str
+    key: ApiKey
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A verified tester key, as the gateway needs it for one request."""
+
+    key_id: str
+    tester_id: str
+    cohort: str
+    hint: str
+    last_used_at: datetime | None
+
+
+def refusal(
+    status: str,
+    expires_at: datetime | None,
+    grace_until: datetime | None,
+    tester_status: str,
+    now: datetime,
+) -> str | None:
+    """The error code that refuses a key in this state, or None when it may be used."""
+    if status == "revoked":
+        return "key_revoked"
+    if status == "suspended":
+        return "key_suspended"
+    if status == "rotated" and (grace_until is None or now >= grace_until):
+        return "key_rotated"
+    if expires_at is not None and now >= expires_at:
+        return "key_expired"
+    if tester_status != "active":
+        return "tester_suspended"
+    return None
+
+
+REFUSAL_MESSAGES = {
+    "key_revoked": "This API key has been revoked.",
+    "key_suspended": "This API key is suspended.",
+    "key_rotated": "This API key was rotated and its grace period has ended; use its successor.",
+    "key_expired": "This API key has expired.",
+    "tester_suspended": "The tester who holds this API key is suspended.",
+}
+
+
+def effective_status(key: ApiKey, now: datetime) -> str:
+    """Stored status with the clock applied: an active key past its expiry reads 'expired'."""
+    if key.status in ("active", "rotated") and key.expires_at and now >= key.expires_at:
+        return "expired"
+    return key.status
+
+
+class KeyService:
+    def __init__(
+        self,
+        session: Session,
+        audit: AuditTrail,
+        digester: SecretDigester,
+        key_format: KeyFormat,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._session = session
+        self._audit = audit
+        self._digester = digester
+        self._format = key_format
+        self._clock = clock
+
+    # -- issuing -------------------------------------------------------------------------
+
+    def issue(
+        self,
+        tester_id: str,
+        actor: str,
+        expires_at: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> IssuedKey:
+        """Issue a new key to a tester. Raises NotFound, InvalidInput."""
+        tester = self._session.get(Tester, tester_id)
+        if tester is None:
+            raise NotFound(f"no tester {tester_id}")
+        now = self._clock()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("expires_at must be in the future", param="expires_at")
+        metadata = _checked_metadata(metadata or {})
+        issued = self._new_key(tester_id, actor, expires_at, metadata)
+        self._audit.append(
+            actor,
+            "key.issue",
+            issued.key.id,
+            details={"tester_id": tester_id, "expires_at": _iso(expires_at)},
+        )
+        return issued
+
+    def rotate(
+        self, key_id: str, actor: str, grace: timedelta = DEFAULT_ROTATION_GRACE
+    ) -> IssuedKey:
+        """Replace an active key; the old secret keeps working until ``now + grace``.
+
+        Raises NotFound, InvalidInput (grace out of range), Conflict (key not active).
+        """
+        if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
+            raise InvalidInput("grace must be between 0 and 30 days", param="grace_seconds")
+        old = self._locked(key_id)
+        now = self._clock()
+        if effective_status(old, now) != "active":
+            raise Conflict(f"only an active key can be rotated; {key_id} is not", code="key_state")
+        issued = self._new_key(old.tester_id, actor, old.expires_at, dict(old.key_metadata))
+        issued.key.rotated_from_id = old.id
+        old.status = "rotated"
+        old.grace_until = now + grace
+        old.replaced_by_id = issued.key.id
+        self._session.flush()
+        self._audit.append(
+            actor,
+            "key.rotate",
+            old.id,
+            details={"successor": issued.key.id, "grace_until": _iso(old.grace_until)},
+        )
+        return issued
+
+    def _new_key(
+        self,
+        tester_id: str,
+        actor: str,
+        expires_at: datetime | None,
+        metadata: dict[str, Any],
+    ) -> IssuedKey:
+        secret = self._format.generate()
+        key = ApiKey(
+            id=new_id("key"),
+            tester_id=tester_id,
+            digest=self._digester.digest(secret),
+            hint=self._format.hint(secret),
+            status="active",
+            created_at=self._clock(),
+            created_by=actor,
+            expires_at=expires_at,
+            key_metadata=metadata,
+        )
+        self._session.add(key)
+        self._session.flush()
+        return IssuedKey(secret=secret, key=key)
+
+    # -- state changes -------------------------------------------------------------------
+
+    def revoke(self, key_id: str, actor: str, reason: str) -> ApiKey:
+        """Revoke for good. Raises NotFound, InvalidInput (no reason), Conflict (revoked)."""
+        reason = _required_reason(reason)
+        key = self._locked(key_id)
+        if key.status == "revoked":
+            raise Conflict(f"{key_id} is already revoked", code="key_state")
+        self._mark_revoked(key, actor, reason)
+        self._audit.append(actor, "key.revoke", key.id, reason)
+        return key
+
+    def revoke_all_for_tester(self, tester_id: str, actor: str, reason: str) -> list[str]:
+        """Revoke every key of a tester that is not revoked yet; returns their ids."""
+        reason = _required_reason(reason)
+        if self._session.get(Tester, tester_id) is None:
+            raise NotFound(f"no tester {tester_id}")
+        keys = self._session.scalars(
+            select(ApiKey)
+            .where(ApiKey.tester_id == tester_id, ApiKey.status != "revoked")
+            .with_for_update()
+        ).all()
+        for key in keys:
+            self._mark_revoked(key, actor, reason)
+        revoked = [key.id for key in keys]
+        self._audit.append(
+            actor, "tester.revoke_keys", tester_id, reason, details={"keys": revoked}
+        )
+        return revoked
+
+    def suspend(self, key_id: str, actor: str, reason: str) -> ApiKey:
+        """Stop a key until resumed. Raises NotFound, InvalidInput, Conflict (not active)."""
+        reason = _required_reason(reason)
+        key = self._locked(key_id)
+        if key.status != "active":
+            raise Conflict(
+                f"only an active key can be suspended; {key_id} is {key.status}", code="key_state"
+            )
+        key.status = "suspended"
+        key.suspended_at, key.suspended_by, key.suspended_reason = self._clock(), actor, reason
+        self._session.flush()
+        self._audit.append(actor, "key.suspend", key.id, reason)
+        return key
+
+    def resume(self, key_id: str, actor: str, reason: str | None = None) -> ApiKey:
+        """Lift a suspension. Raises NotFound, Conflict (not suspended)."""
+        key = self._locked(key_id)
+        if key.status != "suspended":
+            raise Conflict(f"{key_id} is not suspended", code="key_state")
+        key.status = "active"
+        self._session.flush()
+        self._audit.append(actor, "key.resume", key.id, reason)
+        return key
+
+    def _mark_revoked(self, key: ApiKey, actor: str, reason: str) -> None:
+        key.status = "revoked"
+        key.revoked_at, key.revoked_by, key.revoked_reason = self._clock(), actor, reason
+        self._session.flush()
+
+    def _locked(self, key_id: str) -> ApiKey:
+        key = self._session.scalars(
+            select(ApiKey).where(ApiKey.id == key_id).with_for_update()
+        ).first()
+        if key is None:
+            raise NotFound(f"no key {key_id}")
+        return key
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, key_id: str) -> ApiKey:
+        """Raises NotFound."""
+        key = self._session.get(ApiKey, key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id}")
+        return key
+
+    def list(self, tester_id: str | None = None) -> list[ApiKey]:
+        query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        if tester_id is not None:
+            query = query.where(ApiKey.tester_id == tester_id)
+        return list(self._session.scalars(query))
+
+    def verify(self, secret: str) -> Principal:
+        """The principal behind a secret.
+
+        Raises InvalidKey (malformed, bad checksum, unknown) before or without touching
+        storage where it can, and KeyRejected with the precise code otherwise.
+        """
+        if not self._format.is_well_formed(secret):
+            raise InvalidKey("Malformed API key.")
+        digest = self._digester.digest(secret)
+        row = self._session.execute(_VERIFY, {"digest": digest}).first()
+        if row is None or not self._digester.matches(secret, row.digest):
+            raise InvalidKey("Incorrect API key provided.")
+        code = refusal(
+            row.status, row.expires_at, row.grace_until, row.tester_status, self._clock()
+        )
+        if code is not None:
+            raise KeyRejected(REFUSAL_MESSAGES[code], code=code)
+        return Principal(row.id, row.tester_id, row.cohort, row.hint, row.last_used_at)
+
+    def touch(self, key_id: str) -> None:
+        """Record use, at most once per LAST_USED_RESOLUTION per key."""
+        now = self._clock()
+        self._session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .where(
+                (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
+            )
+            .values(last_used_at=now)
+        )
+
+
+def needs_touch(last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a request should refresh ``last_used_at``."""
+    return last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION
+
+
+def _required_reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a reason is required", param="reason")
+    if len(reason) > 2000:
+        raise InvalidInput("reason must be at most 2000 characters", param="reason")
+    return reason
+
+
+def _checked_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidInput("metadata must be an object of at most 20 entries", param="metadata")
+    checked = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidInput("metadata names and values must be strings", param="metadata")
+        if not 0 < len(name) <= 64 or len(value) > 500:
+            raise InvalidInput("metadata names 1-64 chars, values up to 500", param="metadata")
+        checked[name] = value
+    return checked
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,63 @@
+"""Testers: the people who hold keys."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keys.audit import AuditTrail
+from keys.errors import Conflict, InvalidInput, NotFound
+from keys.ids import new_id
+from keys.models import Tester
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_COHORT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+class TesterService:
+    def __init__(self, session: Session, audit: AuditTrail, clock: Callable[[], datetime]):
+        self._session = session
+        self._audit = audit
+        self._clock = clock
+
+    def add(self, name: str, email: str, actor: str, cohort: str = "default") -> Tester:
+        """Register a tester. Raises InvalidInput, Conflict (email taken)."""
+        name, email = name.strip(), email.strip().lower()
+        if not name or len(name) > 200:
+            raise InvalidInput("name must be 1-200 characters", param="name")
+        if not _EMAIL.fullmatch(email) or len(email) > 320:
+            raise InvalidInput("email is not a valid address", param="email")
+        if not _COHORT.fullmatch(cohort):
+            raise InvalidInput("cohort must be lowercase letters, digits, - or _", param="cohort")
+        if self._session.scalar(select(Tester.id).where(Tester.email == email)):
+            raise Conflict(f"a tester with email {email} exists", code="tester_exists")
+        tester = Tester(
+            id=new_id("tst"),
+            name=name,
+            email=email,
+            cohort=cohort,
+            status="active",
+            created_at=self._clock(),
+            created_by=actor,
+        )
+        self._session.add(tester)
+        self._session.flush()
+        self._audit.append(actor, "tester.add", tester.id, details={"cohort": cohort})
+        return tester
+
+    def get(self, tester_id: str) -> Tester:
+        """Raises NotFound."""
+        tester = self._session.get(Tester, tester_id)
+        if tester is None:
+            raise NotFound(f"no tester {tester_id}")
+        return tester
+
+    def list(self, cohort: str | None = None) -> list[Tester]:
+        query = select(Tester).order_by(Tester.created_at, Tester.id)
+        if cohort is not None:
+            query = query.where(Tester.cohort == cohort)
+        return list(self._session.scalars(query))
