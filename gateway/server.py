@@ -21,6 +21,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # query strings, and a query string is where careless clients put keys.
     "accesslog": None,
     "errorlog": "-",
+    # gunicorn 27 puts every instance's control socket at one path by default; several
+    # gateways (or a gateway and the simulator) on one host would fight over it.
+    "control_socket_disable": True,
 }
 
 
