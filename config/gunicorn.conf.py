@@ -1,0 +1,13 @@
+# gunicorn settings for `drawbridge serve --gunicorn-config config/gunicorn.conf.py`.
+# The values below are the built-in defaults (gateway/server.py); change them here.
+
+bind = "127.0.0.1:8080"
+workers = 2                 # processes; 2-4 per core is typical
+worker_class = "gthread"    # threads let slow upstream calls and long downloads overlap
+threads = 8
+timeout = 120               # a worker silent this long is restarted
+graceful_timeout = 30
+keepalive = 5
+accesslog = None            # the gateway writes its own redacted JSON access log
+errorlog = "-"
+control_socket_disable = True

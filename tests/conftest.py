@@ -1,0 +1,215 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL where marked), the domain store,
+the Flask app with a fake clock, and factories for testers, keys and admin tokens.
+
+Tests that need PostgreSQL or Redis skip with a clear message on a laptop without them, and
+fail under CI (CI=true), where the services must be there.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from gateway.app import build_state, create_app
+from gateway.settings import Settings, load_settings
+from gateway.state import GatewayState
+from keys.admin_tokens import IssuedToken
+from keys.db import Base
+from keys.lifecycle import IssuedKey
+from keys.migrate import upgrade
+from keys.models import Tester
+from keys.store import Store
+from tests.helpers import (
+    TEST_ROOT_SECRET,
+    UPSTREAM_CREDENTIAL,
+    UPSTREAM_URL,
+    FakeClock,
+    service_unavailable,
+)
+
+POSTGRES_SERVER_URL = os.environ.get(
+    "DRAWBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_databases: run the test on SQLite and PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_databases") is not None
+        metafunc.parametrize("backend", ["sqlite", "postgresql"] if both else ["sqlite"])
+
+
+# -- databases -------------------------------------------------------------------------
+
+
+def _pg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The server URL, after checking that PostgreSQL answers."""
+    try:
+        engine = create_engine(_pg(POSTGRES_SERVER_URL), connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        service_unavailable("PostgreSQL", f"{POSTGRES_SERVER_URL}: {type(exc).__name__}")
+    return POSTGRES_SERVER_URL
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
+    """Create fresh, migrated databases on the server; all dropped at the end."""
+    admin = create_engine(_pg(postgres_server), isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"drawbridge_test_{secrets.token_hex(6)}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        url = postgres_server.rsplit("/", 1)[0] + f"/{name}"
+        engine = create_engine(_pg(url))
+        upgrade(engine)
+        engine.dispose()
+        return url
+
+    yield make
+    with admin.connect() as connection:
+        for name in created:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(make_postgres_database: Callable[[], str]) -> str:
+    """One migrated database shared by the session's PostgreSQL unit tests."""
+    return make_postgres_database()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating per test is slow)."""
+    path = tmp_path_factory.mktemp("template") / "drawbridge.db"
+    engine = create_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if backend == "sqlite":
+        path = tmp_path / "drawbridge.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("postgres_database")
+    yield url
+    engine = create_engine(_pg(url))
+    with engine.begin() as connection:
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+
+
+# -- the gateway -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change settings for its app."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url: str, settings_overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "root_secret": TEST_ROOT_SECRET,
+        "upstream_url": UPSTREAM_URL,
+        "upstream_api_key": UPSTREAM_CREDENTIAL,
+        "upstream_read_timeout": 2.0,
+        "upstream_deadline": 5.0,
+        "database_pool_size": 3,
+    }
+    values.update(settings_overrides)
+    return load_settings(environ={}, **values)
+
+
+@pytest.fixture
+def state(settings: Settings, clock: FakeClock) -> Iterator[GatewayState]:
+    state = build_state(settings)
+    state.store.clock = clock
+    yield state
+    state.upstream.close()
+    state.store.database.dispose()
+
+
+@pytest.fixture
+def store(state: GatewayState) -> Store:
+    return state.store
+
+
+@pytest.fixture
+def app(state: GatewayState) -> Any:
+    app = create_app(state=state)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+# -- factories -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_tester(store: Store) -> Callable[..., Tester]:
+    counter = iter(range(1, 1_000_000))
+
+    def make(name: str = "Ada Tester", cohort: str = "default", email: str | None = None) -> Tester:
+        with store.transaction() as tx:
+            return tx.testers.add(
+                name, email or f"tester{next(counter)}@example.com", "test:setup", cohort=cohort
+            )
+
+    return make
+
+
+@pytest.fixture
+def make_key(store: Store, make_tester: Callable[..., Tester]) -> Callable[..., IssuedKey]:
+    def make(tester_id: str | None = None, **options: Any) -> IssuedKey:
+        tester_id = tester_id or make_tester().id
+        with store.transaction() as tx:
+            return tx.keys.issue(tester_id, "test:setup", **options)
+
+    return make
+
+
+@pytest.fixture
+def make_token(store: Store) -> Callable[..., IssuedToken]:
+    def make(role: str = "admin", name: str | None = None) -> IssuedToken:
+        with store.transaction() as tx:
+            return tx.tokens.create(name or f"{role} token", role, "test:setup")
+
+    return make
