@@ -19,7 +19,7 @@ import click
 import requests
 
 from gateway.app import build_store
-from gateway.cli import cli_actor
+from gateway.cli.base import cli_actor
 from gateway.settings import load_settings, root_secret_of
 from keys.errors import Conflict
 from keys.migrate import upgrade

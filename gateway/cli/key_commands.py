@@ -1,0 +1,149 @@
+"""Tester API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from gateway.cli.base import (
+    cli_actor,
+    domain_errors,
+    emit,
+    main,
+    pretty,
+    table,
+    transaction,
+)
+from gateway.inputs import parse_duration, parse_timestamp
+from gateway.views import key_view
+from keys.store import Transaction
+
+# -- keys ------------------------------------------------------------------------------
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Tester API keys."""
+
+
+def _expiry(tx: Transaction, expires_in: str | None, expires_at: str | None) -> datetime | None:
+    if expires_in and expires_at:
+        raise click.UsageError("give --expires-in or --expires-at, not both")
+    if expires_in:
+        return tx.clock() + parse_duration(expires_in, "expires_in")
+    if expires_at:
+        return parse_timestamp(expires_at, "expires_at")
+    return None
+
+
+def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    metadata = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.UsageError(f"--meta takes NAME=VALUE, not {pair!r}")
+        metadata[name] = value
+    return metadata
+
+
+@keys_group.command("issue")
+@click.argument("tester_id")
+@click.option("--expires-in", default=None, help="e.g. 30d")
+@click.option("--expires-at", default=None, help="ISO 8601 time with zone")
+@click.option("--meta", multiple=True, help="NAME=VALUE, repeatable")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_issue(
+    ctx: click.Context,
+    tester_id: str,
+    expires_in: str | None,
+    expires_at: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Issue a key to a tester; the secret is printed once."""
+    with domain_errors(), transaction(ctx) as tx:
+        issued = tx.keys.issue(
+            tester_id, cli_actor(), _expiry(tx, expires_in, expires_at), _metadata(meta)
+        )
+        view = {**key_view(issued.key, tx.clock()), "secret": issued.secret}
+    emit(view, as_json, lambda v: f"{pretty(v)}\n\nThe secret is shown once; hand it over now.")
+
+
+@keys_group.command("list")
+@click.option("--tester", "tester_id", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, tester_id: str | None, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    with domain_errors(), transaction(ctx, write=False) as tx:
+        rows = [key_view(key, tx.clock()) for key in tx.keys.list(tester_id=tester_id)]
+    emit(
+        rows,
+        as_json,
+        lambda r: table(r, ["id", "tester_id", "hint", "status", "expires_at", "last_used_at"]),
+    )
+
+
+@keys_group.command("show")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_show(ctx: click.Context, key_id: str, as_json: bool) -> None:
+    """Show one key."""
+    with domain_errors(), transaction(ctx, write=False) as tx:
+        view = key_view(tx.keys.get(key_id), tx.clock())
+    emit(view, as_json, pretty)
+
+
+@keys_group.command("rotate")
+@click.argument("key_id")
+@click.option("--grace", default="24h", show_default=True, help="How long the old secret works")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> None:
+    """Rotate a key: a new secret now, the old one until the grace period ends."""
+    with domain_errors(), transaction(ctx) as tx:
+        issued = tx.keys.rotate(key_id, cli_actor(), parse_duration(grace, "grace"))
+        view = {**key_view(issued.key, tx.clock()), "secret": issued.secret}
+    emit(view, as_json, lambda v: f"{pretty(v)}\n\nThe secret is shown once; hand it over now.")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", required=False)
+@click.option("--tester", "tester_id", default=None, help="Revoke every key of this tester")
+@click.option("--reason", required=True)
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str | None, tester_id: str | None, reason: str) -> None:
+    """Revoke a key, or with --tester every key of a tester."""
+    if bool(key_id) == bool(tester_id):
+        raise click.UsageError("give a KEY_ID or --tester, one of the two")
+    with domain_errors(), transaction(ctx) as tx:
+        if tester_id:
+            revoked = tx.keys.revoke_all_for_tester(tester_id, cli_actor(), reason)
+        else:
+            revoked = [tx.keys.revoke(str(key_id), cli_actor(), reason).id]
+    click.echo("revoked " + (", ".join(revoked) if revoked else "nothing (no live keys)"))
+
+
+@keys_group.command("suspend")
+@click.argument("key_id")
+@click.option("--reason", required=True)
+@click.pass_context
+def keys_suspend(ctx: click.Context, key_id: str, reason: str) -> None:
+    """Suspend a key until resumed."""
+    with domain_errors(), transaction(ctx) as tx:
+        tx.keys.suspend(key_id, cli_actor(), reason)
+    click.echo(f"suspended {key_id}")
+
+
+@keys_group.command("resume")
+@click.argument("key_id")
+@click.option("--reason", default=None)
+@click.pass_context
+def keys_resume(ctx: click.Context, key_id: str, reason: str | None) -> None:
+    """Resume a suspended key."""
+    with domain_errors(), transaction(ctx) as tx:
+        tx.keys.resume(key_id, cli_actor(), reason)
+    click.echo(f"resumed {key_id}")

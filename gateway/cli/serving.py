@@ -1,0 +1,90 @@
+"""Serving: the gateway, the simulator, the demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import click
+
+from gateway.app import build_state, create_app
+from gateway.cli.base import (
+    Context,
+    domain_errors,
+    main,
+)
+from gateway.settings import load_settings
+
+# -- serving ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--bind", default=None, help="host:port (default 127.0.0.1:8080)")
+@click.option("--workers", type=int, default=None)
+@click.option("--threads", type=int, default=None)
+@click.option("--gunicorn-config", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    bind: str | None,
+    workers: int | None,
+    threads: int | None,
+    gunicorn_config: str | None,
+) -> None:
+    """Serve the gateway under gunicorn."""
+    from gateway.server import serve as run
+
+    context: Context = ctx.obj
+    with domain_errors():
+        # Fail fast on bad settings here, not in every forked worker.
+        build_state(context.settings).store.database.dispose()
+    run(
+        lambda: create_app(load_settings(context.config_file)),
+        bind=bind,
+        workers=workers,
+        threads=threads,
+        config=gunicorn_config,
+    )
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8090", show_default=True)
+@click.option(
+    "--api-key",
+    envvar="DRAWBRIDGE_SIM_API_KEY",
+    default=None,
+    help="Credential the simulator requires (default: none).",
+)
+@click.option("--job-seconds", type=float, default=None, help="Time a job takes.")
+@click.option("--content-bytes", type=int, default=None, help="Size of a video's content.")
+def simulator(
+    bind: str, api_key: str | None, job_seconds: float | None, content_bytes: int | None
+) -> None:
+    """Serve the built-in video backend simulator."""
+    from gateway.server import serve as run
+    from gateway.simulator import SimulatorOptions, create_simulator_app
+
+    options = SimulatorOptions.from_env(os.environ)
+    overrides: dict[str, Any] = {
+        "api_key": api_key,
+        "job_seconds": job_seconds,
+        "content_bytes": content_bytes,
+    }
+    options = dataclasses.replace(options, **{k: v for k, v in overrides.items() if v is not None})
+    run(lambda: create_simulator_app(options), bind=bind, workers=1, threads=16)
+
+
+@main.command()
+@click.option(
+    "--dir", "directory", default=".drawbridge", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--simulator-port", default=8090, show_default=True)
+@click.option("--job-seconds", default=6.0, show_default=True)
+def demo(directory: str, port: int, simulator_port: int, job_seconds: float) -> None:
+    """Run the whole product on one machine: SQLite, the simulator, one gateway."""
+    from gateway.demo import run_demo
+
+    with domain_errors():
+        run_demo(directory, port, simulator_port, job_seconds)
