@@ -2,12 +2,14 @@
 # The values below are the built-in defaults (gateway/server.py); change them here.
 
 bind = "127.0.0.1:8080"
-workers = 2                 # processes; 2-4 per core is typical
-worker_class = "gthread"    # threads let slow upstream calls and long downloads overlap
+workers = 2  # processes; 2-4 per core is typical
+worker_class = "gthread"  # threads let slow upstream calls and long downloads overlap
 threads = 8
-timeout = 120               # a worker silent this long is restarted
+timeout = 120  # a worker silent this long is restarted
 graceful_timeout = 30
 keepalive = 5
-accesslog = None            # the gateway writes its own redacted JSON access log
+accesslog = None  # the gateway writes its own redacted JSON access log
 errorlog = "-"
 control_socket_disable = True
+# worker_exit defaults to gateway.server.flush_on_worker_exit, which writes the worker's
+# batched usage events and metrics when it stops; a hook of your own should call it too.

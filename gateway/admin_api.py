@@ -22,8 +22,12 @@ from gateway.inputs import (
 )
 from gateway.openapi import openapi_document
 from gateway.state import current_state
+from gateway.usage_api import query_params, time_window
+from gateway.usage_views import key_report_view
 from gateway.views import iso, key_view, tester_view, token_view
 from keys.errors import InvalidInput
+from keys.policies import PolicyError, policy_from_mapping
+from keys.testers import COHORT_NAME
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
@@ -100,12 +104,16 @@ def issue_key(tester_id: str) -> tuple[Response, int]:
     payload = json_body()
     store = current_state().store
     metadata = payload.get("metadata")
+    honeytoken = payload.get("honeytoken", False)
+    if not isinstance(honeytoken, bool):
+        raise InvalidInput("honeytoken must be true or false", param="honeytoken")
     with store.transaction() as tx:
         issued = tx.keys.issue(
             tester_id,
             actor=current_operator().actor,
             expires_at=_expiry(payload, store.clock()),
             metadata=metadata if metadata is not None else {},
+            honeytoken=honeytoken,
         )
         view = key_view(issued.key, store.clock())
     view["secret"] = issued.secret
@@ -141,6 +149,17 @@ def show_key(key_id: str) -> Response:
     store = current_state().store
     with store.read() as tx:
         return jsonify(key_view(tx.keys.get(key_id), store.clock()))
+
+
+@bp.get("/keys/<key_id>/report")
+@require_role(*READERS)
+def key_report(key_id: str) -> Response:
+    """Blast radius: everything the key did ``?since=`` (default: its creation) ``&until=``."""
+    store = current_state().store
+    since, until = time_window(query_params(("since", "until")), store.clock())
+    with store.read() as tx:
+        report = tx.usage_reports.key_report(key_id, since, until)
+    return jsonify(key_report_view(report))
 
 
 @bp.post("/keys/<key_id>/rotate")
@@ -233,21 +252,28 @@ def revoke_token(token_id: str) -> Response:
 # -- audit trail -----------------------------------------------------------------------
 
 
-@bp.get("/audit")
-@require_role(*READERS)
-def audit_entries() -> Response:
+def _audit_page() -> tuple[int, int]:
+    """``after_seq`` and ``limit`` of a page of the audit trail. Raises ApiError (400)."""
     after, limit = request.args.get("after_seq", "0"), request.args.get("limit", "100")
-    if not after.isdigit():
+    # isascii: str.isdigit() also accepts characters like "²" that int() refuses.
+    if not (after.isascii() and after.isdigit()):
         raise ApiError(
             400, "after_seq must be a non-negative integer", "invalid_value", param="after_seq"
         )
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_AUDIT_PAGE:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_AUDIT_PAGE:
         raise ApiError(
             400, f"limit must be between 1 and {MAX_AUDIT_PAGE}", "invalid_value", param="limit"
         )
+    return int(after), int(limit)
+
+
+@bp.get("/audit")
+@require_role(*READERS)
+def audit_entries() -> Response:
+    after, limit = _audit_page()
     with current_state().store.read() as tx:
-        entries = tx.audit.entries(after_seq=int(after), limit=int(limit) + 1)
-    page = entries[: int(limit)]
+        entries = tx.audit.entries(after_seq=after, limit=limit + 1)
+    page = entries[:limit]
     return jsonify(
         {
             "object": "list",
@@ -268,3 +294,144 @@ def audit_entries() -> Response:
             "has_more": len(entries) > len(page),
         }
     )
+
+
+@bp.get("/audit/checkpoints")
+@require_role(*READERS)
+def audit_checkpoints() -> Response:
+    """Signed checkpoints, each the same object as a line of an export's checkpoints.jsonl."""
+    after, limit = _audit_page()
+    with current_state().store.read() as tx:
+        checkpoints = tx.audit.checkpoints(after_seq=after, limit=limit + 1)
+    page = checkpoints[:limit]
+    return jsonify(
+        {
+            "object": "list",
+            "data": [checkpoint.as_record() for checkpoint in page],
+            "has_more": len(checkpoints) > len(page),
+        }
+    )
+
+
+@bp.get("/audit/public-key")
+@require_role(*READERS)
+def audit_public_key() -> Response:
+    signer = current_state().store.audit_signer
+    if signer is None:
+        raise ApiError(404, "audit checkpoints are not signed here", "not_found")
+    return jsonify(
+        {
+            "object": "audit.public_key",
+            "algorithm": "Ed25519",
+            "key_id": signer.key_id,
+            "public_key_pem": signer.public_key_pem(),
+        }
+    )
+
+
+# -- bulk revocation and the kill switch -----------------------------------------------
+
+
+@bp.post("/keys/revoke")
+@require_role(*ADMIN)
+def revoke_keys_in_bulk() -> Response:
+    """Revoke every live key of a cohort and/or issued before a time."""
+    payload = json_body()
+    issued_before = payload.get("issued_before")
+    with current_state().store.transaction() as tx:
+        revoked = tx.keys.revoke_matching(
+            current_operator().actor,
+            required_string(payload, "reason"),
+            cohort=optional_string(payload, "cohort"),
+            issued_before=(
+                parse_timestamp(issued_before, "issued_before") if issued_before else None
+            ),
+        )
+    return jsonify({"revoked": revoked})
+
+
+def _lockdown_view(state: Any) -> dict[str, Any]:
+    return {
+        "object": "lockdown",
+        "lockdown": bool(state.lockdown),
+        "reason": state.lockdown_reason,
+        "changed_by": state.lockdown_by,
+        "changed_at": iso(state.lockdown_at),
+    }
+
+
+@bp.get("/lockdown")
+@require_role(*ANY_ROLE)
+def lockdown_state() -> Response:
+    with current_state().store.read() as tx:
+        return jsonify(_lockdown_view(tx.program.state()))
+
+
+@bp.post("/lockdown")
+@require_role(*ADMIN)
+def set_lockdown() -> Response:
+    """``{"lockdown": true, "reason": "..."}`` refuses all tester traffic at once."""
+    payload = json_body()
+    on = payload.get("lockdown")
+    if not isinstance(on, bool):
+        raise InvalidInput("lockdown must be true or false", param="lockdown")
+    with current_state().store.transaction() as tx:
+        state = tx.program.set_lockdown(
+            on, current_operator().actor, optional_string(payload, "reason")
+        )
+        return jsonify(_lockdown_view(state))
+
+
+# -- policies --------------------------------------------------------------------------
+
+
+@bp.get("/cohorts")
+@require_role(*ANY_ROLE)
+def list_cohort_policies() -> Response:
+    with current_state().store.read() as tx:
+        cohorts = tx.policies.cohorts()
+    return _listing(
+        [{"cohort": name, "policy": policy.to_json()} for name, policy in cohorts.items()]
+    )
+
+
+@bp.put("/cohorts/<cohort>/policy")
+@require_role(*ADMIN)
+def set_cohort_policy(cohort: str) -> Response:
+    """Replace a cohort's policy; in force on every worker with the next request."""
+    if not COHORT_NAME.fullmatch(cohort):
+        raise InvalidInput("cohort must be lowercase letters, digits, - or _", param="cohort")
+    try:
+        policy = policy_from_mapping(json_body())
+    except PolicyError as exc:
+        raise InvalidInput(str(exc), param=exc.field) from None
+    with current_state().store.transaction() as tx:
+        changed = tx.policies.set_policy(cohort, policy, current_operator().actor)
+    return jsonify({"cohort": cohort, "policy": policy.to_json(), "changed": changed})
+
+
+@bp.get("/testers/<tester_id>/policy")
+@require_role(*READERS)
+def tester_policy(tester_id: str) -> Response:
+    with current_state().store.read() as tx:
+        policy, overrides = tx.policies.for_tester(tester_id)
+    return jsonify({"tester_id": tester_id, "overrides": overrides, "policy": policy.to_json()})
+
+
+@bp.put("/testers/<tester_id>/policy")
+@require_role(*ADMIN)
+def set_tester_policy(tester_id: str) -> Response:
+    """Replace a tester's overrides on top of their cohort's policy."""
+    overrides = json_body()
+    with current_state().store.transaction() as tx:
+        policy = tx.policies.set_overrides(tester_id, overrides, current_operator().actor)
+    return jsonify({"tester_id": tester_id, "overrides": overrides, "policy": policy.to_json()})
+
+
+@bp.delete("/testers/<tester_id>/policy")
+@require_role(*ADMIN)
+def clear_tester_policy(tester_id: str) -> Response:
+    with current_state().store.transaction() as tx:
+        tx.testers.get(tester_id)
+        tx.policies.clear_overrides(tester_id, current_operator().actor)
+    return jsonify({"tester_id": tester_id, "overrides": {}})

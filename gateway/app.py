@@ -7,23 +7,45 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import admin_api, health, me, videos
+from gateway import (
+    admin_api,
+    approvals_api,
+    health,
+    me,
+    metrics,
+    secret_scanning,
+    shares,
+    usage_api,
+    videos,
+)
+from gateway.alerts import AlertSender
+from gateway.anomalies import AnomalyWatch
 from gateway.errors import ApiError, register_error_handlers
+from gateway.limits import MEMORY_STORAGE_URI, RateLimits
+from gateway.limits import add_headers as add_rate_limit_headers
 from gateway.logs import configure_logging
 from gateway.paths import refuse_path_tricks
 from gateway.settings import Secret, Settings, SettingsError, load_settings, root_secret_of
 from gateway.state import EXTENSION, GatewayState
 from gateway.upstream import UpstreamClient
+from gateway.usage import record_usage
+from keys.audit import CheckpointPolicy
+from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
+from keys.counters import Counters, MemoryCounters, RedisCounters
 from keys.db import Database
 from keys.digests import SecretDigester
 from keys.keyformat import KeyFormat
+from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.store import Store
+from keys.usage import UsageBuffer
 from keys.vault import Vault
 
 log = logging.getLogger("drawbridge.access")
 
 _REQUEST_ID_HEADER = "X-Request-Id"
+_TESTER_BLUEPRINTS = frozenset({"videos", "me", "shares"})
 
 
 def upstream_credential(settings: Settings, vault: Vault) -> str:
@@ -40,12 +62,32 @@ def upstream_credential(settings: Settings, vault: Vault) -> str:
 
 def build_store(settings: Settings, vault: Vault) -> Store:
     """The domain store for these settings (what the CLI needs, without the upstream)."""
+    try:
+        checkpoints = CheckpointPolicy(
+            settings.audit_checkpoint_every, settings.audit_checkpoint_seconds
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return Store(
         Database(settings.database_url, pool_size=settings.database_pool_size),
         SecretDigester(vault.key_pepper),
         KeyFormat(settings.key_prefix),
         KeyFormat(settings.admin_token_prefix),
+        audit_signer=AuditSigner(vault.derive(AUDIT_SIGNING_PURPOSE)),
+        checkpoint_policy=checkpoints,
     )
+
+
+def build_anomaly_watch(settings: Settings, store: Store) -> AnomalyWatch:
+    """Anomaly detection with counters in Redis when ``redis_url`` is set, else in process."""
+    counters: Counters = (
+        RedisCounters.from_url(settings.redis_url) if settings.redis_url else MemoryCounters()
+    )
+    try:
+        alerts = AlertSender(settings.alert_webhook_urls, settings.alert_timeout_seconds)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return AnomalyWatch(counters, alerts, store)
 
 
 def build_state(settings: Settings) -> GatewayState:
@@ -61,7 +103,18 @@ def build_state(settings: Settings) -> GatewayState:
         max_json_bytes=settings.upstream_max_json_bytes,
         pool_size=settings.upstream_pool_size,
     )
-    return GatewayState(settings=settings, vault=vault, store=store, upstream=upstream)
+    return GatewayState(
+        settings=settings,
+        vault=vault,
+        store=store,
+        upstream=upstream,
+        limits=RateLimits(
+            settings.redis_url or MEMORY_STORAGE_URI, settings.auth_failures_per_minute
+        ),
+        usage=UsageBuffer(store, settings.usage_flush_seconds),
+        share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
+        anomalies=build_anomaly_watch(settings, store),
+    )
 
 
 def create_app(settings: Settings | None = None, state: GatewayState | None = None) -> Flask:
@@ -78,11 +131,28 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.extensions[EXTENSION] = state
+    if settings.trusted_proxies:
+        # Only the configured number of proxies may speak for the client's address: a
+        # spoofed X-Forwarded-For entry beyond them changes nothing.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies
+        )
+    state.limits.init_app(app)
 
     register_error_handlers(app)
+    metrics.init_app(app, settings)
     app.before_request(_start_request)
     app.after_request(_finish_request)
-    for blueprint in (videos.bp, me.bp, admin_api.bp, health.bp):
+    for blueprint in (
+        videos.bp,
+        shares.bp,
+        me.bp,
+        admin_api.bp,
+        approvals_api.bp,
+        health.bp,
+        secret_scanning.bp,
+        usage_api.bp,
+    ):
         app.register_blueprint(blueprint)
     return app
 
@@ -94,9 +164,14 @@ def _start_request() -> None:
 
 
 def _finish_request(response: Response) -> Response:
-    response.headers[_REQUEST_ID_HEADER] = g.get("request_id", "")
+    if not g.get("request_id"):  # a hook that ran before _start_request refused the request
+        g.request_id = "req_" + uuid.uuid4().hex
+    response.headers[_REQUEST_ID_HEADER] = g.request_id
+    add_rate_limit_headers(response, g.get("rate_limit"))
     principal = g.get("principal")
     operator = g.get("operator")
+    if request.blueprint in _TESTER_BLUEPRINTS and not g.get("usage_written"):
+        record_usage(response.status_code)
     log.info(
         "request",
         extra={

@@ -14,7 +14,10 @@ from flask import g, request
 
 from gateway.errors import ApiError
 from gateway.state import current_state
+from gateway.upstream import VIDEO_ID
 from keys.admin_tokens import Operator
+from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected
+from keys.gate import VideoRef
 from keys.lifecycle import Principal, needs_touch
 
 P = ParamSpec("P")
@@ -57,14 +60,34 @@ def bearer_secret() -> str:
 
 
 def authenticate_tester() -> Principal:
-    """Verify the caller's tester key. Raises ApiError or domain errors (401)."""
+    """Verify the caller's tester key and count the request against its rate limits.
+
+    Raises ApiError (400, 401, 429) or domain errors (401, 503 during a lockdown). A client
+    that fails authentication too often is refused before its key is even looked at; a key
+    that trips an anomaly rule is suspended and refused (gateway/anomalies.py).
+    """
     refuse_secrets_in_query()
-    secret = bearer_secret()
-    store = current_state().store
-    with store.read() as tx:
-        principal = tx.keys.verify(secret)
-    if needs_touch(principal.last_used_at, store.clock()):
-        with store.transaction() as tx:
+    state = current_state()
+    client_ip = request.remote_addr or "unknown"
+    state.limits.refuse_blocked_client(client_ip)
+    video_id = (request.view_args or {}).get("video_id")
+    try:
+        secret = bearer_secret()
+        principal, g.video = state.store.check_key(
+            secret, video_id if video_id and VIDEO_ID.fullmatch(video_id) else None
+        )
+    except (ApiError, InvalidKey, KeyRejected) as exc:
+        g.attempted_key_id = getattr(exc, "key_id", None)
+        state.limits.record_auth_failure(client_ip)
+        if isinstance(exc, HoneytokenUsed):
+            state.anomalies.honeytoken_used(exc, client_ip)
+        raise
+    # Anomaly rules count every verified attempt, also those the rate limit refuses next.
+    g.attempted_key_id = principal.key_id
+    state.anomalies.watch(principal, client_ip)
+    g.rate_limit = state.limits.admit_key(principal.key_id, principal.policy)
+    if needs_touch(principal.last_used_at, state.store.clock()):
+        with state.store.transaction() as tx:
             tx.keys.touch(principal.key_id)
     return principal
 
@@ -83,6 +106,18 @@ def require_tester(view: Callable[P, R]) -> Callable[P, R]:
 def current_principal() -> Principal:
     principal: Principal = g.principal
     return principal
+
+
+def requested_video(video_id: str) -> VideoRef:
+    """The caller's video named in the URL, read with the key (``authenticate_tester``).
+
+    Raises ApiError 404 for a video that does not exist, was deleted, or is someone else's:
+    the three are indistinguishable on purpose.
+    """
+    video: VideoRef | None = g.get("video")
+    if video is None or video.id != video_id or not video.visible_to(g.principal.tester_id):
+        raise ApiError(404, f"No video found with id '{video_id[:64]}'.", "not_found")
+    return video
 
 
 def authenticate_operator() -> Operator:

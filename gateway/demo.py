@@ -73,6 +73,10 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str, log: Path
     raise click.ClickException(f"the {name} did not become ready; see {log}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float) -> None:
     folder = Path(directory)
     config, master_key = prepare(folder, port, simulator_port)
@@ -93,6 +97,8 @@ def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float)
     sim_env = {**os.environ, "DRAWBRIDGE_SIM_API_KEY": master_key}
     sim_log, gw_log = folder / "simulator.log", folder / "gateway.log"
     children = []
+    # A supervisor's SIGTERM stops the demo like Ctrl-C does, children included.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with sim_log.open("ab") as sim_out:
             children.append(

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, g, has_request_context, jsonify
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from keys.errors import Conflict, DomainError, InvalidInput, InvalidKey, KeyRejected, NotFound
+from keys.program import Lockdown
+from keys.quotas import QuotaExceeded
+from keys.share_links import InvalidShareLink, ShareLinkExpired
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -23,6 +28,7 @@ _TYPE_BY_STATUS = {
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
+    503: "server_error",
 }
 
 _CODE_BY_STATUS = {
@@ -77,6 +83,8 @@ def error_body(error: ApiError) -> dict[str, Any]:
 
 
 def error_response(error: ApiError) -> Response:
+    if has_request_context():
+        g.error_code = error.code
     response = jsonify(error_body(error))
     response.status_code = error.status
     for name, value in error.headers.items():
@@ -88,6 +96,19 @@ def from_domain(exc: DomainError) -> ApiError:
     """The HTTP meaning of a domain exception."""
     if isinstance(exc, InvalidKey | KeyRejected):
         return ApiError(401, exc.message, exc.code, param=exc.param)
+    if isinstance(exc, Lockdown):
+        return ApiError(503, exc.message, exc.code, headers={"Retry-After": "60"})
+    if isinstance(exc, QuotaExceeded):
+        # Every 429 says when to come back; retry-after-ms is what the openai SDK reads first.
+        headers = {
+            "Retry-After": str(exc.retry_after),
+            "retry-after-ms": str(exc.retry_after * 1000),
+        }
+        return ApiError(429, exc.message, exc.code, param=exc.quota.metric, headers=headers)
+    if isinstance(exc, InvalidShareLink):
+        return ApiError(404, exc.message, exc.code)
+    if isinstance(exc, ShareLinkExpired):
+        return ApiError(410, exc.message, exc.code)
     if isinstance(exc, NotFound):
         return ApiError(404, exc.message, exc.code, param=exc.param)
     if isinstance(exc, InvalidInput):
@@ -124,6 +145,21 @@ def register_error_handlers(app: Flask) -> None:
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
         return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _storage_down(exc: SQLAlchemyError) -> Response:
+        # Fail closed: without the key store nothing is admitted, and nothing is guessed.
+        current_app.logger.error("key store unavailable: %s", type(exc).__name__)
+        return error_response(
+            ApiError(
+                503,
+                "The gateway cannot reach its key store; retry shortly.",
+                "service_unavailable",
+                headers={"Retry-After": "1"},
+            )
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -73,7 +73,7 @@ def configure_logging(level: str, state: GatewayState) -> None:
     handler.setFormatter(JsonFormatter())
     handler.addFilter(
         RedactingFilter(
-            [state.store.key_format.pattern, state.store.token_format.pattern],
+            [state.store.key_format.embedded, state.store.token_format.embedded],
             [state.upstream.credential_for_redaction()],
         )
     )

@@ -47,6 +47,11 @@ _OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, int]] = [
             "properties": {
                 **_EXPIRY,
                 "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                "honeytoken": {
+                    "type": "boolean",
+                    "description": "A key only to be watched: any use is refused as an "
+                    "unknown key, suspends it and alerts",
+                },
             },
         },
         201,
@@ -101,7 +106,193 @@ _OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, int]] = [
     ),
     ("/tokens/{token_id}/revoke", "post", "Revoke an admin token", "admin", _REASON, 200),
     ("/audit", "get", "Audit trail entries in chain order", "admin, auditor", None, 200),
+    (
+        "/keys/revoke",
+        "post",
+        "Revoke every live key of a cohort and/or issued before a time",
+        "admin",
+        {
+            "type": "object",
+            "required": ["reason"],
+            "properties": {
+                "reason": {"type": "string", "minLength": 1},
+                "cohort": {"type": "string"},
+                "issued_before": {"type": "string", "format": "date-time"},
+            },
+        },
+        200,
+    ),
+    ("/lockdown", "get", "The kill switch's state", "any", None, 200),
+    (
+        "/lockdown",
+        "post",
+        "Raise or lower the kill switch (all tester traffic refused with 503 lockdown)",
+        "admin",
+        {
+            "type": "object",
+            "required": ["lockdown"],
+            "properties": {"lockdown": {"type": "boolean"}, "reason": {"type": "string"}},
+        },
+        200,
+    ),
+    ("/cohorts", "get", "Every cohort's policy", "any", None, 200),
+    (
+        "/cohorts/{cohort}/policy",
+        "put",
+        "Replace a cohort's policy (see config/policies.toml for the fields)",
+        "admin",
+        {"type": "object"},
+        200,
+    ),
+    (
+        "/testers/{tester_id}/policy",
+        "get",
+        "A tester's effective policy and overrides",
+        "admin, auditor",
+        None,
+        200,
+    ),
+    (
+        "/testers/{tester_id}/policy",
+        "put",
+        "Replace a tester's policy overrides",
+        "admin",
+        {"type": "object"},
+        200,
+    ),
+    (
+        "/testers/{tester_id}/policy",
+        "delete",
+        "Remove a tester's policy overrides",
+        "admin",
+        None,
+        200,
+    ),
+    (
+        "/approvals",
+        "get",
+        "Held requests (?status=pending&kind=generation|share|download)",
+        "admin, approver, auditor",
+        None,
+        200,
+    ),
+    ("/approvals/{approval_id}", "get", "One held request", "admin, approver, auditor", None, 200),
+    (
+        "/approvals/{approval_id}/approve",
+        "post",
+        "Approve; a held generation is then submitted on the tester's behalf",
+        "admin, approver",
+        {"type": "object", "properties": {"reason": {"type": "string"}}},
+        200,
+    ),
+    (
+        "/approvals/{approval_id}/reject",
+        "post",
+        "Reject with a reason the tester sees",
+        "admin, approver",
+        _REASON,
+        200,
+    ),
+    (
+        "/audit/checkpoints",
+        "get",
+        "Signed audit checkpoints in seq order (docs/audit.md)",
+        "admin, auditor",
+        None,
+        200,
+    ),
+    (
+        "/audit/public-key",
+        "get",
+        "The Ed25519 public key that signs audit checkpoints, and its key id",
+        "admin, auditor",
+        None,
+        200,
+    ),
+    (
+        "/usage",
+        "get",
+        "Usage events in time order, filtered; keyset pages (after = the last event's id)",
+        "admin, auditor",
+        None,
+        200,
+    ),
+    (
+        "/usage/daily",
+        "get",
+        "Per-tester totals per UTC day: requests, generations, video-seconds, rejections, "
+        "failures, approvers' decisions",
+        "admin, auditor",
+        None,
+        200,
+    ),
+    (
+        "/usage/export",
+        "get",
+        "Stream the filtered usage events as CSV or JSON Lines",
+        "admin, auditor",
+        None,
+        200,
+    ),
+    (
+        "/keys/{key_id}/report",
+        "get",
+        "Blast radius: everything a key did in a window (requests, client IPs, user agents, "
+        "generations, videos, refused attempts after revocation)",
+        "admin, auditor",
+        None,
+        200,
+    ),
 ]
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_TIME = "ISO 8601 time with a zone, a UTC date (2026-11-27) or a span ago (24h, 7d)"
+_USAGE_FILTERS = [
+    _query("tester_id", "Only this tester's events"),
+    _query("key_id", "Only this key's events (refused attempts included)"),
+    _query("cohort", "Only events of testers in this cohort at the time"),
+    _query("route", "Route template, e.g. /v1/videos/<video_id>"),
+    _query("status", "An HTTP status (429) or a class (4xx)", pattern="^[1-5]([0-9][0-9]|xx)$"),
+    _query(
+        "outcome",
+        "How the request ended",
+        enum=["ok", "refused", "failed", "admitted", "created", "refunded", "held"],
+    ),
+    _query("since", f"From this time (inclusive): {_TIME}"),
+    _query("until", f"Up to this time (exclusive): {_TIME}"),
+    _query("after", "The id of the last event of the previous page", type="integer", minimum=0),
+]
+# Query parameters of the operations that take them (unknown ones are refused with 400).
+_QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("/usage", "get"): [
+        *_USAGE_FILTERS,
+        _query("limit", "Page size", type="integer", minimum=1, maximum=1000, default=100),
+    ],
+    ("/usage/export", "get"): [
+        *_USAGE_FILTERS,
+        _query("format", "Export format", enum=["csv", "jsonl"], default="csv"),
+    ],
+    ("/usage/daily", "get"): [
+        _query("since", "First UTC day (default: 29 days before until)", format="date"),
+        _query("until", "Last UTC day, inclusive (default: today); at most 366 days"),
+        _query("tester_id", "Only this tester"),
+        _query("cohort", "Only this cohort"),
+    ],
+    ("/keys/{key_id}/report", "get"): [
+        _query("since", f"From this time (default: the key's creation): {_TIME}"),
+        _query("until", f"Up to this time (default: now): {_TIME}"),
+    ],
+}
 
 
 @cache
@@ -113,9 +304,10 @@ def openapi_document() -> dict[str, Any]:
             "description": f"Roles: {roles}.",
             "parameters": [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in ("tester_id", "key_id", "token_id")
+                for name in ("tester_id", "key_id", "token_id", "cohort", "approval_id")
                 if f"{{{name}}}" in path
-            ],
+            ]
+            + _QUERY_PARAMETERS.get((path, method), []),
             "responses": {
                 str(status): {"description": "OK", "content": {"application/json": {}}},
                 **{

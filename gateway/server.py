@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import runpy
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+
+from gateway.metrics import publish_all
+from keys.usage import flush_buffers
+
+
+def flush_on_worker_exit(server: Any, worker: Any) -> None:
+    """gunicorn's ``worker_exit`` hook: write the usage events and metrics the worker still
+    holds as soon as it has answered its last request. (Interpreter exit does it again, but
+    only once every request thread has ended; a thread stuck past the graceful timeout would
+    otherwise take the batch down with the worker.)"""
+    flush_buffers()
+    publish_all()
+
 
 # Defaults for production; config/gunicorn.conf.py documents them and may override them.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -24,6 +38,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # gunicorn 27 puts every instance's control socket at one path by default; several
     # gateways (or a gateway and the simulator) on one host would fight over it.
     "control_socket_disable": True,
+    "worker_exit": flush_on_worker_exit,
 }
 
 
@@ -32,14 +47,18 @@ class Server(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self._factory = factory
-        self._options = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+        self._config_file = options.get("config")
+        self._options = {k: v for k, v in options.items() if v is not None and k != "config"}
         super().__init__()
 
     def load_config(self) -> None:
-        config_file = self._options.pop("config", None)
-        if config_file:
-            self.load_config_from_file(config_file)
-        for name, value in self._options.items():
+        # Built-in defaults < the gunicorn config file < options given on the command line.
+        # (BaseApplication has no config-file loader of its own: the file is run here.)
+        settings = dict(DEFAULT_OPTIONS)
+        if self._config_file:
+            settings.update(runpy.run_path(self._config_file))
+        settings.update(self._options)
+        for name, value in settings.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
 

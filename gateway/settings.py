@@ -17,6 +17,7 @@ from typing import Any
 from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX
 
 ENV_PREFIX = "DRAWBRIDGE_"
+GITHUB_SCANNING_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
 
 
 class SettingsError(Exception):
@@ -73,6 +74,38 @@ class Settings:
     admin_token_prefix: str = DEFAULT_ADMIN_TOKEN_PREFIX
     rotation_grace_seconds: int = 86_400
 
+    # A signed audit checkpoint every N entries, and at an append once the last is M s old.
+    audit_checkpoint_every: int = 100
+    audit_checkpoint_seconds: int = 300
+
+    # How many proxies in front of the gateway may set X-Forwarded-For; 0 trusts none.
+    trusted_proxies: int = 0
+    auth_failures_per_minute: int = 30
+
+    # POST /integrations/secret-scanning (docs/leak-response.md): where GitHub publishes the
+    # keys it signs reports with, whether to answer with label feedback (it tells GitHub
+    # which tokens were real), and the largest report accepted.
+    secret_scanning_keys_url: str = GITHUB_SCANNING_KEYS_URL
+    secret_scanning_feedback: bool = False
+    secret_scanning_max_body_bytes: int = 1024 * 1024
+
+    # Anomaly alerts (docs/leak-response.md): Slack-compatible webhooks, each posted once
+    # with this timeout from a background thread. The environment variable takes a
+    # comma-separated list.
+    alert_webhook_urls: tuple[str, ...] = ()
+    alert_timeout_seconds: float = 3.0
+
+    # Usage events (docs/usage.md): kept this many days by `drawbridge usage prune`; the
+    # non-billable ones are written in batches at least this often.
+    usage_retention_days: int = 400
+    usage_flush_seconds: float = 1.0
+
+    # GET /metrics: with a token, scrapers must send it as a Bearer credential; without one,
+    # only loopback clients may scrape. ``metrics_dir`` is where each worker process
+    # publishes its counters so any worker answers for all (`drawbridge serve` makes one).
+    metrics_token: Secret | None = None
+    metrics_dir: str | None = None
+
     log_level: str = "INFO"
     access_log: bool = True
 
@@ -85,6 +118,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if "Secret" in kind:
             return Secret(str(value)) if value not in (None, "") else None
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple):
+                raise ValueError(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if kind.startswith("bool"):
             if isinstance(value, bool):
                 return value

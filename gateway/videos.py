@@ -1,7 +1,8 @@
-"""The tester API: OpenAI's Videos surface, proxied with ownership enforced.
+"""The tester API: OpenAI's Videos surface, proxied with ownership, policy and quota.
 
 Upstream, every video belongs to the master credential; here a video the caller does not own
-answers 404, exactly like one that does not exist.
+answers 404, exactly like one that does not exist. A held generation is an ordinary video
+under a gateway id until an approver decides, so unmodified clients simply keep polling.
 """
 
 from __future__ import annotations
@@ -11,20 +12,27 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from gateway.auth import current_principal, require_tester
+from gateway.auth import current_principal, requested_video, require_tester
 from gateway.errors import ApiError
+from gateway.generation_requests import (
+    CREATE_CONTENT_TYPES,
+    generation_request,
+    media_type,
+    prompt_of,
+)
+from gateway.generations import call_upstream, generate
 from gateway.state import current_state
 from gateway.upstream import CONTENT_VARIANTS, video_path
+from keys.gate import VideoRef
+from keys.generations import present
+from keys.models import Video
+from keys.policies import GenerationRequest
 from keys.videos import TERMINAL_STATUSES
 
 bp = Blueprint("videos", __name__, url_prefix="/v1")
 
-_CREATE_CONTENT_TYPES = ("multipart/form-data", "application/json")
-
-
-def _request_id() -> str:
-    request_id: str = g.request_id
-    return request_id
+# How often clients are asked to poll a video an approver has not decided on yet.
+HELD_POLL_AFTER_MS = "2000"
 
 
 def _json_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -34,63 +42,65 @@ def _json_response(body: dict[str, Any], headers: dict[str, str] | None = None) 
     return response
 
 
-def _owned_or_404(video_id: str) -> None:
-    video_path(video_id)  # refuses ids that could never be valid before touching storage
-    with current_state().store.read() as tx:
-        if not tx.videos.is_owned(video_id, current_principal().tester_id):
-            raise ApiError(404, f"No video found with id '{video_id}'.", "not_found")
+def _upstream_id(video_id: str) -> str | None:
+    return requested_video(video_id).upstream_id
 
 
-def _created_video(body: dict[str, Any]) -> dict[str, Any]:
-    video_id = body.get("id")
-    if not isinstance(video_id, str) or not video_id:
-        raise ApiError(502, "The generation backend sent an unreadable answer.", "upstream_error")
-    video_path(video_id)
-    principal = current_principal()
-    with current_state().store.transaction() as tx:
-        tx.videos.record(video_id, principal.tester_id, principal.key_id, body)
-    return body
+def _not_ready(video_id: str) -> ApiError:
+    return ApiError(
+        400,
+        f"Video '{video_id}' is not ready: it is waiting for an approver's decision.",
+        "video_not_ready",
+    )
+
+
+def _current(video: Video | VideoRef) -> tuple[dict[str, Any], dict[str, str]]:
+    """The video as the tester sees it now, and headers worth passing on."""
+    if video.upstream_id is None:
+        return dict(video.snapshot), {"openai-poll-after-ms": HELD_POLL_AFTER_MS}
+    answer = call_upstream("GET", video_path(video.upstream_id))
+    body = present(answer.body, video.id, video.snapshot.get("remixed_from_video_id"))
+    # Polls stay read-only until the status moves.
+    if body.get("status") != video.status:
+        with current_state().store.transaction() as tx:
+            tx.generations.observe(video.id, body)
+    return body, dict(answer.headers)
 
 
 @bp.post("/videos")
 @require_tester
 def create_video() -> Response:
-    content_type = request.headers.get("Content-Type", "")
-    if not content_type.lower().startswith(_CREATE_CONTENT_TYPES):
+    if media_type() not in CREATE_CONTENT_TYPES:
         raise ApiError(
             415,
             "Send the video request as multipart/form-data or application/json.",
             "unsupported_media_type",
         )
-    body = request.get_data(cache=False)
-    answer = current_state().upstream.call_json(
-        "POST", "videos", request_id=_request_id(), body=body, content_type=content_type
-    )
-    return _json_response(_created_video(answer.body))
+    body = request.get_data(cache=True)
+    snapshot = generate(generation_request(), body, request.headers["Content-Type"], path="videos")
+    return _json_response(snapshot)
 
 
 @bp.get("/videos")
 @require_tester
 def list_videos() -> Response:
     limit_text = request.args.get("limit", "20")
-    if not limit_text.isdigit():
+    # isascii: str.isdigit() also accepts characters like "²" that int() refuses.
+    if not (limit_text.isascii() and limit_text.isdigit()):
         raise ApiError(
             400, "limit must be an integer between 1 and 100", "invalid_value", param="limit"
         )
-    state, principal = current_state(), current_principal()
-    with state.store.read() as tx:
+    with current_state().store.read() as tx:
         page = tx.videos.page(
-            principal.tester_id,
+            current_principal().tester_id,
             after=request.args.get("after") or None,
             limit=int(limit_text),
             order=request.args.get("order", "desc"),
         )
-    data = []
-    for video in page.videos:
-        snapshot = video.snapshot
-        if video.status not in TERMINAL_STATUSES:
-            snapshot = _refresh(video.id)
-        data.append(snapshot)
+    data = [
+        dict(video.snapshot) if video.status in TERMINAL_STATUSES else _current(video)[0]
+        for video in page.videos
+    ]
     return _json_response(
         {
             "object": "list",
@@ -102,46 +112,59 @@ def list_videos() -> Response:
     )
 
 
-def _refresh(video_id: str) -> dict[str, Any]:
-    answer = current_state().upstream.call_json(
-        "GET", video_path(video_id), request_id=_request_id()
-    )
-    with current_state().store.transaction() as tx:
-        tx.videos.refresh(video_id, answer.body)
-    return answer.body
-
-
 @bp.get("/videos/<video_id>")
 @require_tester
 def retrieve_video(video_id: str) -> Response:
-    state = current_state()
-    with state.store.read() as tx:
-        video = tx.videos.owned(video_id, current_principal().tester_id)
-        known_status = video.status
-    answer = state.upstream.call_json("GET", video_path(video_id), request_id=_request_id())
-    # Keep the ledger's snapshot current only when the status moves: polls stay read-only.
-    if answer.body.get("status") != known_status:
-        with state.store.transaction() as tx:
-            tx.videos.refresh(video_id, answer.body)
-    return _json_response(answer.body, dict(answer.headers))
+    body, headers = _current(requested_video(video_id))
+    return _json_response(body, headers)
 
 
 @bp.delete("/videos/<video_id>")
 @require_tester
 def delete_video(video_id: str) -> Response:
-    _owned_or_404(video_id)
-    state = current_state()
-    try:
-        answer = state.upstream.call_json("DELETE", video_path(video_id), request_id=_request_id())
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
-        answer = None
-    with state.store.transaction() as tx:
-        tx.videos.mark_deleted(video_id)
-    if answer is None:
+    upstream_id = _upstream_id(video_id)
+    lost: ApiError | None = None
+    if upstream_id is not None:
+        try:
+            call_upstream("DELETE", video_path(upstream_id))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            lost = exc  # already gone upstream: forget it here too, and say so
+    with current_state().store.transaction() as tx:
+        tx.generations.deleted(video_id, ran=upstream_id is not None)
+    if lost is not None:
         raise ApiError(404, f"No video found with id '{video_id}'.", "not_found")
-    return _json_response(answer.body)
+    return _json_response({"id": video_id, "object": "video.deleted", "deleted": True})
+
+
+def _require_download_approval(video_id: str) -> None:
+    """In cohorts that review downloads, only an approved request lets the content out."""
+    principal = current_principal()
+    with current_state().store.transaction() as tx:
+        approval = tx.approvals.latest(video_id, "download")
+        if approval is not None and approval.status == "approved":
+            return
+        if approval is None:
+            approval = tx.approvals.hold(
+                "download",
+                principal.tester_id,
+                principal.key_id,
+                video_id,
+                "Your cohort's downloads are reviewed before release.",
+            )
+        if approval.status == "rejected":
+            raise ApiError(
+                403,
+                f"Download rejected by a reviewer: {approval.decision_reason}",
+                "approval_rejected",
+            )
+    raise ApiError(
+        403,
+        f"Downloading this video needs an approver's decision (request {approval.id} is "
+        "pending); GET /v1/me lists its status.",
+        "approval_required",
+    )
 
 
 @bp.get("/videos/<video_id>/content")
@@ -155,9 +178,18 @@ def download_content(video_id: str) -> Response:
             "invalid_value",
             param="variant",
         )
-    _owned_or_404(video_id)
+    upstream_id = _upstream_id(video_id)
+    if upstream_id is None:
+        raise _not_ready(video_id)
+    if current_principal().policy.content_requires_approval:
+        _require_download_approval(video_id)
+    return stream_content(upstream_id, variant)
+
+
+def stream_content(upstream_id: str, variant: str) -> Response:
+    """Stream a video's content from the backend, never holding it whole."""
     status, headers, chunks = current_state().upstream.open_stream(
-        video_path(video_id, "/content"), request_id=_request_id(), params={"variant": variant}
+        video_path(upstream_id, "/content"), request_id=g.request_id, params={"variant": variant}
     )
     return Response(chunks, status=status, headers=headers, direct_passthrough=True)
 
@@ -166,14 +198,23 @@ def download_content(video_id: str) -> Response:
 @require_tester
 def remix_video(video_id: str) -> Response:
     payload = request.get_json(silent=True)
-    if not isinstance(payload, dict) or not isinstance(payload.get("prompt"), str):
+    if not isinstance(payload, dict):
         raise ApiError(400, "prompt is required", "missing_required_parameter", param="prompt")
-    _owned_or_404(video_id)
-    answer = current_state().upstream.call_json(
-        "POST",
-        video_path(video_id, "/remix"),
-        request_id=_request_id(),
-        body=json.dumps({"prompt": payload["prompt"]}).encode(),
-        content_type="application/json",
+    prompt = prompt_of(payload)
+    source = requested_video(video_id)
+    if source.upstream_id is None:
+        raise _not_ready(video_id)
+    remix = GenerationRequest(
+        model=str(source.snapshot.get("model", "sora-2")),
+        size=str(source.snapshot.get("size", "720x1280")),
+        seconds=source.video_seconds or int(str(source.snapshot.get("seconds", "4"))),
+        prompt=prompt,
     )
-    return _json_response(_created_video(answer.body))
+    snapshot = generate(
+        remix,
+        json.dumps({"prompt": prompt}).encode(),
+        "application/json",
+        path=video_path(source.upstream_id, "/remix"),
+        remix_of=(source.id, source.upstream_id),
+    )
+    return _json_response(snapshot)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from keys.lifecycle import effective_status
-from keys.models import AdminToken, ApiKey, Tester
+from keys.models import AdminToken, ApiKey, Approval, Tester
 
 
 def iso(value: datetime | None) -> str | None:
@@ -66,3 +66,28 @@ def token_view(token: AdminToken) -> dict[str, Any]:
         "expires_at": iso(token.expires_at),
         "revoked_at": iso(token.revoked_at),
     }
+
+
+def approval_view(approval: Approval, *, for_tester: bool = False) -> dict[str, Any]:
+    """A held request. Testers see the reason it was held and the decision with its reason;
+    approvers also see who asked and what."""
+    view: dict[str, Any] = {
+        "id": approval.id,
+        "object": "approval",
+        "kind": approval.kind,
+        "status": approval.status,
+        "video_id": approval.video_id,
+        "held_because": approval.held_because,
+        "created_at": iso(approval.created_at),
+        "decided_at": iso(approval.decided_at),
+        "decision_reason": approval.decision_reason,
+        "expires_at": iso(approval.expires_at),
+    }
+    if not for_tester:
+        view.update(
+            tester_id=approval.tester_id,
+            key_id=approval.key_id,
+            request=approval.request,
+            decided_by=approval.decided_by,
+        )
+    return view

@@ -59,7 +59,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it would cost a round trip on every checkout of the hot path. A connection
+    # that died with the server fails its request with a 503 (fail closed; clients retry)
+    # and is replaced; recycling bounds how long an idle connection is trusted.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -76,8 +79,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        # sqlite_begin=None: a single-statement read that needs no transaction around it.
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode is not None:
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -100,3 +105,15 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections (after fork, or at shutdown)."""
         self.engine.dispose()
+
+
+def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, on SQLite and PostgreSQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(table).values(**values).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing())

@@ -75,3 +75,9 @@ class KeyFormat:
             rf"(?<![0-9A-Za-z_]){re.escape(self.prefix)}_([0-9A-Za-z]{{{BODY_LENGTH}}})"
             r"(?![0-9A-Za-z])"
         )
+
+    @cached_property
+    def embedded(self) -> re.Pattern[str]:
+        """Like ``pattern``, but also inside longer words (``x_drwb_...``, ``...drwb_...9f``):
+        what redaction must mask, since such text still holds the whole secret."""
+        return re.compile(rf"{re.escape(self.prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}")

@@ -11,23 +11,38 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from keys.audit import AuditTrail
+from keys.cohorts import effective_policy
 from keys.digests import SecretDigester
-from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFound
+from keys.errors import (
+    Conflict,
+    HoneytokenUsed,
+    InvalidInput,
+    InvalidKey,
+    KeyRejected,
+    NotFound,
+)
 from keys.ids import new_id
 from keys.keyformat import KeyFormat
-from keys.models import ApiKey, Tester
+from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, Tester
+from keys.policies import Policy
+from keys.program import PROGRAM_ROW, Lockdown
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 MAX_ROTATION_GRACE = timedelta(days=30)
 # last_used_at is a hint for humans; writing it on every request would serialize traffic.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_METADATA_ENTRIES = 20
+# A key issued only to be watched carries this metadata entry ("true"); any use of it is
+# refused like an unknown key and raises the alarm (keys/anomalies.py).
+HONEYTOKEN = "honeytoken"
 
-_VERIFY = (
+# One indexed read answers everything a request needs to know about its key: the key, its
+# tester, the policy in force and the kill switch.
+VERIFY_STATEMENT = (
     select(
         ApiKey.id,
         ApiKey.tester_id,
@@ -37,12 +52,35 @@ _VERIFY = (
         ApiKey.expires_at,
         ApiKey.grace_until,
         ApiKey.last_used_at,
+        ApiKey.key_metadata.label("key_metadata"),
         Tester.cohort,
         Tester.status.label("tester_status"),
+        CohortPolicy.policy.label("cohort_policy"),
+        CohortPolicy.updated_at.label("cohort_policy_at"),
+        PolicyOverride.overrides.label("overrides"),
+        PolicyOverride.updated_at.label("overrides_at"),
+        ProgramState.lockdown,
     )
     .join(Tester, Tester.id == ApiKey.tester_id)
+    .outerjoin(CohortPolicy, CohortPolicy.cohort == Tester.cohort)
+    .outerjoin(PolicyOverride, PolicyOverride.tester_id == Tester.id)
+    .outerjoin(ProgramState, ProgramState.id == PROGRAM_ROW)
     .where(ApiKey.digest == bindparam("digest"))
 )
+_POLICY_CACHE: dict[tuple[object, ...], Policy] = {}
+_POLICY_CACHE_SIZE = 10_000
+
+
+def _policy_of(row: Any) -> Policy:
+    """The row's effective policy, parsed once per (cohort version, override version)."""
+    cache_key = (row.cohort, row.cohort_policy_at, row.tester_id, row.overrides_at)
+    policy = _POLICY_CACHE.get(cache_key)
+    if policy is None:
+        if len(_POLICY_CACHE) >= _POLICY_CACHE_SIZE:
+            _POLICY_CACHE.clear()
+        policy = effective_policy(row.cohort_policy, row.overrides)
+        _POLICY_CACHE[cache_key] = policy
+    return policy
 
 
 @dataclass(frozen=True)
@@ -62,6 +100,8 @@ class Principal:
     cohort: str
     hint: str
     last_used_at: datetime | None
+    policy: Policy
+    metadata: dict[str, Any]
 
 
 def refusal(
@@ -124,22 +164,26 @@ class KeyService:
         actor: str,
         expires_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
+        honeytoken: bool = False,
     ) -> IssuedKey:
-        """Issue a new key to a tester. Raises NotFound, InvalidInput."""
+        """Issue a new key to a tester; a ``honeytoken`` is only ever watched, never served.
+
+        Raises NotFound, InvalidInput.
+        """
         tester = self._session.get(Tester, tester_id)
         if tester is None:
             raise NotFound(f"no tester {tester_id}")
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("expires_at must be in the future", param="expires_at")
-        metadata = _checked_metadata(metadata or {})
+        metadata = _checked_metadata({} if metadata is None else metadata)
+        if honeytoken:
+            metadata[HONEYTOKEN] = "true"
         issued = self._new_key(tester_id, actor, expires_at, metadata)
-        self._audit.append(
-            actor,
-            "key.issue",
-            issued.key.id,
-            details={"tester_id": tester_id, "expires_at": _iso(expires_at)},
-        )
+        details: dict[str, Any] = {"tester_id": tester_id, "expires_at": _iso(expires_at)}
+        if is_honeytoken(metadata):
+            details[HONEYTOKEN] = True
+        self._audit.append(actor, "key.issue", issued.key.id, details=details)
         return issued
 
     def rotate(
@@ -222,6 +266,40 @@ class KeyService:
         )
         return revoked
 
+    def revoke_matching(
+        self,
+        actor: str,
+        reason: str,
+        cohort: str | None = None,
+        issued_before: datetime | None = None,
+    ) -> list[str]:
+        """Revoke every live key of a cohort and/or issued before a time; returns their ids.
+
+        Raises InvalidInput when neither filter is given (use lockdown to stop everyone).
+        """
+        reason = _required_reason(reason)
+        if cohort is None and issued_before is None:
+            raise InvalidInput("give a cohort, an issued_before time, or both", param="cohort")
+        query = select(ApiKey).where(ApiKey.status != "revoked").with_for_update()
+        if cohort is not None:
+            query = query.where(
+                ApiKey.tester_id.in_(select(Tester.id).where(Tester.cohort == cohort))
+            )
+        if issued_before is not None:
+            query = query.where(ApiKey.created_at < issued_before)
+        keys = self._session.scalars(query).all()
+        for key in keys:
+            self._mark_revoked(key, actor, reason)
+        revoked = [key.id for key in keys]
+        self._audit.append(
+            actor,
+            "keys.revoke_bulk",
+            f"cohort:{cohort}" if cohort else "all-cohorts",
+            reason,
+            details={"issued_before": _iso(issued_before), "keys": revoked},
+        )
+        return revoked
+
     def suspend(self, key_id: str, actor: str, reason: str) -> ApiKey:
         """Stop a key until resumed. Raises NotFound, InvalidInput, Conflict (not active)."""
         reason = _required_reason(reason)
@@ -244,6 +322,21 @@ class KeyService:
         key.status = "active"
         self._session.flush()
         self._audit.append(actor, "key.resume", key.id, reason)
+        return key
+
+    def end_grace(self, key_id: str, actor: str, reason: str) -> ApiKey:
+        """Stop a rotated key's old secret now instead of at the end of its grace period.
+
+        Raises NotFound, InvalidInput (no reason), Conflict (not a rotated key in grace).
+        """
+        reason = _required_reason(reason)
+        key = self._locked(key_id)
+        now = self._clock()
+        if key.status != "rotated" or key.grace_until is None or key.grace_until <= now:
+            raise Conflict(f"{key_id} is not a rotated key in its grace period", code="key_state")
+        key.grace_until = now
+        self._session.flush()
+        self._audit.append(actor, "key.end_grace", key.id, reason)
         return key
 
     def _mark_revoked(self, key: ApiKey, actor: str, reason: str) -> None:
@@ -275,23 +368,8 @@ class KeyService:
         return list(self._session.scalars(query))
 
     def verify(self, secret: str) -> Principal:
-        """The principal behind a secret.
-
-        Raises InvalidKey (malformed, bad checksum, unknown) before or without touching
-        storage where it can, and KeyRejected with the precise code otherwise.
-        """
-        if not self._format.is_well_formed(secret):
-            raise InvalidKey("Malformed API key.")
-        digest = self._digester.digest(secret)
-        row = self._session.execute(_VERIFY, {"digest": digest}).first()
-        if row is None or not self._digester.matches(secret, row.digest):
-            raise InvalidKey("Incorrect API key provided.")
-        code = refusal(
-            row.status, row.expires_at, row.grace_until, row.tester_status, self._clock()
-        )
-        if code is not None:
-            raise KeyRejected(REFUSAL_MESSAGES[code], code=code)
-        return Principal(row.id, row.tester_id, row.cohort, row.hint, row.last_used_at)
+        """The principal behind a secret (see ``verify_secret``)."""
+        return verify_secret(self._session, secret, self._digester, self._format, self._clock())
 
     def touch(self, key_id: str) -> None:
         """Record use, at most once per LAST_USED_RESOLUTION per key."""
@@ -304,6 +382,57 @@ class KeyService:
             )
             .values(last_used_at=now)
         )
+
+
+def is_honeytoken(metadata: dict[str, Any] | None) -> bool:
+    """Whether a key's metadata marks it as a honeytoken."""
+    return metadata is not None and str(metadata.get(HONEYTOKEN, "")).lower() == "true"
+
+
+def verify_secret(
+    executor: Session | Connection,
+    secret: str,
+    digester: SecretDigester,
+    key_format: KeyFormat,
+    now: datetime,
+) -> Principal:
+    """The principal behind a secret, in one indexed read.
+
+    Raises InvalidKey (malformed, bad checksum, unknown) before or without touching storage
+    where it can, HoneytokenUsed (an InvalidKey) for a honeytoken in any state, KeyRejected
+    with the precise code, or Lockdown.
+    """
+    if not key_format.is_well_formed(secret):
+        raise InvalidKey("Malformed API key.")
+    row = executor.execute(VERIFY_STATEMENT, {"digest": digester.digest(secret)}).first()
+    return principal_of(row, secret, digester, now)
+
+
+def principal_of(row: Any, secret: str, digester: SecretDigester, now: datetime) -> Principal:
+    """Judge the row ``VERIFY_STATEMENT`` (or a statement built on it) found for a secret.
+
+    Raises as ``verify_secret`` does.
+    """
+    if row is None or not digester.matches(secret, row.digest):
+        raise InvalidKey("Incorrect API key provided.")
+    if is_honeytoken(row.key_metadata):
+        raise HoneytokenUsed(row.id, row.tester_id, row.hint, row.status)
+    code = refusal(row.status, row.expires_at, row.grace_until, row.tester_status, now)
+    if code is not None:
+        rejection = KeyRejected(REFUSAL_MESSAGES[code], code=code)
+        rejection.key_id = row.id
+        raise rejection
+    if row.lockdown:
+        raise Lockdown("The program is locked down; all tester access is paused.")
+    return Principal(
+        row.id,
+        row.tester_id,
+        row.cohort,
+        row.hint,
+        row.last_used_at,
+        _policy_of(row),
+        row.key_metadata or {},
+    )
 
 
 def needs_touch(last_used_at: datetime | None, now: datetime) -> bool:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keys.db import Base, UTCDateTime
@@ -76,7 +87,10 @@ class Video(Base):
     upstream returned, so listing needs no upstream call for finished videos."""
 
     __tablename__ = "videos"
-    __table_args__ = (Index("ix_videos_tester_created", "tester_id", "created_seq"),)
+    __table_args__ = (
+        Index("ix_videos_tester_created", "tester_id", "created_seq"),
+        UniqueConstraint("upstream_id", name="uq_videos_upstream_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     tester_id: Mapped[str] = mapped_column(ForeignKey("testers.id"))
@@ -87,6 +101,12 @@ class Video(Base):
     status: Mapped[str] = mapped_column(String(16))
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The backend's id; differs from ``id`` for a held generation (None until approved).
+    upstream_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # What the creation reserved, and whether it is still held, kept or given back.
+    video_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    quota_periods: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    quota_state: Mapped[str] = mapped_column(String(16), default="none")
 
 
 class AuditEntry(Base):
@@ -103,3 +123,139 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "the chain's hash at ``seq`` was ``hash``" (keys/audit_signing.py).
+
+    No foreign key to ``audit_entries``: a checkpoint whose entry is gone is evidence of a
+    truncation, which verification reports instead of the database refusing the delete."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class ProgramState(Base):
+    """One row: program-wide switches (the kill switch)."""
+
+    __tablename__ = "program_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lockdown: Mapped[bool] = mapped_column(default=False)
+    lockdown_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lockdown_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lockdown_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CohortPolicy(Base):
+    """A cohort's policy (limits, allowed values, prompt rules) as validated JSON."""
+
+    __tablename__ = "cohort_policies"
+
+    cohort: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class PolicyOverride(Base):
+    """Per-tester changes on top of the cohort's policy."""
+
+    __tablename__ = "policy_overrides"
+
+    tester_id: Mapped[str] = mapped_column(ForeignKey("testers.id"), primary_key=True)
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class QuotaUsage(Base):
+    """What a tester has used of one quota in one period ('' for no period, e.g. concurrent
+    jobs). Reservations are conditional updates of ``used``, so no race can overspend."""
+
+    __tablename__ = "quota_usage"
+
+    tester_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageEvent(Base):
+    """One tester request. Billable ones are written in the quota reservation's
+    transaction; the rest are batched."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        Index("ix_usage_tester_at", "tester_id", "at"),
+        Index("ix_usage_key_at", "key_id", "at"),
+        Index("ix_usage_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str] = mapped_column(String(40), unique=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tester_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    cohort: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(64))
+    video_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    generations: Mapped[int] = mapped_column(Integer, default=0)
+    video_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float | None] = mapped_column(nullable=True)
+    upstream_latency_ms: Mapped[float | None] = mapped_column(nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class UsageDaily(Base):
+    """Per-day, per-tester totals of ``usage_events``, changed in the same transaction as the
+    events they count (keys/usage.py), so a daily report reads days x testers rows instead of
+    every event. ``tester_id`` and ``cohort`` are '' for requests without a valid key."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tester_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cohort: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    generations: Mapped[int] = mapped_column(BigInteger, default=0)
+    video_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    rejections: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Approval(Base):
+    """A request held for an approver: a generation, a share, or a content download."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        Index("ix_approvals_status_created", "status", "created_at"),
+        # The daily usage report counts decisions per day.
+        Index("ix_approvals_decided_at", "decided_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    tester_id: Mapped[str] = mapped_column(ForeignKey("testers.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    video_id: Mapped[str] = mapped_column(String(128), index=True)
+    held_because: Mapped[str] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    content_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -11,12 +11,22 @@ from functools import cached_property
 from sqlalchemy.orm import Session
 
 from keys.admin_tokens import AdminTokenService
-from keys.audit import AuditTrail
+from keys.approvals import ApprovalService
+from keys.audit import AuditTrail, CheckpointPolicy
+from keys.audit_signing import AuditSigner
+from keys.cohorts import CohortPolicies
 from keys.db import Database
 from keys.digests import SecretDigester
+from keys.gate import VideoRef, check_key
+from keys.generations import GenerationService
 from keys.keyformat import KeyFormat
-from keys.lifecycle import KeyService
+from keys.leaks import LeakService
+from keys.lifecycle import KeyService, Principal
+from keys.program import ProgramService
+from keys.quotas import QuotaService
 from keys.testers import TesterService
+from keys.usage import UsageLog
+from keys.usage_reports import UsageReports
 from keys.videos import VideoLedger
 
 
@@ -33,10 +43,12 @@ class Transaction:
     key_format: KeyFormat
     token_format: KeyFormat
     clock: Callable[[], datetime]
+    audit_signer: AuditSigner | None = None
+    checkpoint_policy: CheckpointPolicy | None = None
 
     @cached_property
     def audit(self) -> AuditTrail:
-        return AuditTrail(self.session, self.clock)
+        return AuditTrail(self.session, self.clock, self.audit_signer, self.checkpoint_policy)
 
     @cached_property
     def testers(self) -> TesterService:
@@ -45,6 +57,10 @@ class Transaction:
     @cached_property
     def keys(self) -> KeyService:
         return KeyService(self.session, self.audit, self.digester, self.key_format, self.clock)
+
+    @cached_property
+    def leaks(self) -> LeakService:
+        return LeakService(self.session, self.audit, self.digester, self.key_format, self.clock)
 
     @cached_property
     def tokens(self) -> AdminTokenService:
@@ -56,6 +72,36 @@ class Transaction:
     def videos(self) -> VideoLedger:
         return VideoLedger(self.session, self.clock)
 
+    @cached_property
+    def quotas(self) -> QuotaService:
+        return QuotaService(self.session, self.clock)
+
+    @cached_property
+    def policies(self) -> CohortPolicies:
+        return CohortPolicies(self.session, self.audit, self.clock)
+
+    @cached_property
+    def program(self) -> ProgramService:
+        return ProgramService(self.session, self.audit, self.clock)
+
+    @cached_property
+    def usage(self) -> UsageLog:
+        return UsageLog(self.session)
+
+    @cached_property
+    def usage_reports(self) -> UsageReports:
+        return UsageReports(self.session, self.clock)
+
+    @cached_property
+    def approvals(self) -> ApprovalService:
+        return ApprovalService(self.session, self.audit, self.clock)
+
+    @cached_property
+    def generations(self) -> GenerationService:
+        return GenerationService(
+            self.session, self.clock, self.videos, self.quotas, self.approvals, self.usage
+        )
+
 
 class Store:
     def __init__(
@@ -65,21 +111,40 @@ class Store:
         key_format: KeyFormat,
         token_format: KeyFormat,
         clock: Callable[[], datetime] = utcnow,
+        audit_signer: AuditSigner | None = None,
+        checkpoint_policy: CheckpointPolicy | None = None,
     ) -> None:
         self.database = database
         self.digester = digester
         self.key_format = key_format
         self.token_format = token_format
         self.clock = clock
+        # Signs audit checkpoints; without one, appends store none.
+        self.audit_signer = audit_signer
+        self.checkpoint_policy = checkpoint_policy
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Transaction]:
         """Services in one transaction; committed when the block ends without error."""
         with self.database.session(write=write) as session:
             yield Transaction(
-                session, self.digester, self.key_format, self.token_format, self.clock
+                session,
+                self.digester,
+                self.key_format,
+                self.token_format,
+                self.clock,
+                self.audit_signer,
+                self.checkpoint_policy,
             )
 
     def read(self) -> AbstractContextManager[Transaction]:
         """A read-only transaction (takes no write lock on SQLite)."""
         return self.transaction(write=False)
+
+    def check_key(
+        self, secret: str, video_id: str | None = None
+    ) -> tuple[Principal, VideoRef | None]:
+        """The hot path's one read: the key's principal and the video the request names."""
+        return check_key(
+            self.database, secret, self.digester, self.key_format, self.clock(), video_id
+        )

@@ -15,7 +15,7 @@ from keys.ids import new_id
 from keys.models import Tester
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_COHORT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+COHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class TesterService:
@@ -31,7 +31,7 @@ class TesterService:
             raise InvalidInput("name must be 1-200 characters", param="name")
         if not _EMAIL.fullmatch(email) or len(email) > 320:
             raise InvalidInput("email is not a valid address", param="email")
-        if not _COHORT.fullmatch(cohort):
+        if not COHORT_NAME.fullmatch(cohort):
             raise InvalidInput("cohort must be lowercase letters, digits, - or _", param="cohort")
         if self._session.scalar(select(Tester.id).where(Tester.email == email)):
             raise Conflict(f"a tester with email {email} exists", code="tester_exists")

@@ -33,8 +33,20 @@ class VideoLedger:
         self._session = session
         self._clock = clock
 
-    def record(self, video_id: str, tester_id: str, key_id: str, snapshot: dict[str, Any]) -> Video:
-        """Make a freshly created upstream video the tester's."""
+    def record(
+        self,
+        video_id: str,
+        tester_id: str,
+        key_id: str,
+        snapshot: dict[str, Any],
+        *,
+        upstream_id: str | None = "",
+        video_seconds: int = 0,
+        quota_periods: dict[str, str] | None = None,
+        quota_state: str = "none",
+    ) -> Video:
+        """Make a video the tester's. ``upstream_id`` defaults to ``video_id``; None means
+        the video is held and has no upstream counterpart yet."""
         video = Video(
             id=video_id,
             tester_id=tester_id,
@@ -43,6 +55,10 @@ class VideoLedger:
             created_seq=time.time_ns(),
             status=str(snapshot.get("status", "queued")),
             snapshot=snapshot,
+            upstream_id=video_id if upstream_id == "" else upstream_id,
+            video_seconds=video_seconds,
+            quota_periods=quota_periods or {},
+            quota_state=quota_state,
         )
         self._session.add(video)
         self._session.flush()
@@ -55,12 +71,21 @@ class VideoLedger:
             raise NotFound(f"No video found with id '{video_id}'.")
         return video
 
-    def is_owned(self, video_id: str, tester_id: str) -> bool:
-        """Cheap ownership check for the proxy's hot path."""
-        owner = self._session.execute(
-            select(Video.tester_id).where(Video.id == video_id, Video.deleted_at.is_(None))
-        ).scalar()
-        return owner == tester_id
+    def upstream_id(self, video_id: str, tester_id: str) -> str | None:
+        """The backend's id of the caller's live video (None while it is held).
+
+        Raises NotFound for anyone else's video, or a deleted one. One indexed read: this is
+        on the proxy's hot path.
+        """
+        row = self._session.execute(
+            select(Video.tester_id, Video.upstream_id).where(
+                Video.id == video_id, Video.deleted_at.is_(None)
+            )
+        ).first()
+        if row is None or row.tester_id != tester_id:
+            raise NotFound(f"No video found with id '{video_id}'.")
+        upstream_id: str | None = row.upstream_id
+        return upstream_id
 
     def refresh(self, video_id: str, snapshot: dict[str, Any]) -> None:
         """Keep the last object the upstream returned."""
@@ -68,6 +93,22 @@ class VideoLedger:
             update(Video)
             .where(Video.id == video_id)
             .values(snapshot=snapshot, status=str(snapshot.get("status", "queued")))
+        )
+
+    def running(self, tester_id: str, limit: int = 20) -> list[Video]:
+        """The tester's videos still holding a job slot that the backend is working on."""
+        return list(
+            self._session.scalars(
+                select(Video)
+                .where(
+                    Video.tester_id == tester_id,
+                    Video.quota_state == "reserved",
+                    Video.upstream_id.is_not(None),
+                    Video.deleted_at.is_(None),
+                )
+                .order_by(Video.created_seq)
+                .limit(limit)
+            )
         )
 
     def mark_deleted(self, video_id: str) -> None:

@@ -37,6 +37,8 @@ from tests.helpers import (
 POSTGRES_SERVER_URL = os.environ.get(
     "DRAWBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# Unit tests own this Redis database number and flush it before each test that uses it.
+REDIS_TEST_URL = os.environ.get("DRAWBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,6 +127,35 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     engine.dispose()
 
 
+# -- redis -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The test database's URL, after checking that Redis answers."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        service_unavailable("Redis", f"{REDIS_TEST_URL}: {type(exc).__name__}")
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """The Redis test database, empty at the start of the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    yield redis_server
+    client.flushdb()
+    client.close()
+
+
 # -- the gateway -----------------------------------------------------------------------
 
 
@@ -159,6 +190,8 @@ def state(settings: Settings, clock: FakeClock) -> Iterator[GatewayState]:
     state = build_state(settings)
     state.store.clock = clock
     yield state
+    # Now, not a second later from the flusher thread, into the next test's database.
+    state.usage.flush()
     state.upstream.close()
     state.store.database.dispose()
 

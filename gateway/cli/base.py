@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from gateway.app import build_store
+from gateway.app import build_state, build_store
 from gateway.settings import Settings, SettingsError, load_settings, root_secret_of
+from gateway.state import GatewayState
 from keys.errors import DomainError
 from keys.store import Store
 from keys.vault import Vault, VaultError
@@ -42,6 +43,10 @@ class Context:
             settings = self.settings
             self._store = build_store(settings, Vault(root_secret_of(settings)))
         return self._store
+
+    def gateway_state(self) -> GatewayState:
+        """The whole gateway (upstream client included), for actions that call upstream."""
+        return build_state(self.settings)
 
 
 @contextmanager

@@ -52,6 +52,11 @@ def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--expires-in", default=None, help="e.g. 30d")
 @click.option("--expires-at", default=None, help="ISO 8601 time with zone")
 @click.option("--meta", multiple=True, help="NAME=VALUE, repeatable")
+@click.option(
+    "--honeytoken",
+    is_flag=True,
+    help="A key only to be watched: any use is refused as unknown, suspends it and alerts",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_issue(
@@ -60,12 +65,17 @@ def keys_issue(
     expires_in: str | None,
     expires_at: str | None,
     meta: tuple[str, ...],
+    honeytoken: bool,
     as_json: bool,
 ) -> None:
     """Issue a key to a tester; the secret is printed once."""
     with domain_errors(), transaction(ctx) as tx:
         issued = tx.keys.issue(
-            tester_id, cli_actor(), _expiry(tx, expires_in, expires_at), _metadata(meta)
+            tester_id,
+            cli_actor(),
+            _expiry(tx, expires_in, expires_at),
+            _metadata(meta),
+            honeytoken=honeytoken,
         )
         view = {**key_view(issued.key, tx.clock()), "secret": issued.secret}
     emit(view, as_json, lambda v: f"{pretty(v)}\n\nThe secret is shown once; hand it over now.")
@@ -112,16 +122,29 @@ def keys_rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> N
 
 @keys_group.command("revoke")
 @click.argument("key_id", required=False)
-@click.option("--tester", "tester_id", default=None, help="Revoke every key of this tester")
+@click.option("--tester", "tester_id", default=None, help="Every key of this tester")
+@click.option("--cohort", default=None, help="Every key of this cohort")
+@click.option("--issued-before", default=None, help="Every key issued before this ISO time")
 @click.option("--reason", required=True)
 @click.pass_context
-def keys_revoke(ctx: click.Context, key_id: str | None, tester_id: str | None, reason: str) -> None:
-    """Revoke a key, or with --tester every key of a tester."""
-    if bool(key_id) == bool(tester_id):
-        raise click.UsageError("give a KEY_ID or --tester, one of the two")
+def keys_revoke(
+    ctx: click.Context,
+    key_id: str | None,
+    tester_id: str | None,
+    cohort: str | None,
+    issued_before: str | None,
+    reason: str,
+) -> None:
+    """Revoke a key; or every key of a tester; or of a cohort and/or issued before a time."""
+    bulk = bool(cohort or issued_before)
+    if sum((bool(key_id), bool(tester_id), bulk)) != 1:
+        raise click.UsageError("give a KEY_ID, --tester, or --cohort/--issued-before")
     with domain_errors(), transaction(ctx) as tx:
         if tester_id:
             revoked = tx.keys.revoke_all_for_tester(tester_id, cli_actor(), reason)
+        elif bulk:
+            before = parse_timestamp(issued_before, "issued_before") if issued_before else None
+            revoked = tx.keys.revoke_matching(cli_actor(), reason, cohort, before)
         else:
             revoked = [tx.keys.revoke(str(key_id), cli_actor(), reason).id]
     click.echo("revoked " + (", ".join(revoked) if revoked else "nothing (no live keys)"))

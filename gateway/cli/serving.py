@@ -14,6 +14,7 @@ from gateway.cli.base import (
     domain_errors,
     main,
 )
+from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
 
 # -- serving ---------------------------------------------------------------------------
@@ -39,6 +40,8 @@ def serve(
     with domain_errors():
         # Fail fast on bad settings here, not in every forked worker.
         build_state(context.settings).store.database.dispose()
+        # Before the workers fork: they share it to answer /metrics for all of them.
+        prepare_spool_dir(context.settings)
     run(
         lambda: create_app(load_settings(context.config_file)),
         bind=bind,

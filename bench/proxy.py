@@ -1,0 +1,469 @@
+"""What the gateway's checks cost on ``GET /v1/videos/{id}``: ``python -m bench.proxy``.
+
+One run starts the simulator, a bare passthrough proxy and the gateway (same gunicorn
+settings for the last two; see bench/harness.py) and measures, for each of
+
+  (a) the simulator direct, (b) the bare passthrough, (c) the gateway,
+
+* sequential latency: ``--requests`` GETs one after another over one keep-alive
+  ``http.client`` connection (after ``--warmup`` unmeasured ones); p50/p90/p99 in ms;
+* throughput: ``wrk -t2 -c16 -d10s`` (Requests/sec), or a threaded Python client when wrk is
+  missing (the report says so); plus the CPU time the server's gunicorn worker spent per
+  request, read from /proc, which is far less noisy than the rates on a shared machine.
+
+The whole set is repeated ``--rounds`` times, interleaved (each round rotates the order), and
+the medians are compared against the targets: gateway p50 minus passthrough p50 at most
+1 ms, and gateway/passthrough throughput at least 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from typing import Any
+
+from bench.harness import (
+    DEFAULT_THREADS,
+    DEFAULT_WORKERS,
+    HOST,
+    Stack,
+    Target,
+    command_line,
+    cpu_seconds,
+    install_watchdog,
+    machine_facts,
+    percentile,
+    write_json,
+)
+
+LATENCY_TARGET_MS = 1.0
+THROUGHPUT_TARGET = 0.8
+ORDER = ("simulator", "passthrough", "gateway")
+
+
+# -- sequential latency ----------------------------------------------------------------
+
+
+def sequential_latency(target: Target, path: str, requests: int, warmup: int) -> dict[str, Any]:
+    """Latency of back-to-back GETs on one keep-alive connection, in milliseconds."""
+    connection = http.client.HTTPConnection(HOST, target.service.port, timeout=30)
+    timings: list[float] = []
+    reconnects = 0
+    clock = time.perf_counter_ns
+    try:
+        for index in range(warmup + requests):
+            started = clock()
+            connection.request("GET", path, headers=target.headers)
+            response = connection.getresponse()
+            response.read()
+            elapsed = clock() - started
+            if response.status != 200:
+                raise RuntimeError(
+                    f"{target.name}: GET {path} answered {response.status} "
+                    f"{response.read()[:500]!r}\n{target.service.log_tail(5)}"
+                )
+            if response.will_close:
+                reconnects += 1
+            if index >= warmup:
+                timings.append(elapsed / 1e6)
+    finally:
+        connection.close()
+    timings.sort()
+    return {
+        "requests": len(timings),
+        "p50_ms": percentile(timings, 0.50),
+        "p90_ms": percentile(timings, 0.90),
+        "p99_ms": percentile(timings, 0.99),
+        "mean_ms": statistics.fmean(timings),
+        "min_ms": timings[0],
+        "max_ms": timings[-1],
+        "reconnects": reconnects,
+    }
+
+
+# -- throughput ------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """The numbers of a ``wrk --latency`` report."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rate is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{output}")
+    total = re.search(r"(\d+) requests in ([\d.]+\w+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    latency = {
+        f"p{pct}_ms": _ms(value)
+        for pct, value in re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.MULTILINE)
+    }
+    return {
+        "rps": float(rate.group(1)),
+        "requests": int(total.group(1)) if total else None,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
+        "latency_under_load": latency,
+    }
+
+
+def wrk_command(
+    target: Target, path: str, duration: int, connections: int, threads: int
+) -> list[str]:
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
+    for name, value in target.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    return [*command, target.url + path]
+
+
+def run_wrk(
+    target: Target, path: str, duration: int, connections: int, threads: int
+) -> dict[str, Any]:
+    command = wrk_command(target, path, duration, connections, threads)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+def run_python_load(target: Target, path: str, duration: int, connections: int) -> dict[str, Any]:
+    """The fallback when wrk is missing: one thread and one keep-alive connection per slot."""
+    deadline = time.monotonic() + duration
+    counts = [[0, 0] for _ in range(connections)]  # [ok, not ok] per thread
+
+    def worker(slot: list[int]) -> None:
+        connection = http.client.HTTPConnection(HOST, target.service.port, timeout=30)
+        try:
+            while time.monotonic() < deadline:
+                connection.request("GET", path, headers=target.headers)
+                response = connection.getresponse()
+                response.read()
+                slot[0 if response.status == 200 else 1] += 1
+        finally:
+            connection.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in counts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 60)
+    elapsed = time.monotonic() - started
+    total = sum(ok + bad for ok, bad in counts)
+    return {
+        "rps": total / elapsed,
+        "requests": total,
+        "non_2xx": sum(bad for _, bad in counts),
+        "socket_errors": 0,
+        "latency_under_load": {},
+    }
+
+
+def throughput(
+    target: Target,
+    simulator_worker: int,
+    path: str,
+    args: argparse.Namespace,
+    use_wrk: bool,
+) -> dict[str, Any]:
+    """Requests/sec, plus the server worker's (and the simulator's) CPU per request."""
+    worker = target.service.worker_pid()
+    cpu_before = cpu_seconds(worker), cpu_seconds(simulator_worker)
+    if use_wrk:
+        result = run_wrk(target, path, args.duration, args.connections, args.wrk_threads)
+    else:
+        result = run_python_load(target, path, args.duration, args.connections)
+    cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker)
+    served = result["requests"] or result["rps"] * args.duration
+    result["worker_cpu_us_per_request"] = (cpu_after[0] - cpu_before[0]) / served * 1e6
+    result["simulator_cpu_us_per_request"] = (cpu_after[1] - cpu_before[1]) / served * 1e6
+    return result
+
+
+# -- reporting -------------------------------------------------------------------------
+
+
+def _median(rounds: list[dict[str, Any]], name: str, *keys: str) -> float:
+    values = []
+    for measured in rounds:
+        value: Any = measured[name]
+        for key in keys:
+            value = value[key]
+        values.append(value)
+    return statistics.median(values)
+
+
+def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    medians = {
+        name: {
+            "p50_ms": _median(rounds, name, "latency", "p50_ms"),
+            "p90_ms": _median(rounds, name, "latency", "p90_ms"),
+            "p99_ms": _median(rounds, name, "latency", "p99_ms"),
+            "rps": _median(rounds, name, "throughput", "rps"),
+            "worker_cpu_us_per_request": _median(
+                rounds, name, "throughput", "worker_cpu_us_per_request"
+            ),
+        }
+        for name in names
+    }
+    summary: dict[str, Any] = {
+        "medians": medians,
+        "errors": {
+            name: sum(
+                r[name]["throughput"]["non_2xx"] + r[name]["throughput"]["socket_errors"]
+                for r in rounds
+            )
+            for name in names
+        },
+    }
+    if "passthrough" in medians:
+        gateway, passthrough = medians["gateway"], medians["passthrough"]
+        delta = gateway["p50_ms"] - passthrough["p50_ms"]
+        ratio = gateway["rps"] / passthrough["rps"]
+        summary["gateway_minus_passthrough_p50_ms"] = {
+            "value": delta,
+            "target": f"<= {LATENCY_TARGET_MS}",
+            "pass": delta <= LATENCY_TARGET_MS,
+            "per_round": [
+                r["gateway"]["latency"]["p50_ms"] - r["passthrough"]["latency"]["p50_ms"]
+                for r in rounds
+            ],
+        }
+        summary["gateway_over_passthrough_rps"] = {
+            "value": ratio,
+            "target": f">= {THROUGHPUT_TARGET}",
+            "pass": ratio >= THROUGHPUT_TARGET,
+            "per_round": [
+                r["gateway"]["throughput"]["rps"] / r["passthrough"]["throughput"]["rps"]
+                for r in rounds
+            ],
+        }
+    return summary
+
+
+def print_round(number: int, order: list[str], measured: dict[str, Any]) -> None:
+    print(f"\nround {number} (order: {', '.join(order)})")
+    for name in order:
+        lat, thr = measured[name]["latency"], measured[name]["throughput"]
+        problems = ""
+        if thr["non_2xx"] or thr["socket_errors"] or lat["reconnects"]:
+            problems = (
+                f"  [non-2xx {thr['non_2xx']}, socket errors {thr['socket_errors']}, "
+                f"reconnects {lat['reconnects']}]"
+            )
+        print(
+            f"  {name:<22} p50 {lat['p50_ms']:6.3f}  p90 {lat['p90_ms']:6.3f}  "
+            f"p99 {lat['p99_ms']:6.3f} ms   {thr['rps']:8.1f} req/s   "
+            f"worker CPU {thr['worker_cpu_us_per_request']:6.0f} us/req{problems}",
+            flush=True,
+        )
+
+
+def print_summary(summary: dict[str, Any], rounds: int) -> None:
+    medians = summary["medians"]
+    print(f"\nMedians of {rounds} round(s), GET /v1/videos/{{id}}")
+    header = (
+        f"{'target':<22} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'req/s':>9} "
+        f"{'worker CPU us/req':>18}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, row in medians.items():
+        print(
+            f"{name:<22} {row['p50_ms']:8.3f} {row['p90_ms']:8.3f} {row['p99_ms']:8.3f} "
+            f"{row['rps']:9.1f} {row['worker_cpu_us_per_request']:18.0f}"
+        )
+    failed = {name: count for name, count in summary["errors"].items() if count}
+    if failed:
+        print(
+            f"WARNING: non-2xx answers or socket errors under load {failed}: "
+            "those rates are not comparable"
+        )
+    if "gateway_minus_passthrough_p50_ms" in summary:
+        delta = summary["gateway_minus_passthrough_p50_ms"]
+        ratio = summary["gateway_over_passthrough_rps"]
+        per_delta = ", ".join(f"{v:+.3f}" for v in delta["per_round"])
+        per_ratio = ", ".join(f"{v:.3f}" for v in ratio["per_round"])
+        print()
+        print(
+            f"gateway p50 - passthrough p50 = {delta['value']:+.3f} ms  "
+            f"(target <= {LATENCY_TARGET_MS:.1f} ms)  {'PASS' if delta['pass'] else 'MISS'}"
+            f"   rounds: {per_delta}"
+        )
+        print(
+            f"gateway / passthrough req/s   = {ratio['value']:.3f}     "
+            f"(target >= {THROUGHPUT_TARGET:.1f})     {'PASS' if ratio['pass'] else 'MISS'}"
+            f"   rounds: {per_ratio}"
+        )
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("DRAWBRIDGE_"):
+            raise SystemExit(f"--gateway-env takes DRAWBRIDGE_NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=2000, help="sequential, per target")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--duration", type=int, default=10, help="wrk -d, seconds")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--no-wrk", action="store_true", help="use the Python load client")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="DRAWBRIDGE_NAME=VALUE",
+        help="extra gateway setting (repeatable), e.g. DRAWBRIDGE_LOG_LEVEL=WARNING",
+    )
+    parser.add_argument(
+        "--gateway-patch",
+        default="",
+        metavar="NAMES",
+        help="EXPERIMENT: apply bench/serve.py patches to the gateway (e.g. limiter-timer)",
+    )
+    parser.add_argument(
+        "--compare-patch",
+        default="",
+        metavar="NAMES",
+        help="EXPERIMENT: also measure a second gateway with these patches (an A/B in one run)",
+    )
+    parser.add_argument("--json", dest="json_path", default=None, metavar="PATH")
+    parser.add_argument("--max-seconds", type=int, default=None, help="watchdog")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    per_round = (4 if args.compare_patch else 3) * (args.duration + 15 + args.requests * 0.01)
+    install_watchdog(args.max_seconds or int(120 + args.rounds * per_round))
+    use_wrk = not args.no_wrk and shutil.which("wrk") is not None
+    facts = machine_facts()
+    print("Drawbridge proxy benchmark: GET /v1/videos/{id}")
+    print(f"command: {command_line()}")
+    print(
+        f"machine: nproc={facts['nproc']} ({facts['cpu_model']}), Python {facts['python']} "
+        f"({facts['implementation']}), {facts['platform']}, loadavg {facts['loadavg']}"
+    )
+    if args.gateway_patch:
+        print(f"EXPERIMENT: gateway patched with {args.gateway_patch} (bench/serve.py)")
+    if args.compare_patch:
+        print(f"EXPERIMENT: a second gateway patched with {args.compare_patch} is measured too")
+    if args.gateway_env:
+        print(f"gateway settings added: {', '.join(args.gateway_env)}")
+    if not use_wrk:
+        reason = "--no-wrk" if args.no_wrk else "wrk not found"
+        print(f"NOTE: throughput measured with the threaded Python client ({reason}), not wrk")
+
+    with Stack(
+        workers=args.workers,
+        threads=args.threads,
+        database_url=args.database_url,
+        gateway_env=_env_pairs(args.gateway_env),
+        gateway_process_env={"BENCH_PATCH": args.gateway_patch} if args.gateway_patch else {},
+        extra_gateways={f"gateway+{args.compare_patch}": {"BENCH_PATCH": args.compare_patch}}
+        if args.compare_patch
+        else {},
+    ) as stack:
+        setup = stack.describe()
+        targets = {target.name: target for target in stack.targets()}
+        names = [name for name in ORDER if name in targets]
+        names += [name for name in targets if name not in ORDER]
+        simulator_worker = stack.simulator.worker_pid()
+        print(
+            f"servers: gateway and passthrough under gunicorn {setup['worker_class']}, "
+            f"{setup['workers']} worker(s) x {setup['threads']} threads; simulator 1 worker x "
+            f"16 threads; gateway database: {setup['database']}"
+        )
+        tool = (
+            f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s --latency "
+            "--timeout 10s [-H 'Authorization: Bearer ...'] URL"
+            if use_wrk
+            else f"{args.connections} Python threads for {args.duration}s"
+        )
+        print(
+            f"client: {args.requests} sequential GETs over one keep-alive http.client "
+            f"connection (after {args.warmup} warm-up); throughput: {tool}"
+        )
+        rounds: list[dict[str, Any]] = []
+        for number in range(args.rounds):
+            order = names[number % len(names) :] + names[: number % len(names)]
+            measured: dict[str, Any] = {}
+            for name in order:
+                target = targets[name]
+                path = f"/v1/videos/{target.video_id}"
+                latency = sequential_latency(target, path, args.requests, args.warmup)
+                time.sleep(0.5)
+                load = throughput(target, simulator_worker, path, args, use_wrk)
+                time.sleep(0.5)
+                measured[name] = {"latency": latency, "throughput": load}
+            rounds.append(measured)
+            print_round(number + 1, order, measured)
+
+    summary = summarise(rounds, names)
+    print_summary(summary, args.rounds)
+    facts["loadavg_end"] = [round(value, 2) for value in os.getloadavg()]
+    print(f"\nloadavg at start {facts['loadavg']}, at end {facts['loadavg_end']}")
+    if args.json_path:
+        write_json(
+            args.json_path,
+            {
+                "benchmark": "proxy",
+                "command": command_line(),
+                "machine": facts,
+                "setup": {**setup, "gateway_patch": args.gateway_patch or None},
+                "client": {
+                    "sequential_requests": args.requests,
+                    "warmup": args.warmup,
+                    "load_tool": "wrk" if use_wrk else "python-threads",
+                    "duration_s": args.duration,
+                    "connections": args.connections,
+                    "wrk_threads": args.wrk_threads,
+                },
+                "rounds": rounds,
+                "summary": summary,
+            },
+        )
+        print(f"results written to {args.json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The approver plane: ``/admin/v1/approvals``. Approving a held generation submits it to
+the backend on the tester's behalf; rejecting fails it with the reason the tester sees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from gateway.auth import current_operator, require_role
+from gateway.errors import ApiError
+from gateway.generations import submit_approved
+from gateway.inputs import json_body, optional_string
+from gateway.state import GatewayState, current_state
+from gateway.views import approval_view
+
+bp = Blueprint("approvals", __name__, url_prefix="/admin/v1/approvals")
+
+DECIDERS = ("admin", "approver")
+READERS = ("admin", "approver", "auditor")
+
+
+@bp.get("")
+@require_role(*READERS)
+def list_approvals() -> Response:
+    limit = request.args.get("limit", "100")
+    if not (limit.isascii() and limit.isdigit()):
+        raise ApiError(400, "limit must be an integer", "invalid_value", param="limit")
+    with current_state().store.read() as tx:
+        approvals = tx.approvals.list(
+            status=request.args.get("status"),
+            kind=request.args.get("kind"),
+            tester_id=request.args.get("tester_id"),
+            limit=int(limit),
+        )
+        return jsonify({"object": "list", "data": [approval_view(a) for a in approvals]})
+
+
+@bp.get("/<approval_id>")
+@require_role(*READERS)
+def show_approval(approval_id: str) -> Response:
+    with current_state().store.read() as tx:
+        return jsonify(approval_view(tx.approvals.get(approval_id)))
+
+
+def decide(
+    state: GatewayState,
+    approval_id: str,
+    approve: bool,
+    actor: str,
+    reason: str | None,
+    request_id: str,
+) -> dict[str, Any]:
+    """Record a decision and carry it out. Shared by the API and the CLI.
+
+    Raises NotFound, InvalidInput (a rejection without a reason), Conflict (decided before).
+    """
+    store = state.store
+    with store.transaction() as tx:
+        pending = tx.approvals.get(approval_id)
+        valid_for = None
+        if pending.kind == "share":
+            policy, _ = tx.policies.for_tester(pending.tester_id)
+            valid_for = timedelta(seconds=policy.share_link_seconds)
+        approval = tx.approvals.decide(approval_id, approve, actor, reason, valid_for)
+        if approval.kind == "generation" and not approve:
+            tx.generations.rejected(approval)
+    view = approval_view(approval)
+    if approval.kind == "generation" and approve:
+        view["video"] = submit_approved(state, approval, request_id)
+    return view
+
+
+@bp.post("/<approval_id>/approve")
+@require_role(*DECIDERS)
+def approve(approval_id: str) -> Response:
+    reason = optional_string(json_body(), "reason")
+    return jsonify(
+        decide(current_state(), approval_id, True, current_operator().actor, reason, g.request_id)
+    )
+
+
+@bp.post("/<approval_id>/reject")
+@require_role(*DECIDERS)
+def reject(approval_id: str) -> Response:
+    reason = optional_string(json_body(), "reason")
+    return jsonify(
+        decide(current_state(), approval_id, False, current_operator().actor, reason, g.request_id)
+    )

@@ -1,0 +1,170 @@
+"""Creating videos through the gateway: policy, quota, hold or forward, and the ledger.
+
+Each step that changes state is one transaction of ``keys.generations``; the upstream call
+happens between them, with no transaction (and no database connection) held open.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import g
+from sqlalchemy.exc import IntegrityError
+
+from gateway.auth import current_principal
+from gateway.errors import ApiError
+from gateway.state import GatewayState, current_state
+from gateway.upstream import VIDEO_ID, UpstreamJSON, video_path
+from gateway.usage import usage_record
+from keys.errors import NotFound
+from keys.generations import cost_of, present
+from keys.lifecycle import Principal
+from keys.models import Approval
+from keys.policies import GenerationRequest, decide
+from keys.quotas import Cost, QuotaExceeded
+
+
+def call_upstream(method: str, path: str, **options: Any) -> UpstreamJSON:
+    """An upstream JSON call, timed into the request's usage event."""
+    started = time.perf_counter()
+    try:
+        return current_state().upstream.call_json(method, path, request_id=g.request_id, **options)
+    finally:
+        g.upstream_ms = round((time.perf_counter() - started) * 1000, 2)
+
+
+def refresh_running(tester_id: str) -> None:
+    """Ask the backend about the tester's running videos, so finished ones free their slots."""
+    store = current_state().store
+    with store.read() as tx:
+        running = [
+            (video.id, video.upstream_id, video.snapshot) for video in tx.videos.running(tester_id)
+        ]
+    for video_id, upstream_id, snapshot in running:
+        answer = call_upstream("GET", video_path(str(upstream_id)))
+        with store.transaction() as tx:
+            tx.generations.observe(
+                video_id, present(answer.body, video_id, snapshot.get("remixed_from_video_id"))
+            )
+
+
+def _admit(principal: Principal, cost: Cost) -> dict[str, str]:
+    store = current_state().store
+    for attempt in (1, 2):
+        try:
+            with store.transaction() as tx:
+                periods = tx.generations.admit(
+                    principal, cost, usage_record(status=0, outcome="admitted")
+                )
+            g.usage_written = True
+            return periods
+        except QuotaExceeded as exc:
+            # The job-slot count only learns that a video finished when someone looks;
+            # look now, once, before refusing.
+            if attempt == 2 or exc.quota.metric != "concurrent_jobs":
+                raise
+            refresh_running(principal.tester_id)
+    raise AssertionError("unreachable")
+
+
+def generate(
+    request: GenerationRequest,
+    body: bytes,
+    content_type: str,
+    path: str,
+    remix_of: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run a creation or remix through policy and quota, then hold it or forward it.
+
+    ``remix_of`` is the source video's (gateway id, upstream id). Returns the video object
+    the tester sees. Raises ApiError (403 policy, 429 quota, upstream failures).
+    """
+    principal = current_principal()
+    decision = decide(principal.policy, request)
+    if decision.action == "deny":
+        raise ApiError(403, str(decision.reason), "policy_violation", param=decision.param)
+    cost = cost_of(request)
+    periods = _admit(principal, cost)
+    store = current_state().store
+    if decision.action == "hold":
+        with store.transaction() as tx:
+            video, _ = tx.generations.hold(
+                principal,
+                request,
+                cost,
+                periods,
+                str(decision.reason),
+                g.request_id,
+                body,
+                content_type,
+                remix_of,
+            )
+            return dict(video.snapshot)
+    try:
+        answer = call_upstream("POST", path, body=body, content_type=content_type)
+        created_id = answer.body.get("id")
+        # An id we could never route back to is the backend's fault (502).
+        if not isinstance(created_id, str) or not VIDEO_ID.fullmatch(created_id):
+            raise ApiError(
+                502, "The generation backend sent an unreadable answer.", "upstream_error"
+            )
+    except ApiError as exc:
+        with store.transaction() as tx:
+            tx.generations.not_created(
+                principal.tester_id, cost, periods, g.request_id, exc.status, exc.code
+            )
+        raise
+    snapshot = present(answer.body, created_id, remix_of[0] if remix_of else None)
+    try:
+        with store.transaction() as tx:
+            tx.generations.created(
+                principal, snapshot, cost, periods, g.request_id, g.get("upstream_ms") or 0.0
+            )
+    except IntegrityError:
+        # The backend answered with an id it had given before: never hand one video to two
+        # owners. Refund, and blame the backend.
+        with store.transaction() as tx:
+            tx.generations.not_created(
+                principal.tester_id, cost, periods, g.request_id, 502, "upstream_error"
+            )
+        raise ApiError(502, "The generation backend reused a video id.", "upstream_error") from None
+    return snapshot
+
+
+def submit_approved(
+    state: GatewayState, approval: Approval, request_id: str
+) -> dict[str, Any] | None:
+    """Send an approved generation to the backend on the tester's behalf.
+
+    Returns the video object, or None when the tester deleted it meanwhile or the backend
+    failed — then the video fails (quota refunded) rather than the approver's request. Needs
+    no HTTP request, so the CLI calls it too.
+    """
+    store = state.store
+    with store.read() as tx:
+        try:
+            tx.videos.owned(approval.video_id, approval.tester_id)
+        except NotFound:
+            return None
+    remix_of = approval.request.get("remix_of")
+    path = video_path(remix_of, "/remix") if remix_of else "videos"
+    try:
+        answer = state.upstream.call_json(
+            "POST",
+            path,
+            request_id=request_id,
+            body=approval.body or b"",
+            content_type=approval.content_type or "application/json",
+        )
+        if not VIDEO_ID.fullmatch(str(answer.body.get("id", ""))):
+            raise ApiError(
+                502, "The generation backend sent an unreadable answer.", "upstream_error"
+            )
+    except ApiError as exc:
+        with store.transaction() as tx:
+            tx.generations.submission_failed(approval.video_id, exc.message)
+        return None
+    with store.transaction() as tx:
+        tx.generations.submitted(approval.video_id, answer.body)
+        return dict(tx.videos.owned(approval.video_id, approval.tester_id).snapshot)

@@ -1,0 +1,131 @@
+"""Rate limits: per key (from the tester's policy) and per client IP on failed
+authentication, with flask-limiter's storage (in process embedded, Redis in production).
+
+The limits are checked explicitly after the key is verified, because they depend on the
+key's policy; flask-limiter supplies the storage, the fixed-window strategy and its
+``RateLimitExceeded`` semantics, and the 429s carry ``Retry-After`` and OpenAI's
+``x-ratelimit-*-requests`` headers so the ``openai`` SDK backs off correctly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from flask import Flask, Response
+from flask_limiter import Limiter
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
+
+from gateway import rate_storage  # noqa: F401  (registers drawbridge-memory://)
+from gateway.errors import ApiError
+from keys.policies import Policy
+
+MEMORY_STORAGE_URI = "drawbridge-memory://"
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """The tightest window after this request, for the response headers."""
+
+    limit: int
+    remaining: int
+    reset_in: float
+
+
+def _reset_text(seconds: float) -> str:
+    """OpenAI's duration format for ``x-ratelimit-reset-requests`` (``1m30s``, ``6s``)."""
+    whole = max(math.ceil(seconds), 0)
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def rate_limit_headers(state: LimitState, *, refused: bool) -> dict[str, str]:
+    headers = {
+        "x-ratelimit-limit-requests": str(state.limit),
+        "x-ratelimit-remaining-requests": str(max(state.remaining, 0)),
+        "x-ratelimit-reset-requests": _reset_text(state.reset_in),
+    }
+    if refused:
+        wait = max(math.ceil(state.reset_in), 1)
+        headers["Retry-After"] = str(wait)
+        headers["retry-after-ms"] = str(wait * 1000)
+    return headers
+
+
+class RateLimits:
+    def __init__(self, storage_uri: str, auth_failures_per_minute: int) -> None:
+        self._limiter = Limiter(
+            key_func=lambda: "",
+            storage_uri=storage_uri,
+            strategy="fixed-window",
+            default_limits=[],
+            headers_enabled=False,
+            key_prefix="drawbridge",
+        )
+        self._auth_failures = RateLimitItemPerMinute(max(auth_failures_per_minute, 1))
+
+    def init_app(self, app: Flask) -> None:
+        self._limiter.init_app(app)
+        # Every limit is checked explicitly, once the key (and so its policy) is known;
+        # exempt requests from the extension's own per-request pass, which finds nothing.
+        self._limiter.request_filter(lambda: True)
+
+    def admit_key(self, key_id: str, policy: Policy) -> LimitState:
+        """Count one request against the key's limits. Raises ApiError 429 when over."""
+        windows: list[tuple[RateLimitItem, int]] = [
+            (
+                RateLimitItemPerMinute(max(policy.requests_per_minute, 1)),
+                policy.requests_per_minute,
+            ),
+            (RateLimitItemPerDay(max(policy.requests_per_day, 1)), policy.requests_per_day),
+        ]
+        strategy = self._limiter.limiter
+        tightest: LimitState | None = None
+        for item, allowed in windows:
+            admitted = allowed > 0 and strategy.hit(item, "key", key_id)
+            if allowed == 0:
+                # A limit of 0 pauses the key: nothing remains, and no window will reset it
+                # sooner than one whole window from now.
+                state = LimitState(0, 0, float(item.get_expiry()))
+            else:
+                stats = strategy.get_window_stats(item, "key", key_id)
+                state = LimitState(allowed, stats.remaining, stats.reset_time - time.time())
+            if not admitted:
+                raise ApiError(
+                    429,
+                    f"Rate limit reached: {allowed} requests per {item.GRANULARITY.name} "
+                    "for this key. Retry after the reset.",
+                    "rate_limit_exceeded",
+                    headers=rate_limit_headers(state, refused=True),
+                )
+            if tightest is None or state.remaining < tightest.remaining:
+                tightest = state
+        assert tightest is not None
+        return tightest
+
+    def refuse_blocked_client(self, client_ip: str) -> None:
+        """Raises ApiError 429 when this client has failed authentication too often."""
+        strategy = self._limiter.limiter
+        if not strategy.test(self._auth_failures, "auth-failure", client_ip):
+            stats = strategy.get_window_stats(self._auth_failures, "auth-failure", client_ip)
+            state = LimitState(self._auth_failures.amount, 0, stats.reset_time - time.time())
+            raise ApiError(
+                429,
+                "Too many failed authentication attempts from your address; retry later.",
+                "too_many_failed_attempts",
+                headers=rate_limit_headers(state, refused=True),
+            )
+
+    def record_auth_failure(self, client_ip: str) -> None:
+        self._limiter.limiter.hit(self._auth_failures, "auth-failure", client_ip)
+
+    def reset(self) -> None:
+        """Forget every counter (tests)."""
+        self._limiter.reset()
+
+
+def add_headers(response: Response, state: LimitState | None) -> None:
+    if state is not None:
+        for name, value in rate_limit_headers(state, refused=False).items():
+            response.headers.setdefault(name, value)

@@ -1,0 +1,361 @@
+"""Prometheus metrics at ``GET /metrics`` (text exposition format 0.0.4).
+
+Counted in process, for every response: requests by route, method and status; latency
+histograms by route and method (time until the response starts: a streamed download's body
+is not included); error responses by error code. Read from the database at scrape time: the
+kill switch and keys by status (revocations). Labels are route templates
+(``/v1/videos/<video_id>``), methods from a fixed set, statuses and error codes, never a value
+a client typed, so no key can reach a label.
+
+gunicorn runs several worker processes and a scrape reaches one of them. With a spool
+directory (setting ``metrics_dir``; ``drawbridge serve`` makes a fresh one) each process
+publishes its counters there every second and at exit, and any worker answers with the sum
+of all of them; the files of workers that died stay, so counters never go backwards while
+the server runs. Without one, each worker reports only its own requests.
+
+Who may scrape: with ``metrics_token`` set, callers that send it as a Bearer credential;
+otherwise loopback clients only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from gateway.errors import ApiError
+from gateway.settings import Settings
+from gateway.state import current_state
+from keys.inventory import key_counts
+
+log = logging.getLogger("drawbridge.metrics")
+
+EXTENSION = "drawbridge.metrics"
+PUBLISH_SECONDS = 1.0
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+REQUESTS = "drawbridge_http_requests_total"
+LATENCY = "drawbridge_http_request_duration_seconds"
+REJECTIONS = "drawbridge_rejections_total"
+_HELP = {
+    REQUESTS: ("counter", "Responses sent, by route template, method and status."),
+    LATENCY: ("histogram", "Seconds from request to response start, by route and method."),
+    REJECTIONS: ("counter", "Error responses (4xx and 5xx), by error code."),
+}
+
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels]
+
+bp = Blueprint("metrics", __name__)
+
+
+class MetricsRegistry:
+    """One process's counters and histograms, optionally published to a spool directory
+    that the other worker processes share."""
+
+    def __init__(self, spool_dir: Path | None = None, publish_every: float = PUBLISH_SECONDS):
+        self._spool_dir = spool_dir
+        self._publish_every = publish_every
+        self._lock = threading.Lock()
+        self._counters: dict[Sample, float] = {}
+        # (family, labels) -> [per-bucket counts..., +Inf count], sum
+        self._histograms: dict[Sample, tuple[list[int], float]] = {}
+        self._pid = os.getpid()
+        self._file_name = self._new_file_name()
+        self._dirty = False
+        self._publisher: threading.Thread | None = None
+        _REGISTRIES.add(self)
+
+    def _new_file_name(self) -> str:
+        # Not the pid alone: a new worker may get a dead one's pid, and must not overwrite
+        # the counts that the dead one left behind.
+        return f"{os.getpid()}-{secrets.token_hex(4)}.json"
+
+    def _after_fork(self) -> None:
+        # A forked child starts from zero: its parent's counts are the parent's file's.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._file_name = self._new_file_name()
+            self._counters, self._histograms = {}, {}
+            self._publisher = None
+
+    # -- recording ---------------------------------------------------------------------
+
+    def count_response(
+        self, route: str, method: str, status: int, seconds: float, error_code: str | None
+    ) -> None:
+        method = method if method in _METHODS else "OTHER"
+        with self._lock:
+            self._after_fork()
+            sample = (REQUESTS, (("route", route), ("method", method), ("status", str(status))))
+            self._counters[sample] = self._counters.get(sample, 0) + 1
+            if status >= 400 and error_code:
+                rejection = (REJECTIONS, (("code", error_code),))
+                self._counters[rejection] = self._counters.get(rejection, 0) + 1
+            key = (LATENCY, (("route", route), ("method", method)))
+            counts, total = self._histograms.get(key) or ([0] * (len(LATENCY_BUCKETS) + 1), 0.0)
+            index = next(
+                (i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound),
+                len(LATENCY_BUCKETS),
+            )
+            counts[index] += 1
+            self._histograms[key] = (counts, total + seconds)
+            self._dirty = True
+            self._ensure_publisher()
+
+    # -- sharing between processes -----------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            self._after_fork()
+            return {
+                "counters": [
+                    [name, list(labels), value] for (name, labels), value in self._counters.items()
+                ],
+                "histograms": [
+                    [name, list(labels), counts, total]
+                    for (name, labels), (counts, total) in self._histograms.items()
+                ],
+            }
+
+    def _ensure_publisher(self) -> None:
+        if self._spool_dir is not None and self._publisher is None:
+            self._publisher = threading.Thread(
+                target=self._publish_loop, name="metrics-publisher", daemon=True
+            )
+            self._publisher.start()
+
+    def _publish_loop(self) -> None:
+        while True:
+            time.sleep(self._publish_every)
+            if self._dirty:
+                self.publish()
+
+    def publish(self) -> None:
+        """Write this process's snapshot where the other workers read it (atomically)."""
+        if self._spool_dir is None:
+            return
+        self._dirty = False
+        snapshot = self.snapshot()
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self._spool_dir, prefix=".tmp-", suffix=".json", delete=False
+            ) as stream:
+                json.dump(snapshot, stream)
+            os.replace(stream.name, self._spool_dir / self._file_name)
+        except OSError as exc:
+            log.warning("could not publish metrics to %s: %s", self._spool_dir, exc.strerror)
+
+    def merged(self) -> dict[str, Any]:
+        """Every process's counts: this one's (current) and the others' last published."""
+        own = self.snapshot()
+        snapshots = [own]
+        if self._spool_dir is not None and self._spool_dir.is_dir():
+            for path in self._spool_dir.glob("*.json"):
+                if path.name == self._file_name:
+                    continue
+                try:
+                    snapshots.append(json.loads(path.read_text()))
+                except (OSError, ValueError):
+                    continue  # a file being replaced; its next version counts next time
+        counters: dict[Sample, float] = {}
+        histograms: dict[Sample, tuple[list[int], float]] = {}
+        for snapshot in snapshots:
+            for name, labels, value in snapshot.get("counters", []):
+                sample = (name, tuple((str(k), str(v)) for k, v in labels))
+                counters[sample] = counters.get(sample, 0) + value
+            for name, labels, counts, total in snapshot.get("histograms", []):
+                sample = (name, tuple((str(k), str(v)) for k, v in labels))
+                into, into_total = histograms.get(sample) or ([0] * len(counts), 0.0)
+                histograms[sample] = (
+                    [a + b for a, b in zip(into, counts, strict=True)],
+                    into_total + total,
+                )
+        return {"counters": counters, "histograms": histograms}
+
+    # -- exposition --------------------------------------------------------------------
+
+    def render(self, gauges: Iterable[tuple[str, str, list[tuple[Labels, float]]]] = ()) -> str:
+        """The Prometheus text format: counters, histograms, then the given gauges."""
+        data = self.merged()
+        lines: list[str] = []
+        for family, (kind, text) in _HELP.items():
+            lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]
+            if kind == "counter":
+                for (name, labels), value in sorted(data["counters"].items()):
+                    if name == family:
+                        lines.append(f"{name}{_labels(labels)} {_number(value)}")
+                continue
+            for (name, labels), (counts, total) in sorted(data["histograms"].items()):
+                if name != family:
+                    continue
+                running = 0
+                for bound, count in zip((*LATENCY_BUCKETS, None), counts, strict=True):
+                    running += count
+                    le = "+Inf" if bound is None else repr(float(bound))
+                    lines.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {running}")
+                lines.append(f"{name}_sum{_labels(labels)} {_number(total)}")
+                lines.append(f"{name}_count{_labels(labels)} {running}")
+        for family, text, samples in gauges:
+            lines += [f"# HELP {family} {text}", f"# TYPE {family} gauge"]
+            lines += [f"{family}{_labels(labels)} {_number(value)}" for labels, value in samples]
+        return "\n".join(lines) + "\n"
+
+
+_REGISTRIES: weakref.WeakSet[MetricsRegistry] = weakref.WeakSet()
+
+
+def publish_all() -> None:
+    """Publish every registry of this process (at exit: the last second's counts)."""
+    for registry in list(_REGISTRIES):
+        registry.publish()
+
+
+atexit.register(publish_all)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels) + "}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def prepare_spool_dir(settings: Settings) -> Path:
+    """The directory the workers of one server share: the configured one, emptied of an
+    earlier run's files, or a fresh temporary one (exported to the workers through
+    DRAWBRIDGE_METRICS_DIR). Call it in the server's master before workers start."""
+    if settings.metrics_dir:
+        spool = Path(settings.metrics_dir)
+        spool.mkdir(parents=True, exist_ok=True)
+        for stale in spool.glob("*.json"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        return spool
+    spool = Path(tempfile.mkdtemp(prefix="drawbridge-metrics-"))
+    os.environ["DRAWBRIDGE_METRICS_DIR"] = str(spool)
+    master = os.getpid()
+
+    def _remove() -> None:
+        if os.getpid() == master:  # workers inherit this hook; only the master cleans up
+            for path in spool.glob("*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            with contextlib.suppress(OSError):
+                spool.rmdir()
+
+    atexit.register(_remove)
+    return spool
+
+
+# -- the Flask side ----------------------------------------------------------------------
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Count every response of ``app`` and serve ``/metrics``."""
+    spool = Path(settings.metrics_dir) if settings.metrics_dir else None
+    app.extensions[EXTENSION] = MetricsRegistry(spool)
+    app.after_request(_count)
+    app.register_blueprint(bp)
+
+
+def _count(response: Response) -> Response:
+    registry: MetricsRegistry = current_app.extensions[EXTENSION]
+    started = g.get("started")
+    registry.count_response(
+        request.url_rule.rule if request.url_rule is not None else "(unmatched)",
+        request.method,
+        response.status_code,
+        time.perf_counter() - started if started else 0.0,
+        g.get("error_code"),
+    )
+    return response
+
+
+def _authorize() -> None:
+    """Raises ApiError: 401 without the configured token, 403 from a non-loopback client."""
+    token = current_state().settings.metrics_token
+    if token:
+        scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode(), token.reveal().encode()
+        ):
+            raise ApiError(
+                401, "Send the metrics token as 'Authorization: Bearer <token>'.", "invalid_token"
+            )
+        return
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ApiError(
+            403,
+            "Metrics are served to loopback clients only; set metrics_token to scrape "
+            "from elsewhere.",
+            "permission_denied",
+        )
+
+
+def _database_gauges() -> list[tuple[str, str, list[tuple[Labels, float]]]]:
+    store = current_state().store
+    try:
+        with store.read() as tx:
+            lockdown = bool(tx.program.state().lockdown)
+            by_status = key_counts(tx.session)
+    except Exception as exc:
+        log.warning("metrics: database unavailable (%s)", type(exc).__name__)
+        return [
+            ("drawbridge_database_up", "Whether the scrape could read the database.", [((), 0)])
+        ]
+    return [
+        ("drawbridge_database_up", "Whether the scrape could read the database.", [((), 1)]),
+        (
+            "drawbridge_lockdown",
+            "1 while the kill switch refuses all tester traffic.",
+            [((), int(lockdown))],
+        ),
+        (
+            "drawbridge_api_keys",
+            "Tester keys by stored status (revoked, suspended, rotated, active).",
+            [((("status", status),), count) for status, count in sorted(by_status.items())],
+        ),
+        (
+            "drawbridge_revoked_keys",
+            "Tester keys revoked so far.",
+            [((), by_status.get("revoked", 0))],
+        ),
+    ]
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    _authorize()
+    registry: MetricsRegistry = current_app.extensions[EXTENSION]
+    return Response(
+        registry.render(_database_gauges()),
+        content_type="text/plain; version=0.0.4; charset=utf-8",
+    )

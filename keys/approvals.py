@@ -1,0 +1,156 @@
+"""Requests held for an approver: generations a rule held, share requests, and content
+downloads in cohorts that require approval. Every decision records actor, time and reason;
+a request is decided once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keys.audit import AuditTrail
+from keys.errors import Conflict, InvalidInput, NotFound
+from keys.ids import new_id
+from keys.models import Approval
+
+KINDS = ("generation", "share", "download")
+STATUSES = ("pending", "approved", "rejected")
+MAX_LIST = 500
+
+
+class ApprovalService:
+    def __init__(self, session: Session, audit: AuditTrail, clock: Callable[[], datetime]):
+        self._session = session
+        self._audit = audit
+        self._clock = clock
+
+    def hold(
+        self,
+        kind: str,
+        tester_id: str,
+        key_id: str,
+        video_id: str,
+        held_because: str,
+        request: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Approval:
+        """Open a pending request."""
+        approval = Approval(
+            id=new_id("apr"),
+            kind=kind,
+            status="pending",
+            tester_id=tester_id,
+            key_id=key_id,
+            video_id=video_id,
+            held_because=held_because,
+            request=request or {},
+            body=body,
+            content_type=content_type,
+            created_at=self._clock(),
+        )
+        self._session.add(approval)
+        self._session.flush()
+        self._audit.append(
+            f"tester:{tester_id}",
+            f"approval.request.{kind}",
+            approval.id,
+            held_because,
+            details={"video_id": video_id, "key_id": key_id},
+        )
+        return approval
+
+    def latest(self, video_id: str, kind: str) -> Approval | None:
+        """The newest request of this kind for a video."""
+        return self._session.scalars(
+            select(Approval)
+            .where(Approval.video_id == video_id, Approval.kind == kind)
+            .order_by(Approval.created_at.desc(), Approval.id.desc())
+            .limit(1)
+        ).first()
+
+    def get(self, approval_id: str) -> Approval:
+        """Raises NotFound."""
+        approval = self._session.get(Approval, approval_id)
+        if approval is None:
+            raise NotFound(f"no approval request {approval_id}")
+        return approval
+
+    def list(
+        self,
+        status: str | None = None,
+        kind: str | None = None,
+        tester_id: str | None = None,
+        limit: int = 100,
+        *,
+        newest_first: bool = False,
+    ) -> list[Approval]:
+        """Requests, oldest first (the queue order) unless ``newest_first``.
+
+        Raises InvalidInput."""
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", param="status")
+        if kind is not None and kind not in KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", param="kind")
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIST}", param="limit")
+        order = (
+            (Approval.created_at.desc(), Approval.id.desc())
+            if newest_first
+            else (Approval.created_at, Approval.id)
+        )
+        query = select(Approval).order_by(*order).limit(limit)
+        if status:
+            query = query.where(Approval.status == status)
+        if kind:
+            query = query.where(Approval.kind == kind)
+        if tester_id:
+            query = query.where(Approval.tester_id == tester_id)
+        return list(self._session.scalars(query))
+
+    def decide(
+        self,
+        approval_id: str,
+        approve: bool,
+        actor: str,
+        reason: str | None,
+        valid_for: timedelta | None = None,
+    ) -> Approval:
+        """Approve or reject a pending request, once. A rejection needs a reason.
+
+        Raises NotFound, InvalidInput, Conflict (already decided).
+        """
+        reason = (reason or "").strip() or None
+        if not approve and not reason:
+            raise InvalidInput("a rejection needs a reason (the tester sees it)", param="reason")
+        if reason and len(reason) > 2000:
+            raise InvalidInput("reason must be at most 2000 characters", param="reason")
+        approval = self._session.get(Approval, approval_id, with_for_update=True)
+        if approval is None:
+            raise NotFound(f"no approval request {approval_id}")
+        if approval.status != "pending":
+            raise Conflict(
+                f"{approval_id} was already {approval.status} by {approval.decided_by}",
+                code="already_decided",
+            )
+        now = self._clock()
+        approval.status = "approved" if approve else "rejected"
+        approval.decided_at, approval.decided_by, approval.decision_reason = now, actor, reason
+        if approve and valid_for is not None:
+            approval.expires_at = now + valid_for
+        self._session.flush()
+        self._audit.append(
+            actor,
+            f"approval.{approval.status}",
+            approval.id,
+            reason,
+            details={
+                "kind": approval.kind,
+                "video_id": approval.video_id,
+                "tester_id": approval.tester_id,
+            },
+        )
+        return approval

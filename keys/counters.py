@@ -1,0 +1,183 @@
+"""Per-key activity counters for anomaly detection, shared by every worker and instance.
+
+``Counters.record`` counts one request of a key and answers, in one step, what the rules
+look at on every request: the distinct client IPs seen within a sliding window and this
+minute's request count. The counts of the minutes before (the key's baseline) are read only
+when a rule needs them. ``MemoryCounters`` keeps everything in the process (the embedded
+default, one worker); ``RedisCounters`` keeps it in Redis, one pipelined round trip per
+request, so that a key used through many workers and instances is counted once.
+
+Counters hold key ids and client IPs, never secrets. They are not key state: losing them
+loses detection history, never a revocation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+
+# How many complete minutes before the current one make up a key's baseline.
+BASELINE_MINUTES = 30
+REDIS_PREFIX = "drawbridge:anomaly"
+
+
+class CountersUnavailable(Exception):
+    """The shared counters cannot be reached; detection is skipped for this request."""
+
+
+@dataclass(frozen=True)
+class KeyActivity:
+    """One key's activity as of the request just counted (included in both numbers)."""
+
+    client_ips: int
+    this_minute: int
+
+
+class Counters(Protocol):
+    def record(self, key_id: str, client_ip: str, now: float, window_seconds: int) -> KeyActivity:
+        """Count one request of ``key_id`` from ``client_ip`` at ``now`` (epoch seconds)."""
+
+    def earlier_minutes(self, key_id: str, now: float) -> tuple[int, ...]:
+        """Request counts of the BASELINE_MINUTES complete minutes before ``now``'s minute,
+        newest first."""
+
+    def claim(self, name: str, seconds: int, now: float) -> bool:
+        """True for the first claim of ``name`` within ``seconds`` across all processes."""
+
+    def reset(self) -> None:
+        """Forget everything (tests)."""
+
+
+def minute_of(now: float) -> int:
+    return int(now // 60)
+
+
+class _KeyCounts:
+    __slots__ = ("ips", "minutes")
+
+    def __init__(self) -> None:
+        # client IP -> last seen, oldest first, so expiry pops from the front.
+        self.ips: OrderedDict[str, float] = OrderedDict()
+        self.minutes: dict[int, int] = {}
+
+
+class MemoryCounters:
+    """Counters in this process: exact, a few microseconds, one worker's view only."""
+
+    def __init__(self, max_keys: int = 50_000) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[str, _KeyCounts] = OrderedDict()
+        self._claims: dict[str, float] = {}
+        self._max_keys = max_keys
+
+    def record(self, key_id: str, client_ip: str, now: float, window_seconds: int) -> KeyActivity:
+        minute = minute_of(now)
+        cutoff = now - window_seconds
+        with self._lock:
+            counts = self._keys.get(key_id)
+            if counts is None:
+                counts = self._keys[key_id] = _KeyCounts()
+                if len(self._keys) > self._max_keys:
+                    self._keys.popitem(last=False)  # the least recently used key
+            else:
+                self._keys.move_to_end(key_id)
+            ips = counts.ips
+            ips[client_ip] = now
+            ips.move_to_end(client_ip)
+            while ips and next(iter(ips.values())) <= cutoff:
+                ips.popitem(last=False)
+            minutes = counts.minutes
+            this_minute = minutes[minute] = minutes.get(minute, 0) + 1
+            if len(minutes) > BASELINE_MINUTES + 1:
+                for old in [m for m in minutes if m < minute - BASELINE_MINUTES]:
+                    del minutes[old]
+            return KeyActivity(len(ips), this_minute)
+
+    def earlier_minutes(self, key_id: str, now: float) -> tuple[int, ...]:
+        minute = minute_of(now)
+        with self._lock:
+            counts = self._keys.get(key_id)
+            minutes = counts.minutes if counts is not None else {}
+            return tuple(minutes.get(minute - i, 0) for i in range(1, BASELINE_MINUTES + 1))
+
+    def claim(self, name: str, seconds: int, now: float) -> bool:
+        with self._lock:
+            if self._claims.get(name, 0.0) > now:
+                return False
+            if len(self._claims) >= self._max_keys:
+                self._claims = {k: until for k, until in self._claims.items() if until > now}
+            self._claims[name] = now + seconds
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._keys.clear()
+            self._claims.clear()
+
+
+class RedisCounters:
+    """Counters in Redis, shared by every worker and instance.
+
+    Per key: a sorted set of client IPs scored by last use (a sliding window: members older
+    than the window are dropped before counting) and one counter per minute, each expiring by
+    itself. All names of one key share a hash tag, so they live on one Redis Cluster slot.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 0.5) -> RedisCounters:
+        return cls(
+            redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        )
+
+    @staticmethod
+    def _ips(key_id: str) -> str:
+        return f"{REDIS_PREFIX}:{{{key_id}}}:ips"
+
+    @staticmethod
+    def _minute(key_id: str, minute: int) -> str:
+        return f"{REDIS_PREFIX}:{{{key_id}}}:m:{minute}"
+
+    def record(self, key_id: str, client_ip: str, now: float, window_seconds: int) -> KeyActivity:
+        ips, minute = self._ips(key_id), self._minute(key_id, minute_of(now))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(ips, {client_ip: now})
+        pipe.zremrangebyscore(ips, "-inf", now - window_seconds)
+        pipe.zcard(ips)
+        pipe.expire(ips, window_seconds + 60)
+        pipe.incr(minute)
+        pipe.expire(minute, (BASELINE_MINUTES + 2) * 60)
+        try:
+            replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise CountersUnavailable(f"redis: {type(exc).__name__}") from exc
+        return KeyActivity(int(replies[2]), int(replies[4]))
+
+    def earlier_minutes(self, key_id: str, now: float) -> tuple[int, ...]:
+        minute = minute_of(now)
+        names = [self._minute(key_id, minute - i) for i in range(1, BASELINE_MINUTES + 1)]
+        try:
+            values = self._redis.mget(names)
+        except (redis.RedisError, OSError) as exc:
+            raise CountersUnavailable(f"redis: {type(exc).__name__}") from exc
+        return tuple(int(value) if value is not None else 0 for value in values)
+
+    def claim(self, name: str, seconds: int, now: float) -> bool:
+        try:
+            return bool(self._redis.set(f"{REDIS_PREFIX}:claim:{name}", 1, nx=True, ex=seconds))
+        except (redis.RedisError, OSError) as exc:
+            raise CountersUnavailable(f"redis: {type(exc).__name__}") from exc
+
+    def reset(self) -> None:
+        names = list(self._redis.scan_iter(match=f"{REDIS_PREFIX}:*", count=1000))
+        if names:
+            self._redis.delete(*names)
+
+    def close(self) -> None:
+        self._redis.close()

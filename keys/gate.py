@@ -1,0 +1,86 @@
+"""The hot path's one read: everything a tester request needs from storage.
+
+One statement returns the key, its tester, the policy in force, the kill switch and, when
+the request names a video, that video's owner and backend id. It runs on a pooled connection
+without an ORM session and without an explicit transaction (a single statement reads a
+consistent snapshot on its own): this runs on every request, and that bookkeeping costs more
+than the query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam
+
+from keys.db import Database
+from keys.digests import SecretDigester
+from keys.errors import InvalidKey
+from keys.keyformat import KeyFormat
+from keys.lifecycle import VERIFY_STATEMENT, Principal, principal_of
+from keys.models import Video
+
+_VIDEO_COLUMNS = {
+    "video_id": Video.id,
+    "video_tester_id": Video.tester_id,
+    "video_upstream_id": Video.upstream_id,
+    "video_status": Video.status,
+    "video_snapshot": Video.snapshot,
+    "video_seconds": Video.video_seconds,
+    "video_deleted_at": Video.deleted_at,
+}
+CHECK_STATEMENT = VERIFY_STATEMENT.add_columns(
+    *(column.label(label) for label, column in _VIDEO_COLUMNS.items())
+).outerjoin(Video, Video.id == bindparam("video_id"))
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """What the proxy needs to know about a video named in a request."""
+
+    id: str
+    tester_id: str
+    upstream_id: str | None
+    status: str
+    snapshot: dict[str, Any]
+    video_seconds: int
+    deleted_at: datetime | None
+
+    def visible_to(self, tester_id: str) -> bool:
+        return self.tester_id == tester_id and self.deleted_at is None
+
+
+def check_key(
+    database: Database,
+    secret: str,
+    digester: SecretDigester,
+    key_format: KeyFormat,
+    now: datetime,
+    video_id: str | None = None,
+) -> tuple[Principal, VideoRef | None]:
+    """Verify a secret and look up the video the request names, in one statement.
+
+    Raises what ``keys.lifecycle.verify_secret`` raises; a malformed secret never reaches
+    the database.
+    """
+    if not key_format.is_well_formed(secret):
+        raise InvalidKey("Malformed API key.")
+    with database.engine.connect().execution_options(sqlite_begin=None) as connection:
+        row = connection.execute(
+            CHECK_STATEMENT, {"digest": digester.digest(secret), "video_id": video_id}
+        ).first()
+    principal = principal_of(row, secret, digester, now)
+    video = None
+    if row is not None and row.video_id is not None:
+        video = VideoRef(
+            row.video_id,
+            row.video_tester_id,
+            row.video_upstream_id,
+            row.video_status,
+            row.video_snapshot,
+            row.video_seconds,
+            row.video_deleted_at,
+        )
+    return principal, video

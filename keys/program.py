@@ -1,0 +1,46 @@
+"""Program-wide state: the global kill switch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from keys.audit import AuditTrail
+from keys.errors import DomainError, InvalidInput
+from keys.models import ProgramState
+
+PROGRAM_ROW = 1
+
+
+class Lockdown(DomainError):
+    """Tester traffic is refused program-wide."""
+
+    code = "lockdown"
+
+
+class ProgramService:
+    def __init__(self, session: Session, audit: AuditTrail, clock: Callable[[], datetime]):
+        self._session = session
+        self._audit = audit
+        self._clock = clock
+
+    def state(self) -> ProgramState:
+        row = self._session.get(ProgramState, PROGRAM_ROW)
+        return row if row is not None else ProgramState(id=PROGRAM_ROW, lockdown=False)
+
+    def set_lockdown(self, on: bool, actor: str, reason: str | None) -> ProgramState:
+        """Raise or lower the kill switch. Raising it needs a reason."""
+        reason = (reason or "").strip() or None
+        if on and not reason:
+            raise InvalidInput("a reason is required to lock down the program", param="reason")
+        row = self._session.get(ProgramState, PROGRAM_ROW, with_for_update=True)
+        if row is None:
+            row = ProgramState(id=PROGRAM_ROW, lockdown=False)
+            self._session.add(row)
+        row.lockdown = on
+        row.lockdown_reason, row.lockdown_by, row.lockdown_at = reason, actor, self._clock()
+        self._session.flush()
+        self._audit.append(actor, "lockdown.on" if on else "lockdown.off", "program", reason)
+        return row

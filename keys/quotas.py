@@ -1,0 +1,199 @@
+"""Quotas in the domain's units: generations and video-seconds per day and month, and
+concurrent jobs.
+
+A creation *reserves* its cost before the upstream call; the reservation is *settled* when
+the video completes (only the job slot is given back) or *refunded* when the upstream call or
+the generation fails. Each reservation is one conditional ``UPDATE ... SET used = used + n
+WHERE used + n <= limit`` per quota inside one transaction: SQLite's ``BEGIN IMMEDIATE``
+serializes them, PostgreSQL's row lock re-checks the condition, so concurrent requests on any
+number of workers and instances can never overspend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from keys.db import insert_ignoring_duplicates
+from keys.errors import DomainError
+from keys.models import QuotaUsage
+from keys.policies import Policy
+
+
+@dataclass(frozen=True)
+class Cost:
+    generations: int
+    video_seconds: int
+
+
+@dataclass(frozen=True)
+class Quota:
+    metric: str
+    period: str
+    limit: int
+    amount: int
+    resets_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    metric: str
+    limit: int
+    used: int
+    resets_at: datetime | None
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+
+# How long a client is asked to wait when every job slot is taken: long enough for a short
+# video to finish, short enough for the openai SDK's retry to honour it.
+JOB_SLOT_RETRY_SECONDS = 10
+
+
+class QuotaExceeded(DomainError):
+    code = "quota_exceeded"
+
+    def __init__(self, quota: Quota, used: int, now: datetime | None = None) -> None:
+        when = (
+            f"It resets at {quota.resets_at.isoformat().replace('+00:00', 'Z')}"
+            if quota.resets_at
+            else "A slot frees up when one of your running videos finishes"
+        )
+        super().__init__(
+            f"Quota exceeded: {quota.metric.replace('_', ' ')} is {quota.limit} and "
+            f"{used} is used; this request needs {quota.amount}. {when}."
+        )
+        self.quota = quota
+        self.used = used
+        # Seconds until a retry can succeed, by the clock that decided (for Retry-After).
+        self.retry_after = JOB_SLOT_RETRY_SECONDS
+        if quota.resets_at is not None and now is not None:
+            self.retry_after = max(math.ceil((quota.resets_at - now).total_seconds()), 1)
+
+
+def _periods(now: datetime) -> tuple[str, datetime, str, datetime]:
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    next_day = day_start + timedelta(days=1)
+    month_start = day_start.replace(day=1)
+    next_month = (month_start + timedelta(days=32)).replace(day=1)
+    return f"d:{day_start:%Y-%m-%d}", next_day, f"m:{month_start:%Y-%m}", next_month
+
+
+# The order in which a reservation touches (and on PostgreSQL, locks) the quota rows.
+METRIC_ORDER = (
+    "generations_per_day",
+    "video_seconds_per_day",
+    "video_seconds_per_month",
+    "concurrent_jobs",
+)
+
+
+def quotas_for(policy: Policy, cost: Cost, now: datetime) -> list[Quota]:
+    """The quotas a request of this cost draws on, under this policy, now."""
+    day, next_day, month, next_month = _periods(now)
+    return [
+        Quota("generations_per_day", day, policy.generations_per_day, cost.generations, next_day),
+        Quota(
+            "video_seconds_per_day",
+            day,
+            policy.video_seconds_per_day,
+            cost.video_seconds,
+            next_day,
+        ),
+        Quota(
+            "video_seconds_per_month",
+            month,
+            policy.video_seconds_per_month,
+            cost.video_seconds,
+            next_month,
+        ),
+        Quota("concurrent_jobs", "", policy.concurrent_jobs, 1 if cost.generations else 0, None),
+    ]
+
+
+class QuotaService:
+    def __init__(self, session: Session, clock: Callable[[], datetime]) -> None:
+        self._session = session
+        self._clock = clock
+
+    def reserve(self, tester_id: str, policy: Policy, cost: Cost) -> dict[str, str]:
+        """Reserve a request's cost on every quota, or none. Returns the periods reserved
+        (needed to give them back). Raises QuotaExceeded; the caller's transaction must then
+        roll back, which it does when the exception leaves the ``transaction()`` block."""
+        periods = {}
+        for quota in quotas_for(policy, cost, self._clock()):
+            if quota.amount == 0:
+                continue
+            insert_ignoring_duplicates(
+                self._session,
+                QuotaUsage,
+                {"tester_id": tester_id, "metric": quota.metric, "period": quota.period, "used": 0},
+            )
+            result = self._session.execute(
+                update(QuotaUsage)
+                .where(
+                    QuotaUsage.tester_id == tester_id,
+                    QuotaUsage.metric == quota.metric,
+                    QuotaUsage.period == quota.period,
+                    QuotaUsage.used + quota.amount <= quota.limit,
+                )
+                .values(used=QuotaUsage.used + quota.amount)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                used = self._used(tester_id, quota.metric, quota.period)
+                raise QuotaExceeded(quota, used, self._clock())
+            periods[quota.metric] = quota.period
+        return periods
+
+    def give_back(
+        self, tester_id: str, periods: dict[str, str], cost: Cost, *, refund: bool
+    ) -> None:
+        """Free the job slot; with ``refund``, also return the generation and seconds."""
+        amounts = {"concurrent_jobs": 1 if cost.generations else 0}
+        if refund:
+            amounts.update(
+                generations_per_day=cost.generations,
+                video_seconds_per_day=cost.video_seconds,
+                video_seconds_per_month=cost.video_seconds,
+            )
+        # Rows are locked in the order reserve() locks them: PostgreSQL would otherwise
+        # deadlock a refund against a concurrent reservation of the same tester.
+        for metric in METRIC_ORDER:
+            amount = amounts.get(metric, 0)
+            if metric not in periods or amount == 0:
+                continue
+            self._session.execute(
+                update(QuotaUsage)
+                .where(
+                    QuotaUsage.tester_id == tester_id,
+                    QuotaUsage.metric == metric,
+                    QuotaUsage.period == periods[metric],
+                    QuotaUsage.used >= amount,
+                )
+                .values(used=QuotaUsage.used - amount)
+            )
+
+    def status(self, tester_id: str, policy: Policy) -> list[QuotaStatus]:
+        """Every quota of the tester now: limit, used, and when it resets."""
+        statuses = []
+        for quota in quotas_for(policy, Cost(1, 0), self._clock()):
+            used = self._used(tester_id, quota.metric, quota.period)
+            statuses.append(QuotaStatus(quota.metric, quota.limit, used, quota.resets_at))
+        return statuses
+
+    def _used(self, tester_id: str, metric: str, period: str) -> int:
+        used = self._session.scalar(
+            select(QuotaUsage.used).where(
+                QuotaUsage.tester_id == tester_id,
+                QuotaUsage.metric == metric,
+                QuotaUsage.period == period,
+            )
+        )
+        return int(used or 0)

@@ -1,0 +1,280 @@
+"""The usage log: one event per tester request, and the daily totals kept beside it.
+
+Billable events (a creation that reserves quota) are inserted in the reservation's own
+transaction, so an admitted request always has its event, whatever happens to the worker
+afterwards. Every other event goes through a per-process buffer flushed at least every
+second and when the process exits gracefully (``flush_buffers``: at interpreter exit, and
+from gunicorn's ``worker_exit`` hook, gateway/server.py).
+
+Every write here also adds the event's contribution to ``usage_daily`` in the same
+transaction, so the per-tester daily report (keys/usage_reports.py) never has to scan the
+events and can never disagree with them. This module is the only writer of both tables.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import String, insert, select, update
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
+
+from keys.models import UsageDaily, UsageEvent
+
+if TYPE_CHECKING:
+    from keys.store import Store
+
+log = logging.getLogger("drawbridge.usage")
+
+FLUSH_INTERVAL_SECONDS = 1.0
+MAX_BUFFERED = 50_000
+OUTCOMES = ("ok", "refused", "failed", "admitted", "created", "refunded", "held")
+COUNTS = ("requests", "generations", "video_seconds", "rejections", "failures")
+
+# Widths of the event's text columns: a value is cut to fit rather than have the database
+# refuse the whole batch it travels in (PostgreSQL enforces lengths, SQLite does not).
+_WIDTHS = {
+    column.name: column.type.length
+    for column in UsageEvent.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
+
+
+@dataclass
+class UsageRecord:
+    at: datetime
+    request_id: str
+    method: str
+    route: str
+    status: int
+    outcome: str
+    key_id: str | None = None
+    tester_id: str | None = None
+    cohort: str | None = None
+    video_id: str | None = None
+    error_code: str | None = None
+    generations: int = 0
+    video_seconds: int = 0
+    latency_ms: float | None = None
+    upstream_latency_ms: float | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+
+_TALLIED = ("at", "tester_id", "cohort", "status", "outcome", "generations", "video_seconds")
+_RECORD_FIELDS = frozenset(field.name for field in fields(UsageRecord))
+
+
+def _row(record: UsageRecord) -> dict[str, Any]:
+    row = asdict(record)
+    for name, width in _WIDTHS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > width:
+            row[name] = value[:width]
+    return row
+
+
+DailyKey = tuple[date, str, str]
+
+
+def tally(event: Mapping[str, Any]) -> tuple[DailyKey, dict[str, int]]:
+    """What one event adds to ``usage_daily``: its (UTC day, tester, cohort) and counts.
+
+    Generations and video-seconds count unless the creation was refunded at once (the backend
+    refused it); 4xx answers and refusals are rejections; 5xx answers are failures.
+    """
+    at: datetime = event["at"]
+    status, outcome = int(event["status"]), str(event["outcome"])
+    charged = outcome != "refunded"
+    key = (at.astimezone(UTC).date(), event["tester_id"] or "", event["cohort"] or "")
+    return key, {
+        "requests": 1,
+        "generations": int(event["generations"] or 0) if charged else 0,
+        "video_seconds": int(event["video_seconds"] or 0) if charged else 0,
+        "rejections": int(400 <= status < 500 or outcome == "refused"),
+        "failures": int(status >= 500),
+    }
+
+
+class DailyTotals:
+    """Adds and subtracts event contributions to ``usage_daily`` (an upsert per row)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, changes: Mapping[DailyKey, Mapping[str, int]]) -> None:
+        rows = [
+            {"day": day, "tester_id": tester_id, "cohort": cohort, **counts}
+            for (day, tester_id, cohort), counts in sorted(changes.items())
+            if any(counts.values())
+        ]
+        if not rows:
+            return
+        # Sorted rows: two flushes that touch the same rows lock them in the same order, so
+        # they queue instead of deadlocking.
+        self._session.execute(self._upsert(), rows)
+
+    def _upsert(self) -> Any:
+        if self._session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            statement: Any = postgresql.insert(UsageDaily)
+        else:
+            from sqlalchemy.dialects import sqlite
+
+            statement = sqlite.insert(UsageDaily)
+        return statement.on_conflict_do_update(
+            index_elements=["day", "tester_id", "cohort"],
+            set_={name: getattr(UsageDaily, name) + statement.excluded[name] for name in COUNTS},
+        )
+
+
+def totals_of(events: Iterable[Mapping[str, Any]]) -> dict[DailyKey, dict[str, int]]:
+    """The ``usage_daily`` changes for a batch of new events."""
+    changes: dict[DailyKey, dict[str, int]] = {}
+    for event in events:
+        key, counts = tally(event)
+        into = changes.setdefault(key, dict.fromkeys(COUNTS, 0))
+        for name, value in counts.items():
+            into[name] += value
+    return changes
+
+
+class UsageLog:
+    """Writes events inside the caller's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._daily = DailyTotals(session)
+
+    def record(self, record: UsageRecord) -> None:
+        row = _row(record)
+        self._session.execute(insert(UsageEvent).values(**row))
+        self._daily.add(totals_of([row]))
+
+    def complete(self, request_id: str, **values: object) -> None:
+        """Fill in what became known after the event was first written."""
+        unknown = set(values) - _RECORD_FIELDS
+        if unknown:
+            raise TypeError(f"not usage event fields: {sorted(unknown)}")
+        columns = [getattr(UsageEvent, name) for name in _TALLIED]
+        before = self._session.execute(
+            select(*columns).where(UsageEvent.request_id == request_id)
+        ).first()
+        self._session.execute(
+            update(UsageEvent).where(UsageEvent.request_id == request_id).values(**values)
+        )
+        if before is None:
+            return
+        old = dict(zip(_TALLIED, before, strict=True))
+        key, was = tally(old)
+        new_key, now = tally({**old, **values})
+        assert new_key == key, "completing an event never moves it to another day or tester"
+        self._daily.add({key: {name: now[name] - was[name] for name in COUNTS}})
+
+
+_BUFFERS: weakref.WeakSet[UsageBuffer] = weakref.WeakSet()
+
+
+def flush_buffers() -> int:
+    """Flush every usage buffer of this process; returns how many events were written."""
+    return sum(buffer.flush() for buffer in list(_BUFFERS))
+
+
+# Also registered in the gunicorn master before it forks, so every worker inherits it.
+atexit.register(flush_buffers)
+
+
+class UsageBuffer:
+    """Batches non-billable events; one background flusher thread per process."""
+
+    def __init__(self, store: Store, interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: list[UsageRecord] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        _BUFFERS.add(self)
+
+    def add(self, record: UsageRecord) -> None:
+        with self._lock:
+            if len(self._pending) >= MAX_BUFFERED:
+                log.warning("usage buffer full; dropping the oldest event")
+                self._pending.pop(0)
+            self._pending.append(record)
+            self._ensure_flusher()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _ensure_flusher(self) -> None:
+        # Started lazily so each forked gunicorn worker runs its own flusher.
+        if self._thread is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the flusher must outlive any one bad flush
+                log.exception("usage flush failed")
+
+    def flush(self) -> int:
+        """Write everything buffered; returns how many events were written."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            self._write([_row(record) for record in batch])
+        except (IntegrityError, DataError):
+            # One event the database refuses must not hold back the others forever.
+            return self._write_one_by_one(batch)
+        except Exception:
+            self._keep(batch)
+            return 0
+        return len(batch)
+
+    def _keep(self, batch: list[UsageRecord]) -> None:
+        log.exception(
+            "could not write %d usage events; keeping them for the next flush", len(batch)
+        )
+        with self._lock:
+            self._pending = batch + self._pending
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self._store.transaction() as tx:
+            tx.session.execute(insert(UsageEvent), rows)
+            DailyTotals(tx.session).add(totals_of(rows))
+
+    def _write_one_by_one(self, batch: list[UsageRecord]) -> int:
+        written = 0
+        for index, record in enumerate(batch):
+            try:
+                self._write([_row(record)])
+                written += 1
+            except (IntegrityError, DataError) as exc:
+                log.error(
+                    "dropping usage event %s: the database refuses it (%s)",
+                    record.request_id,
+                    type(exc).__name__,
+                )
+            except Exception:
+                self._keep(batch[index:])
+                break
+        return written

@@ -1,0 +1,533 @@
+"""What auditors read from the usage log: filtered pages, streamed exports, per-tester daily
+totals, a key's blast radius, and retention.
+
+Pages and exports are in time order, ``(at, id)``, which the ``(tester_id, at)``,
+``(key_id, at)`` and ``(at)`` indexes serve directly (SQLite and PostgreSQL both keep the
+row id with the index entry); the keyset cursor is the last event's id. Daily totals come
+from ``usage_daily`` (keys/usage.py keeps it in step with the events), so the report reads
+days x testers rows whatever the number of events; ``daily_from_events`` computes the same
+from the raw events, for tests and as the benchmark's baseline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import BigInteger, Date, Select, case, cast, delete, func, select, tuple_
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from keys.errors import InvalidInput, NotFound
+from keys.models import ApiKey, Approval, Tester, UsageDaily, UsageEvent, Video
+from keys.usage import COUNTS, OUTCOMES
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_DAILY_DAYS = 366
+DEFAULT_DAILY_DAYS = 30
+EXPORT_BATCH = 1000
+PRUNE_BATCH = 5000
+# A blast-radius report lists this many client IPs, user agents and videos at most (with
+# the full counts beside them): an attacker with 100,000 addresses must not make it huge.
+REPORT_TOP = 200
+
+FILTERS = ("tester_id", "key_id", "cohort", "route", "status", "outcome", "since", "until")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_COHORT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ROUTE = re.compile(r"[ -~]{1,64}")
+_STATUS = re.compile(r"[1-5](?:\d\d|xx)")
+_AGO = re.compile(r"(\d{1,6})([mhdw])")
+_AGO_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+EVENT_COLUMNS = tuple(column.name for column in UsageEvent.__table__.columns)
+
+
+def parse_time(text: str, param: str, now: datetime) -> datetime:
+    """An ISO 8601 time with a zone, a UTC date (``2026-11-27``), or a span ago (``90m``,
+    ``24h``, ``7d``, ``2w``). Raises InvalidInput."""
+    text = text.strip()
+    ago = _AGO.fullmatch(text)
+    if ago:
+        return now - timedelta(seconds=int(ago.group(1)) * _AGO_UNITS[ago.group(2)])
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"{param} must be an ISO 8601 time with a zone (2026-11-27T09:00:00Z), "
+            "a date (2026-11-27) or a span ago (24h, 7d)",
+            param=param,
+        ) from None
+    if value.tzinfo is None:
+        raise InvalidInput(f"{param} must include a time zone, e.g. Z", param=param)
+    return value.astimezone(UTC)
+
+
+def parse_day(text: str, param: str) -> date:
+    """A date, ``YYYY-MM-DD``. Raises InvalidInput."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise InvalidInput(f"{param} must be a date, YYYY-MM-DD", param=param)
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """Which events: every field is optional; ``until`` is exclusive."""
+
+    tester_id: str | None = None
+    key_id: str | None = None
+    cohort: str | None = None
+    route: str | None = None
+    status: str | None = None  # "404" or a class, "4xx"
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str | None], now: datetime) -> UsageFilter:
+        """From text values (query parameters, CLI options). Raises InvalidInput."""
+        values = {name: value for name, value in params.items() if value not in (None, "")}
+        for name, pattern, what in (
+            ("tester_id", _ID, "a tester id"),
+            ("key_id", _ID, "a key id"),
+            ("cohort", _COHORT, "a cohort name"),
+            ("route", _ROUTE, "a route such as /v1/videos"),
+            ("status", _STATUS, "an HTTP status such as 429, or a class such as 4xx"),
+        ):
+            value = values.get(name)
+            if value is not None and not pattern.fullmatch(value):
+                raise InvalidInput(f"{name} must be {what}", param=name)
+        outcome = values.get("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}", param="outcome")
+        since = parse_time(str(values["since"]), "since", now) if "since" in values else None
+        until = parse_time(str(values["until"]), "until", now) if "until" in values else None
+        if since is not None and until is not None and until < since:
+            raise InvalidInput("until is before since", param="until")
+        return cls(
+            tester_id=values.get("tester_id"),
+            key_id=values.get("key_id"),
+            cohort=values.get("cohort"),
+            route=values.get("route"),
+            status=values.get("status"),
+            outcome=outcome,
+            since=since,
+            until=until,
+        )
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.tester_id is not None:
+            conditions.append(UsageEvent.tester_id == self.tester_id)
+        if self.key_id is not None:
+            conditions.append(UsageEvent.key_id == self.key_id)
+        if self.cohort is not None:
+            conditions.append(UsageEvent.cohort == self.cohort)
+        if self.route is not None:
+            conditions.append(UsageEvent.route == self.route)
+        if self.status is not None:
+            if self.status.endswith("xx"):
+                low = int(self.status[0]) * 100
+                conditions += [UsageEvent.status >= low, UsageEvent.status < low + 100]
+            else:
+                conditions.append(UsageEvent.status == int(self.status))
+        if self.outcome is not None:
+            conditions.append(UsageEvent.outcome == self.outcome)
+        if self.since is not None:
+            conditions.append(UsageEvent.at >= self.since)
+        if self.until is not None:
+            conditions.append(UsageEvent.at < self.until)
+        return conditions
+
+
+class DailyRow(NamedTuple):
+    """One tester's totals for one UTC day (a tuple: reports make many of them)."""
+
+    day: date
+    tester_id: str | None
+    requests: int = 0
+    generations: int = 0
+    video_seconds: int = 0
+    rejections: int = 0
+    failures: int = 0
+    approvals_approved: int = 0
+    approvals_rejected: int = 0
+
+
+@dataclass
+class KeyReport:
+    """Everything one key did in a window: what an incident write-up needs."""
+
+    key_id: str
+    tester_id: str
+    since: datetime
+    until: datetime
+    requests: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    generations: int = 0
+    video_seconds: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    by_route: list[dict[str, Any]] = field(default_factory=list)
+    distinct_client_ips: int = 0
+    client_ips: list[dict[str, Any]] = field(default_factory=list)
+    distinct_user_agents: int = 0
+    user_agents: list[dict[str, Any]] = field(default_factory=list)
+    videos_created: int = 0
+    videos: list[dict[str, Any]] = field(default_factory=list)
+    revoked_at: datetime | None = None
+    # Requests refused with this key after it was revoked: who still holds it.
+    refused_after_revocation: int = 0
+    refused_after_revocation_ips: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _utc_day(column: Any, dialect: str) -> Any:
+    """The UTC date of a timestamp column, as SQL."""
+    if dialect == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    # SQLite keeps UTC times as 'YYYY-MM-DD HH:MM:SS...' text (keys/db.py UTCDateTime).
+    return func.substr(column, 1, 10)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+class UsageReports:
+    def __init__(self, session: Session, clock: Callable[[], datetime]) -> None:
+        self._session = session
+        self._clock = clock
+
+    @property
+    def _dialect(self) -> str:
+        return self._session.get_bind().dialect.name
+
+    # -- events ------------------------------------------------------------------------
+
+    def _events(self, usage_filter: UsageFilter, after: int | None) -> Select[Any]:
+        query = select(*UsageEvent.__table__.columns).where(*usage_filter.conditions())
+        if after is not None:
+            anchor = self._session.execute(
+                select(UsageEvent.at).where(UsageEvent.id == after)
+            ).scalar_one_or_none()
+            if anchor is None:
+                raise InvalidInput(
+                    "after must be the id of an event from a previous page", param="after"
+                )
+            query = query.where(tuple_(UsageEvent.at, UsageEvent.id) > tuple_(anchor, after))
+        return query.order_by(UsageEvent.at, UsageEvent.id)
+
+    def page(
+        self, usage_filter: UsageFilter, after: int | None = None, limit: int = DEFAULT_PAGE
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` events after the event ``after``, and whether more follow.
+
+        Raises InvalidInput (a limit out of range, an unknown cursor)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", param="limit")
+        rows = self._session.execute(self._events(usage_filter, after).limit(limit + 1))
+        events = [dict(row) for row in rows.mappings()]
+        return events[:limit], len(events) > limit
+
+    def stream(
+        self, usage_filter: UsageFilter, after: int | None = None, batch: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching event, read ``batch`` rows at a time (a server-side cursor on
+        PostgreSQL): memory stays flat however many there are."""
+        query = self._events(usage_filter, after).execution_options(yield_per=batch or EXPORT_BATCH)
+        for row in self._session.execute(query).mappings():
+            yield dict(row)
+
+    # -- daily totals ------------------------------------------------------------------
+
+    def daily_range(
+        self, since: str | None, until: str | None, today: date | None = None
+    ) -> tuple[date, date]:
+        """The inclusive day range of a daily report from text (default: the last 30 days).
+
+        Raises InvalidInput (malformed, backwards, longer than MAX_DAILY_DAYS)."""
+        today = today or self._clock().astimezone(UTC).date()
+        last = parse_day(until, "until") if until else today
+        first = (
+            parse_day(since, "since") if since else last - timedelta(days=DEFAULT_DAILY_DAYS - 1)
+        )
+        if last < first:
+            raise InvalidInput("until is before since", param="until")
+        if (last - first).days >= MAX_DAILY_DAYS:
+            raise InvalidInput(
+                f"a daily report covers at most {MAX_DAILY_DAYS} days", param="until"
+            )
+        return first, last
+
+    def daily(
+        self,
+        first: date,
+        last: date,
+        tester_id: str | None = None,
+        cohort: str | None = None,
+    ) -> list[DailyRow]:
+        """Per-tester totals for each UTC day from ``first`` to ``last`` (inclusive), with the
+        approvers' decisions on the tester's held requests. Rows without a tester are
+        requests that presented no valid key."""
+        _check_daily_filters(tester_id, cohort)
+        query = (
+            select(
+                UsageDaily.day,
+                UsageDaily.tester_id,
+                *(_total(getattr(UsageDaily, name)) for name in COUNTS),
+            )
+            .where(UsageDaily.day >= first, UsageDaily.day <= last)
+            .group_by(UsageDaily.day, UsageDaily.tester_id)
+        )
+        if tester_id is not None:
+            query = query.where(UsageDaily.tester_id == tester_id)
+        if cohort is not None:
+            query = query.where(UsageDaily.cohort == cohort)
+        # Core, not ORM, execution and plain tuples: a year of a big program is 100,000 rows.
+        result = self._session.connection().execute(query)
+        rows = {(row[0], row[1]): tuple(row[2:]) for row in result}
+        return self._with_approvals(rows, first, last, tester_id, cohort)
+
+    def daily_from_events(
+        self,
+        first: date,
+        last: date,
+        tester_id: str | None = None,
+        cohort: str | None = None,
+    ) -> list[DailyRow]:
+        """The same report computed from the raw events (slow: it reads every event)."""
+        _check_daily_filters(tester_id, cohort)
+        day = _utc_day(UsageEvent.at, self._dialect)
+        # One expression object in SELECT and GROUP BY: PostgreSQL must see the same text.
+        who = func.coalesce(UsageEvent.tester_id, "")
+        charged = UsageEvent.outcome != "refunded"
+        query = (
+            select(
+                day.label("day"),
+                who.label("tester_id"),
+                cast(func.count(), BigInteger),
+                _total(_when(charged, UsageEvent.generations)),
+                _total(_when(charged, UsageEvent.video_seconds)),
+                _total(
+                    _when(
+                        ((UsageEvent.status >= 400) & (UsageEvent.status < 500))
+                        | (UsageEvent.outcome == "refused"),
+                        1,
+                    )
+                ),
+                _total(_when(UsageEvent.status >= 500, 1)),
+            )
+            .where(UsageEvent.at >= _midnight(first), UsageEvent.at < _midnight(last, 1))
+            .group_by(day, who)
+        )
+        if tester_id is not None:
+            query = query.where(UsageEvent.tester_id == tester_id)
+        if cohort is not None:
+            query = query.where(UsageEvent.cohort == cohort)
+        rows = {(_as_date(row[0]), row[1]): tuple(row[2:]) for row in self._session.execute(query)}
+        return self._with_approvals(rows, first, last, tester_id, cohort)
+
+    def _with_approvals(
+        self,
+        rows: dict[tuple[date, str], tuple[int, ...]],
+        first: date,
+        last: date,
+        tester_id: str | None,
+        cohort: str | None,
+    ) -> list[DailyRow]:
+        day = _utc_day(Approval.decided_at, self._dialect)
+        query = (
+            select(day.label("day"), Approval.tester_id, Approval.status, func.count())
+            .where(
+                Approval.decided_at >= _midnight(first), Approval.decided_at < _midnight(last, 1)
+            )
+            .group_by(day, Approval.tester_id, Approval.status)
+        )
+        if tester_id is not None:
+            query = query.where(Approval.tester_id == tester_id)
+        if cohort is not None:
+            # Approvals carry no cohort: the tester's current one stands in.
+            query = query.join(Tester, Tester.id == Approval.tester_id).where(
+                Tester.cohort == cohort
+            )
+        decisions: dict[tuple[date, str], list[int]] = {}
+        for when, who, status, count in self._session.connection().execute(query):
+            into = decisions.setdefault((_as_date(when), who), [0, 0])
+            if status in ("approved", "rejected"):
+                into[status == "rejected"] += int(count)
+        nothing, undecided = (0,) * len(COUNTS), (0, 0)
+        return [
+            DailyRow(
+                key[0], key[1] or None, *rows.get(key, nothing), *decisions.get(key, undecided)
+            )
+            for key in sorted(rows.keys() | decisions.keys())
+        ]
+
+    # -- one key's blast radius --------------------------------------------------------
+
+    def key_report(self, key_id: str, since: datetime | None, until: datetime | None) -> KeyReport:
+        """Everything the key did from ``since`` (default: its creation) until ``until``
+        (default: now). Raises NotFound, InvalidInput (a backwards range)."""
+        key = self._session.get(ApiKey, key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id}", param="key_id")
+        since = since or key.created_at
+        # Without an ``until`` nothing is cut off, not even what arrives during the report.
+        end = until or datetime.max.replace(tzinfo=UTC)
+        if until is not None and until < since:
+            raise InvalidInput("until is before since", param="until")
+        report = KeyReport(
+            key.id, key.tester_id, since, until or self._clock(), revoked_at=key.revoked_at
+        )
+        window = (UsageEvent.key_id == key_id, UsageEvent.at >= since, UsageEvent.at < end)
+        charged = UsageEvent.outcome != "refunded"
+        totals = self._session.execute(
+            select(
+                func.count(),
+                func.min(UsageEvent.at),
+                func.max(UsageEvent.at),
+                func.coalesce(func.sum(_when(charged, UsageEvent.generations)), 0),
+                func.coalesce(func.sum(_when(charged, UsageEvent.video_seconds)), 0),
+            ).where(*window)
+        ).one()
+        report.requests, report.first_seen, report.last_seen = totals[0], totals[1], totals[2]
+        report.generations, report.video_seconds = int(totals[3]), int(totals[4])
+        report.outcomes = dict(
+            self._session.execute(
+                select(UsageEvent.outcome, func.count())
+                .where(*window)
+                .group_by(UsageEvent.outcome)
+                .order_by(UsageEvent.outcome)
+            ).all()
+        )
+        report.by_route = [
+            {"route": route, "method": method, "status": status, "count": count}
+            for route, method, status, count in self._session.execute(
+                select(UsageEvent.route, UsageEvent.method, UsageEvent.status, func.count())
+                .where(*window)
+                .group_by(UsageEvent.route, UsageEvent.method, UsageEvent.status)
+                .order_by(func.count().desc(), UsageEvent.route, UsageEvent.status)
+                .limit(REPORT_TOP)
+            )
+        ]
+        report.distinct_client_ips, report.client_ips = self._top(
+            UsageEvent.client_ip, "client_ip", window
+        )
+        report.distinct_user_agents, report.user_agents = self._top(
+            UsageEvent.user_agent, "user_agent", window
+        )
+        videos = (Video.tester_id == key.tester_id, Video.key_id == key_id)
+        videos_window = (*videos, Video.created_at >= since, Video.created_at < end)
+        report.videos_created = self._session.execute(
+            select(func.count()).select_from(Video).where(*videos_window)
+        ).scalar_one()
+        report.videos = [
+            {
+                "id": video.id,
+                "created_at": video.created_at,
+                "status": video.status,
+                "video_seconds": video.video_seconds,
+                "deleted_at": video.deleted_at,
+            }
+            for video in self._session.scalars(
+                select(Video).where(*videos_window).order_by(Video.created_seq).limit(REPORT_TOP)
+            )
+        ]
+        if key.revoked_at is not None:
+            refused = (
+                UsageEvent.key_id == key_id,
+                UsageEvent.at >= max(key.revoked_at, since),
+                UsageEvent.at < end,
+                UsageEvent.outcome == "refused",
+            )
+            report.refused_after_revocation = self._session.execute(
+                select(func.count()).where(*refused)
+            ).scalar_one()
+            _, report.refused_after_revocation_ips = self._top(
+                UsageEvent.client_ip, "client_ip", refused
+            )
+        return report
+
+    def _top(
+        self, column: Any, name: str, conditions: tuple[ColumnElement[bool], ...]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """How many distinct values, and the most frequent with counts and first/last seen."""
+        distinct = self._session.execute(
+            select(func.count(func.distinct(column))).where(*conditions)
+        ).scalar_one()
+        rows = self._session.execute(
+            select(column, func.count(), func.min(UsageEvent.at), func.max(UsageEvent.at))
+            .where(*conditions)
+            .group_by(column)
+            .order_by(func.count().desc(), column)
+            .limit(REPORT_TOP)
+        )
+        return int(distinct), [
+            {name: value, "count": count, "first_seen": first, "last_seen": last}
+            for value, count, first, last in rows
+        ]
+
+    # -- retention ---------------------------------------------------------------------
+
+    def prune_batch(self, before: datetime, batch: int = PRUNE_BATCH) -> int:
+        """Delete up to ``batch`` of the oldest events older than ``before``; returns how
+        many. The daily totals stay: they hold no addresses or user agents."""
+        oldest = (
+            select(UsageEvent.id)
+            .where(UsageEvent.at < before)
+            .order_by(UsageEvent.at)
+            .limit(batch)
+            .scalar_subquery()
+        )
+        result = self._session.execute(
+            delete(UsageEvent).where(UsageEvent.id.in_(oldest)),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def count_before(self, before: datetime) -> int:
+        return self._session.execute(
+            select(func.count()).select_from(UsageEvent).where(UsageEvent.at < before)
+        ).scalar_one()
+
+
+def _total(column: Any) -> Any:
+    # An integer on every backend (PostgreSQL's SUM of a BIGINT is NUMERIC).
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)
+
+
+def _when(condition: ColumnElement[bool], value: Any) -> Any:
+    return case((condition, value), else_=0)
+
+
+def _midnight(day: date, plus_days: int = 0) -> datetime:
+    return datetime.combine(day + timedelta(days=plus_days), datetime.min.time(), UTC)
+
+
+def _check_daily_filters(tester_id: str | None, cohort: str | None) -> None:
+    if tester_id is not None and not _ID.fullmatch(tester_id):
+        raise InvalidInput("tester_id must be a tester id", param="tester_id")
+    if cohort is not None and not _COHORT.fullmatch(cohort):
+        raise InvalidInput("cohort must be a cohort name", param="cohort")
+
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "FILTERS",
+    "MAX_PAGE",
+    "DailyRow",
+    "KeyReport",
+    "UsageFilter",
+    "UsageReports",
+    "parse_day",
+    "parse_time",
+]

@@ -1,0 +1,62 @@
+"""A revocation is in force on every instance and worker the moment the admin call returns.
+
+Two gateway instances x two gunicorn workers on PostgreSQL, Redis for the counters; client
+threads hammer ``GET /v1/videos/{id}`` with one key on both instances while the key is
+revoked through one instance's admin API. The bounded version of ``python -m
+bench.revocation`` (same stack, same trial code), one trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from bench.revocation import PropagationStack, revoke_trial
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]
+
+# Integration tests own this Redis database number (unit tests use /14).
+LIVE_REDIS_DB = 13
+
+
+@pytest.fixture(scope="module")
+def live_redis_url(redis_server: str) -> str:
+    url = redis_server.rsplit("/", 1)[0] + f"/{LIVE_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_server: str, live_redis_url: str) -> Iterator[PropagationStack]:
+    with PropagationStack(
+        postgres_server,
+        live_redis_url,
+        instances=2,
+        workers=2,
+        threads=4,
+        extra_env={"DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE": "1000000"},
+    ) as stack:
+        yield stack
+
+
+def test_no_request_starting_100ms_after_the_revoke_returned_is_admitted(
+    stack: PropagationStack,
+) -> None:
+    # Revoked through instance 1; both instances are watched.
+    trial = revoke_trial(stack, action_instance=1, clients_per_instance=3, warmup=0.8, after=0.8)
+    report = [
+        (o.instance, o.requests, o.admitted, o.refused, o.other, o.last_admitted_start)
+        for o in trial.instances
+    ]
+    assert trial.violations == 0, report
+    # Without a key cache there is no window at all: nothing sent after the return is served.
+    assert trial.admitted_after_return == 0, report
+    for outcome in trial.instances:
+        # Each instance served the key before and refused it after, with nothing else.
+        assert outcome.admitted > 0 and outcome.refused > 0, (report, stack.log_tails())
+        assert outcome.other == {}, report
+        assert outcome.last_admitted_start is not None and outcome.last_admitted_start < 0.1
