@@ -416,8 +416,13 @@ def scratch_database(backend: str, postgres_url: str, directory: Path) -> Iterat
             admin.dispose()
 
 
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    print(f"\n== {backend}: {args.events:,} events ==", flush=True)
+    print(f"\n== {backend}: {args.events:,} events ({_load()}) ==", flush=True)
     made = populate(url, args.events, args.days, args.testers, args.approvals)
     print(
         f"generated {made['events']:,} events, {made['daily_rows']:,} daily rows, "
@@ -452,7 +457,8 @@ def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             f"events/s, {result['mib']} MiB, peak RSS growth {result['rss_growth_mib']} MiB",
             flush=True,
         )
-    return {"populate": made, "reports": timings, "export": exports}
+    print(f"({_load()})", flush=True)
+    return {"populate": made, "reports": timings, "export": exports, "load": os.getloadavg()}
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import time
 
 from gateway.alerts import AlertSender
 from keys.anomalies import Anomaly, AnomalyDetector, stop_key
-from keys.counters import Counters, CountersUnavailable
+from keys.counters import Counters, CountersUnavailable, RedisCounters
 from keys.errors import HoneytokenUsed, KeyRejected
 from keys.lifecycle import REFUSAL_MESSAGES, Principal
 from keys.store import Store
@@ -89,3 +89,5 @@ class AnomalyWatch:
 
     def close(self) -> None:
         self.alerts.close()
+        if isinstance(self.counters, RedisCounters):
+            self.counters.close()

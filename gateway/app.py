@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -28,7 +29,7 @@ from gateway.limits import add_headers as add_rate_limit_headers
 from gateway.logs import configure_logging
 from gateway.paths import refuse_path_tricks
 from gateway.settings import Secret, Settings, SettingsError, load_settings, root_secret_of
-from gateway.state import EXTENSION, GatewayState
+from gateway.state import EXTENSION, GatewayState, current_state
 from gateway.upstream import UpstreamClient
 from gateway.usage import record_usage
 from keys.audit import CheckpointPolicy
@@ -172,6 +173,12 @@ def _finish_request(response: Response) -> Response:
     operator = g.get("operator")
     if request.blueprint in _TESTER_BLUEPRINTS and not g.get("usage_written"):
         record_usage(response.status_code)
+    if current_state().settings.access_log:
+        _log_access(response, principal, operator)
+    return response
+
+
+def _log_access(response: Response, principal: Any, operator: Any) -> None:
     log.info(
         "request",
         extra={
@@ -184,7 +191,6 @@ def _finish_request(response: Response) -> Response:
             "operator": operator.token_id if operator else None,
         },
     )
-    return response
 
 
 __all__ = ["ApiError", "build_state", "create_app"]

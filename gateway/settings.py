@@ -78,6 +78,10 @@ class Settings:
     audit_checkpoint_every: int = 100
     audit_checkpoint_seconds: int = 300
 
+    # The gateway's public address, for links it hands out (share links). Unset: taken from
+    # the request, which a client controls through the Host header.
+    public_url: str | None = None
+
     # How many proxies in front of the gateway may set X-Forwarded-For; 0 trusts none.
     trusted_proxies: int = 0
     auth_failures_per_minute: int = 30

@@ -28,7 +28,8 @@ def share_view(approval: Approval) -> dict[str, Any]:
             status = "expired"
         else:
             token = state.share_links.token(approval.id, approval.expires_at)
-            url = f"{request.host_url}s/{token}"
+            base = state.settings.public_url or request.host_url
+            url = f"{base.rstrip('/')}/s/{token}"
     return {
         "id": approval.id,
         "object": "video.share",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -20,9 +20,12 @@ FORMATS = ("csv", "jsonl")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
 _CHUNK_CHARS = 64 * 1024
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_AT = EVENT_COLUMNS.index("at")
+# Text a client chose (ids and codes are the gateway's own; client_ip is parsed on the way in).
+_CLIENT_TEXT = [EVENT_COLUMNS.index(name) for name in ("route", "video_id", "user_agent")]
 
 
-def event_view(event: dict[str, Any]) -> dict[str, Any]:
+def event_view(event: Mapping[Any, Any]) -> dict[str, Any]:
     """One usage event (a row of ``usage_events``) as JSON."""
     view = {name: event[name] for name in EVENT_COLUMNS}
     view["at"] = iso(event["at"])
@@ -71,19 +74,23 @@ def key_report_view(report: KeyReport) -> dict[str, Any]:
     return view
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return "" if value is None else value
+def _csv_row(event: Mapping[Any, Any]) -> list[Any]:
+    row = [event[name] for name in EVENT_COLUMNS]
+    row[_AT] = iso(row[_AT])
+    for index in _CLIENT_TEXT:
+        value = row[index]
+        if value is not None and value.startswith(_FORMULA_START):
+            row[index] = "'" + value
+    return row
 
 
-def csv_chunks(events: Iterable[dict[str, Any]]) -> Iterator[str]:
+def csv_chunks(events: Iterable[Mapping[Any, Any]]) -> Iterator[str]:
     """A header line, then one line per event, in chunks of about 64 KiB."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EVENT_COLUMNS)
     for event in events:
-        writer.writerow([_cell(value) for value in event_view(event).values()])
+        writer.writerow(_csv_row(event))
         if buffer.tell() >= _CHUNK_CHARS:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -91,7 +98,7 @@ def csv_chunks(events: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def jsonl_chunks(events: Iterable[dict[str, Any]]) -> Iterator[str]:
+def jsonl_chunks(events: Iterable[Mapping[Any, Any]]) -> Iterator[str]:
     """One JSON object per line, in chunks of about 64 KiB."""
     lines: list[str] = []
     size = 0
@@ -105,5 +112,5 @@ def jsonl_chunks(events: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield "".join(lines)
 
 
-def export_chunks(events: Iterable[dict[str, Any]], format: str) -> Iterator[str]:
+def export_chunks(events: Iterable[Mapping[Any, Any]], format: str) -> Iterator[str]:
     return csv_chunks(events) if format == "csv" else jsonl_chunks(events)

@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 from keys.audit import AuditTrail
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
-from keys.models import Approval
+from keys.lifecycle import effective_status
+from keys.models import ApiKey, Approval, ProgramState
+from keys.program import PROGRAM_ROW
 
 KINDS = ("generation", "share", "download")
 STATUSES = ("pending", "approved", "rejected")
@@ -62,6 +64,27 @@ class ApprovalService:
             details={"video_id": video_id, "key_id": key_id},
         )
         return approval
+
+    def _refuse_if_requester_stopped(self, approval: Approval, now: datetime) -> None:
+        program = self._session.get(ProgramState, PROGRAM_ROW)
+        if program is not None and program.lockdown:
+            raise Conflict(
+                "The program is locked down; nothing held can be approved until it is lifted.",
+                code="lockdown",
+            )
+        key = self._session.get(ApiKey, approval.key_id)
+        status = effective_status(key, now) if key is not None else "revoked"
+        if status not in ("active", "rotated") or (
+            status == "rotated"
+            and key is not None
+            and key.grace_until is not None
+            and now >= key.grace_until
+        ):
+            raise Conflict(
+                f"The key that made this request ({approval.key_id}) is {status}; "
+                "reject the request instead.",
+                code="requester_not_active",
+            )
 
     def latest(self, video_id: str, kind: str) -> Approval | None:
         """The newest request of this kind for a video."""
@@ -121,7 +144,9 @@ class ApprovalService:
     ) -> Approval:
         """Approve or reject a pending request, once. A rejection needs a reason.
 
-        Raises NotFound, InvalidInput, Conflict (already decided).
+        Raises NotFound, InvalidInput, Conflict (already decided; or an approval for a key
+        that has since been revoked, suspended or expired, or during a lockdown: a leaked
+        key's held requests must not run because an approver clicked through the queue).
         """
         reason = (reason or "").strip() or None
         if not approve and not reason:
@@ -137,6 +162,8 @@ class ApprovalService:
                 code="already_decided",
             )
         now = self._clock()
+        if approve:
+            self._refuse_if_requester_stopped(approval, now)
         approval.status = "approved" if approve else "rejected"
         approval.decided_at, approval.decided_by, approval.decision_reason = now, actor, reason
         if approve and valid_for is not None:

@@ -192,6 +192,7 @@ def state(settings: Settings, clock: FakeClock) -> Iterator[GatewayState]:
     yield state
     # Now, not a second later from the flusher thread, into the next test's database.
     state.usage.flush()
+    state.anomalies.close()
     state.upstream.close()
     state.store.database.dispose()
 

@@ -512,3 +512,31 @@ def test_approvals_through_the_cli(
     decided_list = json.loads(run("approvals", "list", "--status", "rejected", "--json").output)
     assert [a["id"] for a in decided_list] == [reject_id]
     assert ledger(store, tester.id)["generations_per_day"] == 1
+
+
+def test_a_held_request_of_a_revoked_key_cannot_be_approved(
+    client: Any, upstream: FakeBackend, store: Store, key: IssuedKey, approver: IssuedToken
+) -> None:
+    video = hold(client, key)
+    approval = approval_for(store, video["id"])
+    with store.transaction() as tx:
+        tx.keys.revoke(key.key.id, "admin:test", "posted on a forum")
+
+    response = decide(client, approver, approval.id, "approve")
+
+    assert_error(response, 409, "requester_not_active")
+    assert upstream.creates == []
+    assert approval_for(store, video["id"]).status == "pending"
+    ok(decide(client, approver, approval.id, "reject", "key was leaked"))
+
+
+def test_nothing_held_can_be_approved_during_a_lockdown(
+    client: Any, upstream: FakeBackend, store: Store, key: IssuedKey, approver: IssuedToken
+) -> None:
+    video = hold(client, key)
+    approval = approval_for(store, video["id"])
+    with store.transaction() as tx:
+        tx.program.set_lockdown(True, "admin:test", "credentials on a public site")
+
+    assert_error(decide(client, approver, approval.id, "approve"), 409, "lockdown")
+    assert upstream.creates == []

@@ -224,3 +224,23 @@ def test_label_values_are_escaped() -> None:
     assert line == (
         'drawbridge_http_requests_total{route="/odd\\"route\\\\\\n",method="GET",status="200"} 1'
     )
+
+
+def test_the_server_prepares_one_spool_directory_for_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.metrics import prepare_spool_dir
+    from gateway.settings import load_settings
+
+    configured = tmp_path / "spool"
+    configured.mkdir()
+    (configured / "123-dead.json").write_text("{}")
+    assert prepare_spool_dir(load_settings(environ={}, metrics_dir=str(configured))) == configured
+    assert list(configured.iterdir()) == []  # a new server starts its counters from zero
+
+    monkeypatch.delenv("DRAWBRIDGE_METRICS_DIR", raising=False)
+    fresh = prepare_spool_dir(load_settings(environ={}))
+    assert fresh.is_dir() and fresh != configured
+    # Workers load their settings after the fork and find it there.
+    assert load_settings().metrics_dir == str(fresh)
+    fresh.rmdir()

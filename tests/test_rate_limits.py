@@ -323,47 +323,40 @@ def test_me_shows_pending_requests_and_decisions_with_reasons(
 # -- bad input -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fields", "param", "code"),
-    [
-        ({"model": "sora-3"}, "model", "invalid_value"),
-        ({"model": ["sora-2"]}, "model", "invalid_value"),
-        ({"size": "640x480"}, "size", "invalid_value"),
-        ({"size": 720}, "size", "invalid_value"),
-        ({"seconds": "5"}, "seconds", "invalid_value"),
-        ({"seconds": -4}, "seconds", "invalid_value"),
-        ({"seconds": "-4"}, "seconds", "invalid_value"),
-        ({"seconds": 10**9}, "seconds", "invalid_value"),
-        ({"seconds": 10**100}, "seconds", "invalid_value"),
-        ({"seconds": "abc"}, "seconds", "invalid_value"),
-        ({"seconds": 4.0}, "seconds", "invalid_value"),
-        ({"seconds": True}, "seconds", "invalid_value"),
-        ({"seconds": "٤"}, "seconds", "invalid_value"),  # Arabic-Indic four: isdigit(), not ASCII
-        ({"prompt": None}, "prompt", "missing_required_parameter"),
-        ({"prompt": ""}, "prompt", "missing_required_parameter"),
-        ({"prompt": "   "}, "prompt", "missing_required_parameter"),
-        ({"prompt": 42}, "prompt", "missing_required_parameter"),
-        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "prompt", "invalid_value"),
-    ],
-)
+BAD_INPUT: list[tuple[dict[str, Any], str, str]] = [
+    ({"model": "sora-3"}, "model", "invalid_value"),
+    ({"model": ["sora-2"]}, "model", "invalid_value"),
+    ({"size": "640x480"}, "size", "invalid_value"),
+    ({"size": 720}, "size", "invalid_value"),
+    ({"seconds": "5"}, "seconds", "invalid_value"),
+    ({"seconds": -4}, "seconds", "invalid_value"),
+    ({"seconds": "-4"}, "seconds", "invalid_value"),
+    ({"seconds": 10**9}, "seconds", "invalid_value"),
+    ({"seconds": 10**100}, "seconds", "invalid_value"),
+    ({"seconds": "abc"}, "seconds", "invalid_value"),
+    ({"seconds": 4.0}, "seconds", "invalid_value"),
+    ({"seconds": True}, "seconds", "invalid_value"),
+    ({"seconds": "٤"}, "seconds", "invalid_value"),  # Arabic-Indic four: isdigit(), not ASCII
+    ({"prompt": None}, "prompt", "missing_required_parameter"),
+    ({"prompt": ""}, "prompt", "missing_required_parameter"),
+    ({"prompt": "   "}, "prompt", "missing_required_parameter"),
+    ({"prompt": 42}, "prompt", "missing_required_parameter"),
+    ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "prompt", "invalid_value"),
+]
+
+
 def test_bad_input_is_400_naming_the_param_and_reserves_nothing(
-    client: Any,
-    upstream: FakeBackend,
-    store: Store,
-    tester: Tester,
-    key: IssuedKey,
-    fields: dict[str, Any],
-    param: str,
-    code: str,
+    client: Any, upstream: FakeBackend, store: Store, tester: Tester, key: IssuedKey
 ) -> None:
-    payload = {"prompt": "a kite", **fields}
-    if fields.get("prompt", "") is None:
-        del payload["prompt"]
+    for fields, param, code in BAD_INPUT:
+        payload = {"prompt": "a kite", **fields}
+        if fields.get("prompt", "") is None:
+            del payload["prompt"]
 
-    response = client.post("/v1/videos", json=payload, headers=bearer(key.secret))
+        response = client.post("/v1/videos", json=payload, headers=bearer(key.secret))
 
-    error = assert_error(response, 400, code, param)
-    assert error["type"] == "invalid_request_error"
+        error = assert_error(response, 400, code, param)
+        assert error["type"] == "invalid_request_error", fields
     assert upstream.creates == []
     assert ledger(store, tester.id) == {}
     with store.read() as tx:

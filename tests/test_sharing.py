@@ -5,6 +5,7 @@ refused. Cohorts can turn sharing off, or require approval before any download."
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -385,3 +386,20 @@ def test_share_link_expiry_uses_the_policy_in_force_when_approved(
     assert approved["expires_at"] == int(clock.now.timestamp()) + 60
     expires = datetime.fromtimestamp(approved["expires_at"], UTC)
     assert expires - clock.now == timedelta(seconds=60)
+
+
+def test_links_use_the_configured_public_url_not_the_host_header(
+    client: Any, app: Any, shared: dict[str, Any], key: IssuedKey
+) -> None:
+    settings = app.extensions["drawbridge"].settings
+    app.extensions["drawbridge"].settings = dataclasses.replace(
+        settings, public_url="https://drawbridge.example.com/"
+    )
+
+    response = client.get(
+        f"/v1/videos/{shared['video_id']}/share",
+        headers={**bearer(key.secret), "Host": "evil.test"},
+    )
+
+    url = ok(response)["url"]
+    assert url == f"https://drawbridge.example.com/s/{shared['token']}"

@@ -514,6 +514,9 @@ def test_keyset_pages_walk_every_event_once_in_time_order(
         ("?since=yesterday", "invalid_value", "since"),
         ("?since=2026-11-20T10:00:00", "invalid_value", "since"),  # no zone
         ("?until=2026-13-01", "invalid_value", "until"),
+        ("?since=999999w", "invalid_value", "since"),
+        ("?until=9999-12-31T23:59:59-05:00", "invalid_value", "until"),
+        ("?since=0001-01-01T00:00:00%2B05:00", "invalid_value", "since"),
         ("?since=2026-11-20&until=2026-11-19", "invalid_value", "until"),
         ("?limit=0", "invalid_value", "limit"),
         ("?limit=1001", "invalid_value", "limit"),
@@ -918,3 +921,20 @@ def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
         assert entry.details["deleted"] == 7
     assert "OK" in run("audit", "verify").output
     assert "deleted 0" in run("usage", "prune", "--older-than", "400").output
+
+
+def test_gunicorns_worker_exit_hook_writes_the_batch(store: Store) -> None:
+    from gateway.server import DEFAULT_OPTIONS, flush_on_worker_exit
+
+    assert DEFAULT_OPTIONS["worker_exit"] is flush_on_worker_exit
+    buffer = UsageBuffer(store, interval=3600)
+    buffer.add(
+        UsageRecord(
+            at=T0, request_id="req_last", method="GET", route="/v1/me", status=200, outcome="ok"
+        )
+    )
+
+    flush_on_worker_exit(None, None)
+
+    assert buffer.pending() == 0
+    assert event_id(store, "req_last") > 0

@@ -92,7 +92,7 @@ def usage_export(ctx: click.Context, /, format: str, output: str, **filters: str
         with store.read() as tx:
             count = 0
 
-            def counted(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            def counted(events: Iterator[Any]) -> Iterator[Any]:
                 nonlocal count
                 for event in events:
                     count += 1
