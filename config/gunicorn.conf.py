@@ -13,3 +13,5 @@ errorlog = "-"
 control_socket_disable = True
 # worker_exit defaults to gateway.server.flush_on_worker_exit, which writes the worker's
 # batched usage events and metrics when it stops; a hook of your own should call it too.
+# post_worker_init defaults to gateway.server.ignore_terminal_interrupt: workers leave
+# Ctrl-C (SIGINT to the whole process group) to the master, which stops them with SIGQUIT.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import runpy
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,16 @@ def flush_on_worker_exit(server: Any, worker: Any) -> None:
     publish_all()
 
 
+def ignore_terminal_interrupt(worker: Any) -> None:
+    """gunicorn's ``post_worker_init`` hook: workers ignore SIGINT and leave it to the master.
+
+    Ctrl-C in a terminal signals the whole process group. A gthread worker then handles two
+    quit signals at once (SIGINT from the terminal, SIGQUIT from its master), and the second
+    handler can interrupt the first inside ThreadPoolExecutor.shutdown() and wait forever for
+    the lock the first holds. The master's SIGQUIT alone stops the worker just as quickly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 # Defaults for production; config/gunicorn.conf.py documents them and may override them.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "bind": "127.0.0.1:8080",
@@ -39,6 +50,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # gateways (or a gateway and the simulator) on one host would fight over it.
     "control_socket_disable": True,
     "worker_exit": flush_on_worker_exit,
+    "post_worker_init": ignore_terminal_interrupt,
 }
 
 

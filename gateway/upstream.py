@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -65,6 +66,8 @@ class UpstreamClient:
         self._session = requests.Session()
         # No netrc, no proxy variables, no REQUESTS_CA_BUNDLE surprises from the environment.
         self._session.trust_env = False
+        # Nothing the backend sets in a cookie may carry from one tester's call to another's.
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -92,15 +95,19 @@ class UpstreamClient:
         accept: str = "application/json",
     ) -> requests.Response:
         try:
-            response = self._session.request(
-                method,
-                self.base_url + path,
+            # Prepared here rather than by Session.request: nothing of the session's state
+            # (cookies, auth, default headers) may ride along, and merging it costs more
+            # than the rest of the call's Python.
+            prepared = requests.PreparedRequest()
+            prepared.prepare(
+                method=method,
+                url=self.base_url + path,
                 params=params,
                 data=body,
                 headers=self._headers(request_id, content_type, accept),
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
+            )
+            response = self._session.send(
+                prepared, timeout=self._timeout, allow_redirects=False, stream=True
             )
         except requests.Timeout:
             raise ApiError(

@@ -87,14 +87,6 @@ class VideoLedger:
         upstream_id: str | None = row.upstream_id
         return upstream_id
 
-    def refresh(self, video_id: str, snapshot: dict[str, Any]) -> None:
-        """Keep the last object the upstream returned."""
-        self._session.execute(
-            update(Video)
-            .where(Video.id == video_id)
-            .values(snapshot=snapshot, status=str(snapshot.get("status", "queued")))
-        )
-
     def running(self, tester_id: str, limit: int = 20) -> list[Video]:
         """The tester's videos still holding a job slot that the backend is working on."""
         return list(

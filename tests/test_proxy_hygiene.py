@@ -766,3 +766,24 @@ def test_a_reused_upstream_id_never_gives_one_video_two_owners(
         assert tx.videos.upstream_id("video_twice", key.key.tester_id) == "video_twice"
         used = {q.metric: q.used for q in tx.quotas.status(other.key.tester_id, Policy())}
     assert used["generations_per_day"] == 0 and used["concurrent_jobs"] == 0
+
+
+def test_a_cookie_the_backend_sets_never_rides_along_on_another_call(
+    client: Any,
+    key: IssuedKey,
+    make_key: Callable[..., IssuedKey],
+    upstream: responses.RequestsMock,
+) -> None:
+    upstream.add(
+        responses.POST,
+        VIDEOS,
+        json=video("video_c1"),
+        headers={"Set-Cookie": "upstream_session=tester-a; Path=/"},
+    )
+    assert create(client, key).status_code == 200
+    other = make_key()
+    upstream.add(responses.POST, VIDEOS, json=video("video_c2"))
+
+    assert create(client, other).status_code == 200
+
+    assert "Cookie" not in upstream.calls[-1].request.headers

@@ -215,24 +215,28 @@ def _random_events(store: Store, rng: random.Random, count: int) -> None:
     buffer.flush()
 
 
-def _decide(store: Store, clock: FakeClock, tester_id: str, approve: bool, at: datetime) -> None:
+def _decide(store: Store, clock: FakeClock, key: IssuedKey, approve: bool, at: datetime) -> None:
     clock.now = at
     with store.transaction() as tx:
         approval = tx.approvals.hold(
-            "generation", tester_id, "key_x", f"video_{uuid.uuid4().hex}", "rule"
+            "generation", key.key.tester_id, key.key.id, f"video_{uuid.uuid4().hex}", "rule"
         )
         tx.approvals.decide(approval.id, approve, "approver:test", None if approve else "no")
 
 
 @pytest.mark.both_databases
 def test_daily_totals_equal_a_recount_of_the_raw_events(
-    store: Store, clock: FakeClock, make_tester: Callable[..., Any]
+    store: Store,
+    clock: FakeClock,
+    make_tester: Callable[..., Any],
+    make_key: Callable[..., IssuedKey],
 ) -> None:
     _random_events(store, random.Random(7), 400)
     testers = [make_tester(), make_tester(cohort="beta")]
-    _decide(store, clock, testers[0].id, True, T0 + timedelta(days=1, hours=3))
-    _decide(store, clock, testers[0].id, False, T0 + timedelta(days=1, hours=4))
-    _decide(store, clock, testers[1].id, True, T0 + timedelta(days=2))
+    keys = [make_key(tester.id) for tester in testers]
+    _decide(store, clock, keys[0], True, T0 + timedelta(days=1, hours=3))
+    _decide(store, clock, keys[0], False, T0 + timedelta(days=1, hours=4))
+    _decide(store, clock, keys[1], True, T0 + timedelta(days=2))
 
     first, last = date(2026, 11, 19), date(2026, 11, 27)
     with store.read() as tx:
@@ -938,3 +942,17 @@ def test_gunicorns_worker_exit_hook_writes_the_batch(store: Store) -> None:
 
     assert buffer.pending() == 0
     assert event_id(store, "req_last") > 0
+
+
+def test_workers_leave_ctrl_c_to_the_master() -> None:
+    import signal
+
+    from gateway.server import DEFAULT_OPTIONS, ignore_terminal_interrupt
+
+    assert DEFAULT_OPTIONS["post_worker_init"] is ignore_terminal_interrupt
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        ignore_terminal_interrupt(None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

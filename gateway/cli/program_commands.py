@@ -39,6 +39,7 @@ def lockdown_off(ctx: click.Context, reason: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def lockdown_status(ctx: click.Context, as_json: bool) -> None:
+    """Whether the kill switch is raised, why, and by whom."""
     with domain_errors(), transaction(ctx, write=False) as tx:
         state = tx.program.state()
         view = {
