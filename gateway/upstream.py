@@ -160,11 +160,8 @@ class UpstreamClient:
         payload = _parse_object(raw)
         if response.status_code >= 400:
             raise _upstream_client_error(response.status_code, payload)
-        headers = {
-            name: value
-            for name, value in response.headers.items()
-            if name.lower() == "openai-poll-after-ms"
-        }
+        poll_after = response.headers.get("openai-poll-after-ms")
+        headers = {"openai-poll-after-ms": poll_after} if poll_after is not None else {}
         return UpstreamJSON(response.status_code, payload, headers)
 
     def _read_bounded(self, response: requests.Response, started: float) -> bytes:

@@ -8,6 +8,7 @@ under a gateway id until an approver decides, so unmodified clients simply keep 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -116,7 +117,21 @@ def list_videos() -> Response:
 @require_tester
 def retrieve_video(video_id: str) -> Response:
     body, headers = _current(requested_video(video_id))
+    if body.get("status") in ("queued", "in_progress"):
+        headers["openai-poll-after-ms"] = _poll_interval(headers.get("openai-poll-after-ms"))
     return _json_response(body, headers)
+
+
+def _poll_interval(suggested: str | None) -> str:
+    """The backend's poll interval, slowed so that one poller stays within half of the
+    key's per-minute rate limit: a client that honours it (the openai SDK does) never
+    meets a 429 while it waits for its video."""
+    floor = math.ceil(2 * 60_000 / max(current_principal().policy.requests_per_minute, 1))
+    try:
+        wanted = int(suggested) if suggested is not None else 0
+    except ValueError:
+        wanted = 0
+    return str(max(wanted, floor))
 
 
 @bp.delete("/videos/<video_id>")

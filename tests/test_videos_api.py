@@ -546,3 +546,33 @@ def test_me_during_a_rotation_grace_period_shows_rotated(
     assert response.status_code == 200
     assert response.get_json()["key"]["status"] == "rotated"
     assert response.get_json()["key"]["grace_until"] is not None
+
+
+@pytest.mark.parametrize(
+    ("requests_per_minute", "suggested", "expected"),
+    [(60, "200", "2000"), (30, "200", "4000"), (600, "1500", "1500"), (600, None, "200")],
+)
+def test_the_poll_interval_keeps_a_poller_within_half_its_rate_limit(
+    client: Any,
+    upstream: responses.RequestsMock,
+    alice: IssuedKey,
+    store: Store,
+    requests_per_minute: int,
+    suggested: str | None,
+    expected: str,
+) -> None:
+    with store.transaction() as tx:
+        tx.policies.set_overrides(
+            alice.key.tester_id, {"requests_per_minute": requests_per_minute}, "test"
+        )
+    create(client, upstream, alice, "video_slow", status="queued")
+    upstream.add(
+        responses.GET,
+        f"{VIDEOS}/video_slow",
+        json=video("video_slow", "in_progress", progress=10),
+        headers={"Openai-Poll-After-Ms": suggested} if suggested else {},
+    )
+
+    response = client.get("/v1/videos/video_slow", headers=bearer(alice.secret))
+
+    assert response.headers["openai-poll-after-ms"] == expected
