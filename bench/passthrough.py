@@ -3,7 +3,7 @@
 It does what the gateway's proxy path must do and nothing else: no key check, no ownership
 check, no logging. One pooled ``requests.Session`` (``trust_env=False``) forwards
 
-* ``GET /v1/videos/<id>``: the upstream's body is returned as it came;
+* ``GET /v1/videos/<id>`` and ``POST /v1/videos``: the upstream's body is returned as it came;
 * ``GET /v1/videos/<id>/content``: streamed, undecoded, in 256 KiB chunks;
 
 with a fixed ``Authorization`` header. Serve it with the same gunicorn settings as the gateway::
@@ -54,6 +54,21 @@ def create_passthrough_app(upstream_url: str, api_key: str, *, pool_size: int = 
     def retrieve_video(video_id: str) -> Response:
         upstream = session.get(
             f"{base}/videos/{video_id}", headers=headers, timeout=TIMEOUT, allow_redirects=False
+        )
+        return Response(
+            upstream.content,
+            status=upstream.status_code,
+            headers=_pick(upstream.headers, _JSON_HEADERS),
+        )
+
+    @app.post("/v1/videos")
+    def create_video() -> Response:
+        upstream = session.post(
+            f"{base}/videos",
+            data=request.get_data(),
+            headers={**headers, "Content-Type": request.headers.get("Content-Type", "")},
+            timeout=TIMEOUT,
+            allow_redirects=False,
         )
         return Response(
             upstream.content,

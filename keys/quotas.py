@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from keys.db import insert_ignoring_duplicates
@@ -118,6 +118,20 @@ def quotas_for(policy: Policy, cost: Cost, now: datetime) -> list[Quota]:
     ]
 
 
+# Compiled once; the ORM's session synchronisation has nothing to do for these rows.
+_RESERVE = (
+    update(QuotaUsage)
+    .where(
+        QuotaUsage.tester_id == bindparam("tester"),
+        QuotaUsage.metric == bindparam("q_metric"),
+        QuotaUsage.period == bindparam("q_period"),
+        QuotaUsage.used + bindparam("amount") <= bindparam("allowed"),
+    )
+    .values(used=QuotaUsage.used + bindparam("amount"))
+    .execution_options(synchronize_session=False)
+)
+
+
 class QuotaService:
     def __init__(self, session: Session, clock: Callable[[], datetime]) -> None:
         self._session = session
@@ -131,26 +145,35 @@ class QuotaService:
         for quota in quotas_for(policy, cost, self._clock()):
             if quota.amount == 0:
                 continue
-            insert_ignoring_duplicates(
-                self._session,
-                QuotaUsage,
-                {"tester_id": tester_id, "metric": quota.metric, "period": quota.period, "used": 0},
-            )
-            result = self._session.execute(
-                update(QuotaUsage)
-                .where(
-                    QuotaUsage.tester_id == tester_id,
-                    QuotaUsage.metric == quota.metric,
-                    QuotaUsage.period == quota.period,
-                    QuotaUsage.used + quota.amount <= quota.limit,
+            params = {
+                "tester": tester_id,
+                "q_metric": quota.metric,
+                "q_period": quota.period,
+                "amount": quota.amount,
+                "allowed": quota.limit,
+            }
+            if not self._take(params):
+                # The period's first reservation has no row yet (or the quota is spent):
+                # create the row if missing, then try once more.
+                insert_ignoring_duplicates(
+                    self._session,
+                    QuotaUsage,
+                    {
+                        "tester_id": tester_id,
+                        "metric": quota.metric,
+                        "period": quota.period,
+                        "used": 0,
+                    },
                 )
-                .values(used=QuotaUsage.used + quota.amount)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                used = self._used(tester_id, quota.metric, quota.period)
-                raise QuotaExceeded(quota, used, self._clock())
+                if not self._take(params):
+                    used = self._used(tester_id, quota.metric, quota.period)
+                    raise QuotaExceeded(quota, used, self._clock())
             periods[quota.metric] = quota.period
         return periods
+
+    def _take(self, params: dict[str, object]) -> bool:
+        result = self._session.execute(_RESERVE, params)
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     def give_back(
         self, tester_id: str, periods: dict[str, str], cost: Cost, *, refund: bool

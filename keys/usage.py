@@ -104,6 +104,11 @@ def tally(event: Mapping[str, Any]) -> tuple[DailyKey, dict[str, int]]:
     }
 
 
+# Built once per dialect: this runs with every billable request.
+_UPSERTS: dict[str, Any] = {}
+_INSERT_EVENT = insert(UsageEvent).execution_options(render_nulls=True)
+
+
 class DailyTotals:
     """Adds and subtracts event contributions to ``usage_daily`` (an upsert per row)."""
 
@@ -123,7 +128,14 @@ class DailyTotals:
         self._session.execute(self._upsert(), rows)
 
     def _upsert(self) -> Any:
-        if self._session.get_bind().dialect.name == "postgresql":
+        dialect = self._session.get_bind().dialect.name
+        if dialect not in _UPSERTS:
+            _UPSERTS[dialect] = self._build_upsert(dialect)
+        return _UPSERTS[dialect]
+
+    @staticmethod
+    def _build_upsert(dialect: str) -> Any:
+        if dialect == "postgresql":
             from sqlalchemy.dialects import postgresql
 
             statement: Any = postgresql.insert(UsageDaily)
@@ -157,7 +169,7 @@ class UsageLog:
 
     def record(self, record: UsageRecord) -> None:
         row = _row(record)
-        self._session.execute(insert(UsageEvent).values(**row))
+        self._session.execute(_INSERT_EVENT, row)
         self._daily.add(totals_of([row]))
 
     def complete(self, request_id: str, **values: object) -> None:
@@ -170,7 +182,10 @@ class UsageLog:
             select(*columns).where(UsageEvent.request_id == request_id)
         ).first()
         self._session.execute(
-            update(UsageEvent).where(UsageEvent.request_id == request_id).values(**values)
+            update(UsageEvent)
+            .where(UsageEvent.request_id == request_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
         if before is None:
             return
