@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
+from urllib3 import encode_multipart_formdata
 
 from gateway.errors import ApiError
 from keys.policies import (
@@ -25,14 +27,62 @@ def media_type() -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
+# The fields a create may carry. Anything else is refused rather than passed on unread.
+FIELDS = ("prompt", "model", "seconds", "size", "input_reference")
+
+
+def _refuse_unknown(names: set[str]) -> None:
+    unknown = sorted(names - set(FIELDS))
+    if unknown:
+        raise ApiError(
+            400, f"Unknown parameter: {unknown[0]}.", "unknown_parameter", param=unknown[0]
+        )
+
+
 def _fields() -> dict[str, Any]:
     if media_type() == "application/json":
         payload = request.get_json(silent=True)
         if not isinstance(payload, dict):
             raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
+        _refuse_unknown(set(payload))
         return payload
-    # The body was read (and cached) for forwarding; werkzeug parses the form from the cache.
-    return {name: request.form.get(name) for name in request.form}
+    form, files = request.form, request.files
+    _refuse_unknown(set(form) | set(files))
+    # A field given twice, or a checked field sent as a file part, could mean one thing to
+    # the gateway and another to the backend: refuse the ambiguity.
+    for name in set(form) | set(files):
+        count = len(form.getlist(name)) + len(files.getlist(name))
+        if count > 1 or (name in files and name != "input_reference"):
+            raise ApiError(400, f"Give {name} once, as a plain field.", "invalid_value", param=name)
+    return {name: form.get(name) for name in form}
+
+
+def forwarded_body(generation: GenerationRequest) -> tuple[bytes, str]:
+    """The body sent upstream: exactly the values the policy and the quota were checked
+    against (never the tester's bytes), plus the reference asset as given."""
+    fields: dict[str, Any] = {
+        "prompt": generation.prompt,
+        "model": generation.model,
+        "seconds": str(generation.seconds),
+        "size": generation.size,
+    }
+    if media_type() == "application/json":
+        payload = request.get_json(silent=True) or {}
+        if "input_reference" in payload:
+            fields["input_reference"] = payload["input_reference"]
+        return json.dumps(fields).encode(), "application/json"
+    parts: dict[str, Any] = dict(fields)
+    reference = request.files.get("input_reference")
+    if reference is not None:
+        parts["input_reference"] = (
+            reference.filename or "input_reference",
+            reference.read(),
+            reference.mimetype or "application/octet-stream",
+        )
+    elif request.form.get("input_reference") is not None:
+        parts["input_reference"] = request.form["input_reference"]
+    body, content_type = encode_multipart_formdata(parts)
+    return body, content_type
 
 
 def _invalid(param: str, allowed: tuple[Any, ...]) -> ApiError:

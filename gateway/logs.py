@@ -44,8 +44,14 @@ class RedactingFilter(logging.Filter):
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         for name, value in list(vars(record).items()):
-            if name not in _STANDARD_ATTRIBUTES and isinstance(value, str):
+            if name in _STANDARD_ATTRIBUTES or value is None:
+                continue
+            if isinstance(value, str):
                 setattr(record, name, self.redact(value))
+            elif not isinstance(value, bool | int | float):
+                # Containers and objects are written as JSON or their str(): redact that text,
+                # so a dict holding a key cannot slip past.
+                setattr(record, name, self.redact(json.dumps(value, default=str)))
         return True
 
 

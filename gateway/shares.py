@@ -12,7 +12,8 @@ from gateway.errors import ApiError
 from gateway.state import current_state
 from gateway.upstream import CONTENT_VARIANTS, video_path
 from gateway.videos import stream_content
-from keys.models import Approval
+from keys.models import ApiKey, Approval, Tester
+from keys.program import Lockdown
 from keys.share_links import InvalidShareLink
 
 bp = Blueprint("shares", __name__)
@@ -95,6 +96,17 @@ def shared_content(token: str) -> Response:
         if approval is None or approval.kind != "share" or approval.status != "approved":
             raise InvalidShareLink("This share link is not valid.")
         if approval.expires_at is None or approval.expires_at <= state.store.clock():
+            raise InvalidShareLink("This share link is no longer valid.")
+        # A link stops with what stands behind it: the kill switch, the tester, the key.
+        if tx.program.state().lockdown:
+            raise Lockdown("The program is locked down; shared links are paused.")
+        key = tx.session.get(ApiKey, approval.key_id)
+        tester = tx.session.get(Tester, approval.tester_id)
+        if (
+            key is None
+            or key.status in ("revoked", "suspended")
+            or (tester is None or tester.status != "active")
+        ):
             raise InvalidShareLink("This share link is no longer valid.")
         upstream_id = tx.videos.upstream_id(approval.video_id, approval.tester_id)
     if upstream_id is None:

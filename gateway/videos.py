@@ -17,6 +17,7 @@ from gateway.auth import current_principal, requested_video, require_tester
 from gateway.errors import ApiError
 from gateway.generation_requests import (
     CREATE_CONTENT_TYPES,
+    forwarded_body,
     generation_request,
     media_type,
     prompt_of,
@@ -77,8 +78,9 @@ def create_video() -> Response:
             "Send the video request as multipart/form-data or application/json.",
             "unsupported_media_type",
         )
-    body = request.get_data(cache=True)
-    snapshot = generate(generation_request(), body, request.headers["Content-Type"], path="videos")
+    generation = generation_request()
+    body, content_type = forwarded_body(generation)
+    snapshot = generate(generation, body, content_type, path="videos")
     return _json_response(snapshot)
 
 

@@ -415,10 +415,32 @@ class LeakService:
                 outcomes.append(LeakOutcome("unknown"))
             elif found.status == "revoked":  # also a duplicate earlier in this same report
                 outcomes.append(LeakOutcome("already_revoked", found.id, found.tester_id))
+                self._revoke_self_rotated_successors(found, actor, reason, leak)
             else:
                 self._revoke(found, actor, reason, leak)
                 outcomes.append(LeakOutcome("revoked", found.id, found.tester_id))
+                self._revoke_self_rotated_successors(found, actor, reason, leak)
         return LeakReport(tuple(outcomes))
+
+    def _revoke_self_rotated_successors(
+        self, key: ApiKey, actor: str, reason: str, leak: LeakedSecret
+    ) -> None:
+        """Whoever holds a leaked key can rotate it through /v1/me and keep the successor;
+        revoking only the reported secret would leave that successor live. Successors an
+        admin issued are left alone: the leak could not have produced them."""
+        successor_id = key.replaced_by_id
+        while successor_id is not None:
+            successor = self._session.get(ApiKey, successor_id, with_for_update=True)
+            if successor is None or not successor.created_by.startswith("tester:"):
+                return
+            if successor.status != "revoked":
+                self._revoke(
+                    successor,
+                    actor,
+                    f"{reason}; successor of {key.id}, rotated by its holder",
+                    leak,
+                )
+            successor_id = successor.replaced_by_id
 
     def _revoke(self, key: ApiKey, actor: str, reason: str, leak: LeakedSecret) -> None:
         text = leak_reason(reason, leak.url, leak.source)

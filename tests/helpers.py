@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def forwarded_fields(sent: Any) -> tuple[dict[str, str], dict[str, tuple[str, str, bytes]]]:
+    """What a create the gateway sent upstream says: its fields, and its file parts as
+    (filename, content type, bytes). Parses JSON and multipart alike."""
+    import io
+    import json
+
+    from werkzeug.formparser import parse_form_data
+
+    body = sent.body if isinstance(sent.body, bytes) else (sent.body or "").encode()
+    content_type = sent.headers["Content-Type"]
+    if content_type.startswith("application/json"):
+        return json.loads(body), {}
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    _, form, files = parse_form_data(environ)
+    parts = {
+        name: (part.filename or "", part.mimetype, part.read()) for name, part in files.items()
+    }
+    return dict(form.items()), parts

@@ -30,7 +30,13 @@ from tests.flows import (
     retrieve,
     set_overrides,
 )
-from tests.helpers import TEST_ROOT_SECRET, UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer
+from tests.helpers import (
+    TEST_ROOT_SECRET,
+    UPSTREAM_CREDENTIAL,
+    UPSTREAM_URL,
+    bearer,
+    forwarded_fields,
+)
 
 HELD = "a crowd cheering the president"
 RULE = {
@@ -170,7 +176,13 @@ def test_approval_submits_upstream_and_maps_the_ids(
     assert decided["decision_reason"] == "fine"
     (created,) = upstream.creates
     assert created["url"] == VIDEOS
-    assert json.loads(created["body"]) == {"prompt": HELD}
+    # The backend gets exactly the values the policy and quota were checked against.
+    assert json.loads(created["body"]) == {
+        "prompt": HELD,
+        "model": "sora-2",
+        "seconds": "4",
+        "size": "720x1280",
+    }
     upstream_id = created["id"]
     assert decided["video"]["id"] == video["id"] and decided["video"]["status"] == "queued"
 
@@ -197,7 +209,7 @@ def test_approval_submits_upstream_and_maps_the_ids(
     ]
 
 
-def test_an_approved_multipart_create_goes_upstream_unchanged(
+def test_an_approved_multipart_create_goes_upstream_as_checked(
     client: Any, upstream: FakeBackend, store: Store, key: IssuedKey, approver: IssuedToken
 ) -> None:
     boundary = "heldboundary"
@@ -223,10 +235,13 @@ def test_an_approved_multipart_create_goes_upstream_unchanged(
 
     ok(decide(client, approver, approval_for(store, video["id"]).id, "approve"))
 
-    (created,) = upstream.creates
-    assert created["body"] == body
+    assert len(upstream.creates) == 1
     request = upstream.mock.calls[-1].request
-    assert request.headers["Content-Type"] == f"multipart/form-data; boundary={boundary}"
+    assert forwarded_fields(request) == (
+        {"prompt": HELD, "model": "sora-2", "seconds": "8", "size": "720x1280"},
+        {},
+    )
+    assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
     assert request.headers["Authorization"] == f"Bearer {UPSTREAM_CREDENTIAL}"
 
 

@@ -12,6 +12,7 @@ import os
 import random
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,27 @@ def test_report_revokes_live_keys_with_where_they_leaked(store: Store, make_key:
     assert [k.status if k else None for k in known] == ["revoked", "active", None]
     assert {e.target for e in entries} == {live.key.id, rotated.key.id}
     assert {e.details["source"] for e in entries} == {"gist", "/srv/app/.env"}
+
+
+@pytest.mark.both_databases
+def test_a_leak_report_also_revokes_successors_its_holder_rotated_to(
+    store: Store, make_key: MakeKey
+) -> None:
+    leaked = make_key()
+    with store.transaction() as tx:
+        # Whoever holds the leaked secret rotates it through /v1/me (actor tester:...)...
+        laundered = tx.keys.rotate(leaked.key.id, f"tester:{leaked.key.tester_id}", timedelta(0))
+        # ...and an admin's rotation of that successor is no doing of the leak.
+        admin_issued = tx.keys.rotate(laundered.key.id, "admin:ops", timedelta(0))
+
+    with store.transaction() as tx:
+        tx.leaks.report([LeakedSecret(leaked.secret, source="paste")], "test:scanner")
+
+    with store.read() as tx:
+        assert tx.keys.get(leaked.key.id).status == "revoked"
+        assert tx.keys.get(laundered.key.id).status == "revoked"
+        assert "successor of" in (tx.keys.get(laundered.key.id).revoked_reason or "")
+        assert tx.keys.get(admin_issued.key.id).status == "active"
 
 
 # -- the CLI ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import responses
 
 from keys.lifecycle import IssuedKey
 from keys.policies import Policy
-from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer
+from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, forwarded_fields
 
 MAX_JSON = 2048
 MAX_REQUEST = 8192
@@ -156,8 +156,11 @@ def test_only_the_validated_body_and_content_type_are_forwarded(
     assert response.status_code == 200
     sent = upstream.calls[0].request
     assert sent.url == VIDEOS
-    assert sent.body == body
-    assert sent.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert forwarded_fields(sent) == (
+        {"model": "sora-2", "prompt": "waves", "seconds": "4", "size": "720x1280"},
+        {},
+    )
+    assert sent.headers["Content-Type"] == "application/json"
     assert {name.lower() for name in sent.headers} <= {
         "authorization",
         "user-agent",
@@ -699,7 +702,9 @@ def test_odd_content_type_parameters_do_not_add_upstream_headers(
         assert "X-Injected" not in sent
         assert sent["Authorization"] == f"Bearer {UPSTREAM_CREDENTIAL}"
         assert "\r" not in sent["Content-Type"] and "\n" not in sent["Content-Type"]
-        assert sent["Content-Type"] == content_type
+        # The gateway sends its own encoding of the checked fields, never the tester's header.
+        assert sent["Content-Type"].split(";")[0] in ("application/json", "multipart/form-data")
+        assert "X-Injected" not in sent["Content-Type"]
         assert "X-Injected" not in response.headers
 
 
@@ -787,3 +792,59 @@ def test_a_cookie_the_backend_sets_never_rides_along_on_another_call(
     assert create(client, other).status_code == 200
 
     assert "Cookie" not in upstream.calls[-1].request.headers
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0und") -> bytes:
+    out = b""
+    for name, filename, value in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        out += value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("parts", "param"),
+    [
+        # Charged for 4 s, but a backend reading the last value would make 12.
+        ([("prompt", None, b"x"), ("seconds", None, b"4"), ("seconds", None, b"12")], "seconds"),
+        # A model smuggled as a file part, invisible to a form-only reading.
+        ([("prompt", None, b"x"), ("model", "m.txt", b"sora-2-pro")], "model"),
+        ([("prompt", None, b"x"), ("style", None, b"noir")], "style"),
+    ],
+)
+def test_ambiguous_or_unknown_create_fields_are_refused_before_any_charge(
+    client: Any,
+    key: IssuedKey,
+    upstream: responses.RequestsMock,
+    store: Any,
+    parts: list[tuple[str, str | None, bytes]],
+    param: str,
+) -> None:
+    response = client.post(
+        "/v1/videos",
+        data=multipart(parts),
+        headers={**bearer(key.secret), "Content-Type": "multipart/form-data; boundary=b0und"},
+    )
+
+    error = assert_error(response, 400, response.get_json()["error"]["code"])
+    assert error["param"] == param
+    assert len(upstream.calls) == 0
+    with store.read() as tx:
+        used = {q.metric: q.used for q in tx.quotas.status(key.key.tester_id, Policy())}
+    assert used["generations_per_day"] == 0
+
+
+def test_duplicate_json_keys_cannot_split_what_is_charged_from_what_is_sent(
+    client: Any, key: IssuedKey, upstream: responses.RequestsMock
+) -> None:
+    upstream.add(responses.POST, VIDEOS, json=video("video_json"))
+    body = b'{"prompt": "x", "seconds": "12", "seconds": "4"}'
+
+    response = client.post(
+        "/v1/videos", data=body, headers={**bearer(key.secret), "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 200
+    fields, _ = forwarded_fields(upstream.calls[0].request)
+    assert fields["seconds"] == "4"  # the value that was charged is the value that is sent

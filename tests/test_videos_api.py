@@ -17,7 +17,7 @@ import responses
 from keys.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
-from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer
+from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, forwarded_fields
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
 
@@ -94,7 +94,7 @@ def test_json_create_records_ownership_for_the_caller(
         assert recorded.status == "queued"
 
 
-def test_multipart_create_forwards_the_body_unchanged_and_records_ownership(
+def test_multipart_create_forwards_the_checked_fields_and_records_ownership(
     client: Any, upstream: responses.RequestsMock, alice: IssuedKey, store: Store
 ) -> None:
     upstream.add(responses.POST, VIDEOS, json=video("video_multi", "queued"))
@@ -120,9 +120,16 @@ def test_multipart_create_forwards_the_body_unchanged_and_records_ownership(
     )
 
     assert response.status_code == 200
-    sent = upstream.calls[0].request
-    assert sent.body == body
-    assert sent.headers["Content-Type"] == content_type
+    fields, files = forwarded_fields(upstream.calls[0].request)
+    assert fields == {
+        "prompt": "a lighthouse at dusk",
+        "model": "sora-2",
+        "seconds": "4",
+        "size": "720x1280",
+    }
+    assert files == {
+        "input_reference": ("ref.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x01binary")
+    }
     with store.read() as tx:
         assert tx.videos.owned("video_multi", alice.key.tester_id).key_id == alice.key.id
 
