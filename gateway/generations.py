@@ -6,6 +6,7 @@ happens between them, with no transaction (and no database connection) held open
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ from keys.lifecycle import Principal
 from keys.models import Approval
 from keys.policies import GenerationRequest, decide
 from keys.quotas import Cost, QuotaExceeded
+
+log = logging.getLogger("drawbridge.generations")
 
 
 def call_upstream(method: str, path: str, **options: Any) -> UpstreamJSON:
@@ -166,5 +169,14 @@ def submit_approved(
             tx.generations.submission_failed(approval.video_id, exc.message)
         return None
     with store.transaction() as tx:
-        tx.generations.submitted(approval.video_id, answer.body)
-        return dict(tx.videos.owned(approval.video_id, approval.tester_id).snapshot)
+        wanted = tx.generations.submitted(approval.video_id, answer.body)
+        if wanted:
+            return dict(tx.videos.owned(approval.video_id, approval.tester_id).snapshot)
+    # Deleted while in flight: take it back from the backend too.
+    try:
+        state.upstream.call_json(
+            "DELETE", video_path(str(answer.body["id"])), request_id=request_id
+        )
+    except ApiError:
+        log.warning("could not delete upstream video %s of a deleted held video", answer.body["id"])
+    return None

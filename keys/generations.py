@@ -218,16 +218,24 @@ class GenerationService:
         snapshot = failed_snapshot(video.snapshot, "rejected_by_reviewer", reason, self._clock())
         self.observe(video.id, snapshot)
 
-    def submitted(self, video_id: str, upstream_snapshot: dict[str, Any]) -> None:
-        """An approved generation reached the backend under its own id."""
-        video = self._session.get(Video, video_id)
-        remixed_from = video.snapshot.get("remixed_from_video_id") if video else None
+    def submitted(self, video_id: str, upstream_snapshot: dict[str, Any]) -> bool:
+        """An approved generation reached the backend under its own id.
+
+        Returns False when the tester deleted the video while it was being submitted: its
+        quota was already given back, so the caller must delete the backend's copy rather
+        than let it run uncharged and unseen.
+        """
+        video = self._session.get(Video, video_id, with_for_update=True)
+        if video is None or video.deleted_at is not None:
+            return False
+        remixed_from = video.snapshot.get("remixed_from_video_id")
         self._session.execute(
             update(Video)
             .where(Video.id == video_id)
             .values(upstream_id=str(upstream_snapshot["id"]))
         )
         self.observe(video_id, present(upstream_snapshot, video_id, remixed_from))
+        return True
 
     def submission_failed(self, video_id: str, message: str) -> None:
         video = self._session.get(Video, video_id)

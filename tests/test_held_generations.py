@@ -555,3 +555,32 @@ def test_nothing_held_can_be_approved_during_a_lockdown(
 
     assert_error(decide(client, approver, approval.id, "approve"), 409, "lockdown")
     assert upstream.creates == []
+
+
+def test_a_video_deleted_while_its_approval_is_submitted_does_not_run_uncharged(
+    client: Any,
+    upstream: FakeBackend,
+    store: Store,
+    tester: Tester,
+    key: IssuedKey,
+    approver: IssuedToken,
+) -> None:
+    video = hold(client, key)
+    approval = approval_for(store, video["id"])
+    original = upstream._create
+
+    def create_while_the_tester_deletes(request: Any) -> Any:
+        answer = original(request)
+        with store.transaction() as tx:  # the tester's DELETE lands mid-submission
+            tx.generations.deleted(video["id"], ran=False)
+        return answer
+
+    upstream.mock.remove(responses.POST, VIDEOS)
+    upstream.mock.add_callback(responses.POST, VIDEOS, callback=create_while_the_tester_deletes)
+
+    decided = ok(decide(client, approver, approval.id, "approve"))
+
+    assert decided["video"] is None
+    (created,) = upstream.creates
+    assert created["id"] not in upstream.videos  # taken back from the backend
+    assert ledger(store, tester.id) == ZERO  # nothing charged for a video nobody will see
