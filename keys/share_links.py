@@ -61,6 +61,10 @@ class ShareLinkSigner:
             expires_at = datetime.fromtimestamp(int(expires_text), UTC)
         except (ValueError, UnicodeDecodeError):
             raise InvalidShareLink("This share link is not valid.") from None
+        # One token per link: base64's spare bits (the last character can change without
+        # changing the bytes) must not yield a second, equally valid spelling.
+        if _b64(payload) != payload_text or _b64(tag) != tag_text:
+            raise InvalidShareLink("This share link is not valid.")
         if not hmac.compare_digest(tag, self._tag(payload)):
             raise InvalidShareLink("This share link is not valid.")
         if now >= expires_at:
