@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from keys.audit import AuditTrail
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
-from keys.lifecycle import effective_status
-from keys.models import ApiKey, Approval, ProgramState
+from keys.lifecycle import refusal
+from keys.models import ApiKey, Approval, ProgramState, Tester
 from keys.program import PROGRAM_ROW
 
 KINDS = ("generation", "share", "download")
@@ -73,16 +73,17 @@ class ApprovalService:
                 code="lockdown",
             )
         key = self._session.get(ApiKey, approval.key_id)
-        status = effective_status(key, now) if key is not None else "revoked"
-        if status not in ("active", "rotated") or (
-            status == "rotated"
-            and key is not None
-            and key.grace_until is not None
-            and now >= key.grace_until
-        ):
+        tester = self._session.get(Tester, approval.tester_id)
+        # The same rule that decides whether the key may call the API decides here.
+        code = (
+            refusal(key.status, key.expires_at, key.grace_until, tester.status, now)
+            if key is not None and tester is not None
+            else "key_revoked"
+        )
+        if code is not None:
             raise Conflict(
-                f"The key that made this request ({approval.key_id}) is {status}; "
-                "reject the request instead.",
+                f"The key that made this request ({approval.key_id}) can no longer be used "
+                f"({code}); reject the request instead.",
                 code="requester_not_active",
             )
 
