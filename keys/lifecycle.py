@@ -6,6 +6,7 @@ row and in the audit trail.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -404,16 +405,18 @@ def verify_secret(
     """
     if not key_format.is_well_formed(secret):
         raise InvalidKey("Malformed API key.")
-    row = executor.execute(VERIFY_STATEMENT, {"digest": digester.digest(secret)}).first()
-    return principal_of(row, secret, digester, now)
+    digest = digester.digest(secret)
+    row = executor.execute(VERIFY_STATEMENT, {"digest": digest}).first()
+    return principal_of(row, digest, now)
 
 
-def principal_of(row: Any, secret: str, digester: SecretDigester, now: datetime) -> Principal:
-    """Judge the row ``VERIFY_STATEMENT`` (or a statement built on it) found for a secret.
+def principal_of(row: Any, digest: str, now: datetime) -> Principal:
+    """Judge the row ``VERIFY_STATEMENT`` (or a statement built on it) found for a secret's
+    digest.
 
     Raises as ``verify_secret`` does.
     """
-    if row is None or not digester.matches(secret, row.digest):
+    if row is None or not hmac.compare_digest(digest, row.digest):
         raise InvalidKey("Incorrect API key provided.")
     if is_honeytoken(row.key_metadata):
         raise HoneytokenUsed(row.id, row.tester_id, row.hint, row.status)
