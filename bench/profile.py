@@ -22,7 +22,6 @@ import contextlib
 import functools
 import http.client
 import io
-import logging
 import pstats
 import statistics
 import sys
@@ -81,7 +80,7 @@ PIECES = [
     ("before_request hook", "gateway.app._start_request (request id, path checks)"),
     ("after_request hook", "gateway.app._finish_request (headers, usage, access log)"),
     ("  of which usage record", "gateway.usage.record_usage"),
-    ("  of which log handler", "JSON formatting, redaction and the write to stderr"),
+    ("  of which access log", "the access line: JSON, redaction, queued for the writer"),
     ("threads started", "threading.Thread.start calls (count, not time)"),
 ]
 
@@ -136,9 +135,9 @@ def _instrument() -> None:
 
 
 def _instrument_log_handler() -> None:
-    for handler in logging.getLogger().handlers:
-        if handler.get_name() == "drawbridge":
-            handler.handle = _timed("  of which log handler", handler.handle)  # type: ignore[method-assign]
+    from gateway import logs
+
+    logs.AccessLog.write = _timed("  of which access log", logs.AccessLog.write)  # type: ignore[method-assign]
 
 
 def _wsgi_get(app: Any, path: str, headers: dict[str, str]) -> tuple[float, int]:
@@ -316,31 +315,27 @@ def _print_floors(app: Any, stack: Stack) -> None:
         "  SecretDigester.digest (HMAC-SHA256)        "
         f"{_floor(lambda: store.digester.digest(stack.tester_key), 20000):8.1f}"
     )
-    log = logging.getLogger("drawbridge.access")
-    # The request thread redacts, formats and enqueues; the writer thread writes. Point the
-    # writer at memory so the measured records do not flood the terminal.
+    # The request thread builds, redacts and queues the line; the writer thread writes.
+    # Point a writer at memory so the measured lines do not flood the terminal.
     from gateway import logs
 
-    assert logs._listener is not None
-    writer = logs._listener.handlers[0]
-    real_stream = writer.stream  # type: ignore[attr-defined]
-    writer.stream = io.StringIO()  # type: ignore[attr-defined]
-    try:
-        extra = {
-            "request_id": "req_" + "0" * 32,
-            "method": "GET",
-            "path": "/v1/videos/video_0123456789abcdef01234567",
-            "status": 200,
-            "duration_ms": 1.23,
-            "key_id": "key_0123456789abcdef",
-            "operator": None,
-        }
-        cost = _floor(lambda: log.info("request", extra=extra), 5000)
-        print(f"  one access-log record (redact, format, queue){cost:7.1f}")
-    finally:
-        logs._listener.stop()  # drain the queue into memory before restoring the stream
-        writer.stream = real_stream  # type: ignore[attr-defined]
-        logs._listener.start()
+    writer = logs.LineWriter(io.StringIO(), interval=3600)
+    access = logs.AccessLog(
+        writer,
+        logs.RedactingFilter([store.key_format.embedded, store.token_format.embedded], []),
+    )
+    fields = {
+        "request_id": "req_" + "0" * 32,
+        "method": "GET",
+        "path": "/v1/videos/video_0123456789abcdef01234567",
+        "status": 200,
+        "duration_ms": 1.23,
+        "key_id": "key_0123456789abcdef",
+        "operator": None,
+    }
+    cost = _floor(lambda: access.write(fields), 5000)
+    writer.stop()
+    print(f"  one access-log line (JSON, redact, queue)  {cost:8.1f}")
     _print_limiter_floors(state)
 
 

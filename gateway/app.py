@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
-from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import (
@@ -26,10 +23,16 @@ from gateway.anomalies import AnomalyWatch
 from gateway.errors import ApiError, register_error_handlers
 from gateway.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.limits import add_headers as add_rate_limit_headers
-from gateway.logs import configure_logging
+from gateway.logs import access_log, configure_logging
 from gateway.paths import refuse_path_tricks
 from gateway.settings import Secret, Settings, SettingsError, load_settings, root_secret_of
-from gateway.state import EXTENSION, GatewayState, current_state
+from gateway.state import (
+    EXTENSION,
+    GatewayState,
+    current_request,
+    current_state,
+    request_globals,
+)
 from gateway.upstream import UpstreamClient
 from gateway.usage import record_usage
 from keys.audit import CheckpointPolicy
@@ -38,12 +41,11 @@ from keys.counters import Counters, MemoryCounters, RedisCounters
 from keys.db import Database
 from keys.digests import SecretDigester
 from keys.keyformat import KeyFormat
+from keys.process import unique_hex
 from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.store import Store
 from keys.usage import UsageBuffer
 from keys.vault import Vault
-
-log = logging.getLogger("drawbridge.access")
 
 _REQUEST_ID_HEADER = "X-Request-Id"
 _TESTER_BLUEPRINTS = frozenset({"videos", "me", "shares"})
@@ -158,39 +160,41 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     return app
 
 
+def new_request_id() -> str:
+    return "req_" + unique_hex()
+
+
 def _start_request() -> None:
-    g.started = time.perf_counter()
-    g.request_id = "req_" + uuid.uuid4().hex
+    context = request_globals()
+    context.started = time.perf_counter()
+    context.request_id = new_request_id()
     refuse_path_tricks(request.environ)
 
 
 def _finish_request(response: Response) -> Response:
-    if not g.get("request_id"):  # a hook that ran before _start_request refused the request
-        g.request_id = "req_" + uuid.uuid4().hex
-    response.headers[_REQUEST_ID_HEADER] = g.request_id
-    add_rate_limit_headers(response, g.get("rate_limit"))
-    principal = g.get("principal")
-    operator = g.get("operator")
-    if request.blueprint in _TESTER_BLUEPRINTS and not g.get("usage_written"):
+    # This runs for every response: the request's globals are looked up once, not per use.
+    context, incoming = request_globals(), current_request()
+    if not context.get("request_id"):  # a hook before _start_request refused the request
+        context.request_id = new_request_id()
+    response.headers[_REQUEST_ID_HEADER] = context.request_id
+    add_rate_limit_headers(response, context.get("rate_limit"))
+    if incoming.blueprint in _TESTER_BLUEPRINTS and not context.get("usage_written"):
         record_usage(response.status_code)
-    if current_state().settings.access_log:
-        _log_access(response, principal, operator)
+    access = access_log() if current_state().settings.access_log else None
+    if access is not None:
+        principal, operator = context.get("principal"), context.get("operator")
+        access.write(
+            {
+                "request_id": context.request_id,
+                "method": incoming.method,
+                "path": incoming.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - context.get("started", 0.0)) * 1000, 2),
+                "key_id": principal.key_id if principal else None,
+                "operator": operator.token_id if operator else None,
+            }
+        )
     return response
-
-
-def _log_access(response: Response, principal: Any, operator: Any) -> None:
-    log.info(
-        "request",
-        extra={
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - g.get("started", 0.0)) * 1000, 2),
-            "key_id": principal.key_id if principal else None,
-            "operator": operator.token_id if operator else None,
-        },
-    )
 
 
 __all__ = ["ApiError", "build_state", "create_app"]

@@ -30,6 +30,8 @@ _KEY_PARAMETER_NAMES = frozenset(
 
 def refuse_secrets_in_query() -> None:
     """Raises ApiError when the query string carries anything that looks like a credential."""
+    if not request.query_string:
+        return
     state = current_state()
     formats = (state.store.key_format, state.store.token_format)
     for name, value in request.args.items(multi=True):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import Any
 
 from flask import Flask, Response
 from flask_limiter import Limiter
@@ -22,6 +24,16 @@ from gateway.errors import ApiError
 from keys.policies import Policy
 
 MEMORY_STORAGE_URI = "drawbridge-memory://"
+
+
+@lru_cache(maxsize=1024)
+def _per_minute(amount: int) -> RateLimitItem:
+    return RateLimitItemPerMinute(max(amount, 1))
+
+
+@lru_cache(maxsize=1024)
+def _per_day(amount: int) -> RateLimitItem:
+    return RateLimitItemPerDay(max(amount, 1))
 
 
 @dataclass(frozen=True)
@@ -67,30 +79,39 @@ class RateLimits:
 
     def init_app(self, app: Flask) -> None:
         self._limiter.init_app(app)
-        # Every limit is checked explicitly, once the key (and so its policy) is known;
-        # exempt requests from the extension's own per-request pass, which finds nothing.
-        self._limiter.request_filter(lambda: True)
+        # Every limit is checked explicitly, once the key (and so its policy) is known. The
+        # extension's own per-request hooks would find nothing to do, at a cost measured in
+        # tens of microseconds per request: they are taken off again.
+        limiter = self._limiter
+        hook_lists: list[Any] = [
+            app.before_request_funcs,
+            app.after_request_funcs,
+            app.teardown_request_funcs,
+        ]
+        for hooks in hook_lists:
+            hooks[None] = [hook for hook in hooks.get(None, []) if not _belongs_to(hook, limiter)]
 
     def admit_key(self, key_id: str, policy: Policy) -> LimitState:
         """Count one request against the key's limits. Raises ApiError 429 when over."""
         windows: list[tuple[RateLimitItem, int]] = [
-            (
-                RateLimitItemPerMinute(max(policy.requests_per_minute, 1)),
-                policy.requests_per_minute,
-            ),
-            (RateLimitItemPerDay(max(policy.requests_per_day, 1)), policy.requests_per_day),
+            (_per_minute(policy.requests_per_minute), policy.requests_per_minute),
+            (_per_day(policy.requests_per_day), policy.requests_per_day),
         ]
-        strategy = self._limiter.limiter
+        storage = self._limiter.storage
         tightest: LimitState | None = None
         for item, allowed in windows:
-            admitted = allowed > 0 and strategy.hit(item, "key", key_id)
-            if allowed == 0:
+            if allowed <= 0:
                 # A limit of 0 pauses the key: nothing remains, and no window will reset it
                 # sooner than one whole window from now.
                 state = LimitState(0, 0, float(item.get_expiry()))
+                admitted = False
             else:
-                stats = strategy.get_window_stats(item, "key", key_id)
-                state = LimitState(allowed, stats.remaining, stats.reset_time - time.time())
+                # The fixed-window strategy's hit and window stats, in two storage calls
+                # instead of four (each one a round trip with Redis).
+                key = item.key_for("key", key_id)
+                count = storage.incr(key, item.get_expiry())
+                state = LimitState(allowed, allowed - count, storage.get_expiry(key) - time.time())
+                admitted = count <= allowed
             if not admitted:
                 raise ApiError(
                     429,
@@ -123,6 +144,13 @@ class RateLimits:
     def reset(self) -> None:
         """Forget every counter (tests)."""
         self._limiter.reset()
+
+
+def _belongs_to(hook: Any, limiter: Limiter) -> bool:
+    """Whether a registered hook is one of the extension's (a bound method, or a partial)."""
+    if isinstance(hook, partial):
+        return limiter in hook.args
+    return getattr(hook, "__self__", None) is limiter
 
 
 def add_headers(response: Response, state: LimitState | None) -> None:

@@ -20,6 +20,7 @@ otherwise loopback clients only.
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import hmac
 import ipaddress
@@ -35,12 +36,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from gateway.errors import ApiError
 from gateway.settings import Settings
-from gateway.state import current_state
+from gateway.state import current_request, current_state, request_globals
 from keys.inventory import key_counts
+from keys.process import current_pid
 
 log = logging.getLogger("drawbridge.metrics")
 
@@ -88,8 +90,8 @@ class MetricsRegistry:
 
     def _after_fork(self) -> None:
         # A forked child starts from zero: its parent's counts are the parent's file's.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        if self._pid != current_pid():
+            self._pid = current_pid()
             self._file_name = self._new_file_name()
             self._counters, self._histograms = {}, {}
             self._publisher = None
@@ -109,10 +111,7 @@ class MetricsRegistry:
                 self._counters[rejection] = self._counters.get(rejection, 0) + 1
             key = (LATENCY, (("route", route), ("method", method)))
             counts, total = self._histograms.get(key) or ([0] * (len(LATENCY_BUCKETS) + 1), 0.0)
-            index = next(
-                (i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound),
-                len(LATENCY_BUCKETS),
-            )
+            index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
             counts[index] += 1
             self._histograms[key] = (counts, total + seconds)
             self._dirty = True
@@ -284,13 +283,14 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _count(response: Response) -> Response:
     registry: MetricsRegistry = current_app.extensions[EXTENSION]
-    started = g.get("started")
+    context, incoming = request_globals(), current_request()
+    started = context.get("started")
     registry.count_response(
-        request.url_rule.rule if request.url_rule is not None else "(unmatched)",
-        request.method,
+        incoming.url_rule.rule if incoming.url_rule is not None else "(unmatched)",
+        incoming.method,
         response.status_code,
         time.perf_counter() - started if started else 0.0,
-        g.get("error_code"),
+        context.get("error_code"),
     )
     return response
 

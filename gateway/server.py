@@ -10,17 +10,19 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from gateway.logs import flush_logs
 from gateway.metrics import publish_all
 from keys.usage import flush_buffers
 
 
 def flush_on_worker_exit(server: Any, worker: Any) -> None:
-    """gunicorn's ``worker_exit`` hook: write the usage events and metrics the worker still
-    holds as soon as it has answered its last request. (Interpreter exit does it again, but
-    only once every request thread has ended; a thread stuck past the graceful timeout would
-    otherwise take the batch down with the worker.)"""
+    """gunicorn's ``worker_exit`` hook: write the usage events, metrics and log lines the
+    worker still holds as soon as it has answered its last request. (Interpreter exit does it
+    again, but only once every request thread has ended; a thread stuck past the graceful
+    timeout would otherwise take the batch down with the worker.)"""
     flush_buffers()
     publish_all()
+    flush_logs()
 
 
 def ignore_terminal_interrupt(worker: Any) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
-from flask import current_app
+from flask import Request, current_app, g, request
+from flask.ctx import _AppCtxGlobals
 
 from gateway.anomalies import AnomalyWatch
 from gateway.limits import RateLimits
@@ -33,3 +35,19 @@ class GatewayState:
 def current_state() -> GatewayState:
     state: GatewayState = current_app.extensions[EXTENSION]
     return state
+
+
+# Flask's ``g`` and ``request`` are proxies that find the current context on every attribute
+# access. Code that runs for every request and uses them many times takes the objects once.
+
+
+def request_globals() -> _AppCtxGlobals:
+    """The current request's ``flask.g`` object itself."""
+    globals_: _AppCtxGlobals = cast(Any, g)._get_current_object()
+    return globals_
+
+
+def current_request() -> Request:
+    """The current ``flask.request`` object itself."""
+    incoming: Request = cast(Any, request)._get_current_object()
+    return incoming

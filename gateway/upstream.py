@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from gateway.errors import ApiError
 from gateway.settings import Secret
@@ -28,6 +30,7 @@ VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 CONTENT_VARIANTS = frozenset({"video", "thumbnail", "spritesheet"})
 # 1 MiB chunks: a third less CPU per GiB than 256 KiB, and memory stays flat (measured).
 STREAM_CHUNK_BYTES = 1024 * 1024
+_JSON_CHUNK_BYTES = 64 * 1024
 # Headers of a content download worth passing back to the tester.
 _CONTENT_HEADERS = ("Content-Type", "Content-Length", "Content-Encoding", "ETag", "Last-Modified")
 
@@ -71,6 +74,10 @@ class UpstreamClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        self._adapter = adapter
+        normalised = requests.PreparedRequest()
+        normalised.prepare(method="GET", url=self.base_url)
+        self._base_prepared_url = str(normalised.url)
 
     def _headers(self, request_id: str, content_type: str | None, accept: str) -> dict[str, str]:
         headers = {
@@ -82,6 +89,33 @@ class UpstreamClient:
         if content_type:
             headers["Content-Type"] = content_type
         return headers
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        content_type: str | None,
+        accept: str,
+        request_id: str,
+    ) -> requests.PreparedRequest:
+        """The upstream request, built from scratch: nothing of any session's state (cookies,
+        auth, default headers) can ride along."""
+        headers = self._headers(request_id, content_type, accept)
+        prepared = requests.PreparedRequest()
+        if body is None and not params:
+            # The common case (polls, deletes): the base URL was normalised once at start
+            # and paths are composed from validated ids, so there is nothing to encode.
+            prepared.method = method
+            prepared.url = self._base_prepared_url + path
+            prepared.headers = CaseInsensitiveDict(headers)
+            prepared.body = None
+            return prepared
+        prepared.prepare(
+            method=method, url=self.base_url + path, params=params, data=body, headers=headers
+        )
+        return prepared
 
     def _send(
         self,
@@ -95,20 +129,11 @@ class UpstreamClient:
         accept: str = "application/json",
     ) -> requests.Response:
         try:
-            # Prepared here rather than by Session.request: nothing of the session's state
-            # (cookies, auth, default headers) may ride along, and merging it costs more
-            # than the rest of the call's Python.
-            prepared = requests.PreparedRequest()
-            prepared.prepare(
-                method=method,
-                url=self.base_url + path,
-                params=params,
-                data=body,
-                headers=self._headers(request_id, content_type, accept),
-            )
-            response = self._session.send(
-                prepared, timeout=self._timeout, allow_redirects=False, stream=True
-            )
+            prepared = self._prepare(method, path, params, body, content_type, accept, request_id)
+            # Sent by the session's transport adapter (its connection pool) rather than by
+            # Session.send: no cookie persistence, hooks or redirect handling, none of which
+            # an upstream call may use, and their cost is a tenth of a request's.
+            response = self._adapter.send(prepared, stream=True, timeout=self._timeout)
         except requests.Timeout:
             raise ApiError(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
@@ -175,7 +200,9 @@ class UpstreamClient:
             raise ApiError(502, "The generation backend's answer is too large.", "upstream_error")
         chunks, size = [], 0
         try:
-            for chunk in response.iter_content(64 * 1024):
+            # Read from the raw stream (decoded, as iter_content would) without the layers
+            # of generators around it: this runs for every proxied JSON answer.
+            while chunk := response.raw.read(_JSON_CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
                 if size > self._max_json_bytes:
                     raise ApiError(
@@ -186,11 +213,11 @@ class UpstreamClient:
                         504, "The generation backend did not answer in time.", "upstream_timeout"
                     )
                 chunks.append(chunk)
-        except requests.Timeout:
+        except (ReadTimeoutError, requests.Timeout):
             raise ApiError(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
-        except requests.RequestException:
+        except (HTTPError, requests.RequestException):
             raise ApiError(
                 502, "The generation backend broke off its answer.", "upstream_error"
             ) from None

@@ -11,10 +11,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from functools import lru_cache
 
-from flask import g, request
-
-from gateway.state import current_state
+from gateway.state import current_request, current_state, request_globals
 from gateway.upstream import VIDEO_ID
 from keys.usage import UsageRecord
 
@@ -28,6 +27,7 @@ def _redact(text: str, patterns: tuple[re.Pattern[str], ...]) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def _client_ip(value: str | None) -> str | None:
     try:
         return str(ipaddress.ip_address(value or ""))
@@ -38,32 +38,33 @@ def _client_ip(value: str | None) -> str | None:
 def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
     """This request as a usage event (status and outcome as known now)."""
     state = current_state()
+    context, incoming = request_globals(), current_request()
     # KeyFormat.embedded, not .pattern: "x_drwb_<body>" still holds the whole key.
     secrets = (state.store.key_format.embedded, state.store.token_format.embedded)
-    principal = g.get("principal")
-    rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-    started = g.get("started")
-    video_id = (request.view_args or {}).get("video_id")
+    principal = context.get("principal")
+    rule = incoming.url_rule.rule if incoming.url_rule is not None else "(unmatched)"
+    started = context.get("started")
+    video_id = (incoming.view_args or {}).get("video_id")
     if not isinstance(video_id, str) or not VIDEO_ID.fullmatch(video_id):
         video_id = None
     elif _redact(video_id, secrets) != video_id:
         video_id = REDACTED
-    user_agent = _redact(request.user_agent.string or "", secrets)[:300] or None
+    user_agent = _redact(incoming.headers.get("User-Agent", ""), secrets)[:300] or None
     return UsageRecord(
         at=state.store.clock(),
-        request_id=g.request_id,
-        method=request.method if request.method in _METHODS else "OTHER",
+        request_id=context.request_id,
+        method=incoming.method if incoming.method in _METHODS else "OTHER",
         route=rule[:64],
         status=status,
         outcome=outcome or ("ok" if status < 400 else "refused" if status < 500 else "failed"),
-        key_id=principal.key_id if principal else g.get("attempted_key_id"),
+        key_id=principal.key_id if principal else context.get("attempted_key_id"),
         tester_id=principal.tester_id if principal else None,
         cohort=principal.cohort if principal else None,
         video_id=video_id,
-        error_code=g.get("error_code"),
+        error_code=context.get("error_code"),
         latency_ms=round((time.perf_counter() - started) * 1000, 2) if started else None,
-        upstream_latency_ms=g.get("upstream_ms"),
-        client_ip=_client_ip(request.remote_addr),
+        upstream_latency_ms=context.get("upstream_ms"),
+        client_ip=_client_ip(incoming.remote_addr),
         user_agent=user_agent,
     )
 

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, request
 
 from gateway.auth import current_principal, requested_video, require_tester
 from gateway.errors import ApiError
@@ -38,10 +38,13 @@ HELD_POLL_AFTER_MS = "2000"
 
 
 def _json_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    response = jsonify(body)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    # What jsonify writes (compact, ASCII, a final newline) for bodies that are JSON already
+    # (the backend's answer, stored snapshots), without its provider lookups.
+    return Response(
+        json.dumps(body, separators=(",", ":")) + "\n",
+        mimetype="application/json",
+        headers=headers,
+    )
 
 
 def _upstream_id(video_id: str) -> str | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import time
 
-from gateway.logs import REDACTED, JsonFormatter, RedactingFilter
+from gateway.logs import REDACTED, AccessLog, JsonFormatter, LineWriter, RedactingFilter
 from keys.keyformat import KeyFormat
 
 KEYS, TOKENS = KeyFormat("drwb"), KeyFormat("drwbadm")
@@ -37,3 +39,54 @@ def test_secrets_are_masked_in_the_message_and_in_every_kind_of_extra() -> None:
 def test_a_key_glued_to_other_text_is_masked_too() -> None:
     key = KEYS.generate()
     assert key not in line(f"value=x{key}y and \\n{key}")
+
+
+def test_the_writer_writes_queued_lines_in_one_batch_and_everything_at_stop() -> None:
+    stream = io.StringIO()
+    writes: list[str] = []
+    original_write = stream.write
+
+    def counting_write(text: str) -> int:
+        writes.append(text)
+        return original_write(text)
+
+    stream.write = counting_write  # type: ignore[method-assign]
+    writer = LineWriter(stream, interval=3600)  # the thread never wakes during the test
+    for number in range(50):
+        writer.write(f"line {number}")
+    assert stream.getvalue() == ""  # request threads never write themselves
+
+    writer.flush()
+    assert len(writes) == 1 and stream.getvalue().splitlines() == [f"line {n}" for n in range(50)]
+    writer.write("last")
+    writer.stop()
+    assert stream.getvalue().splitlines()[-1] == "last"
+
+
+def test_the_writer_thread_writes_without_being_asked() -> None:
+    stream = io.StringIO()
+    writer = LineWriter(stream, interval=0.01)
+    writer.write("soon")
+    deadline = time.monotonic() + 5
+    while "soon" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.stop()
+    assert stream.getvalue() == "soon\n"
+
+
+def test_access_lines_are_json_in_the_record_shape_with_secrets_masked() -> None:
+    stream = io.StringIO()
+    writer = LineWriter(stream, interval=3600)
+    redactor = RedactingFilter([KEYS.embedded, TOKENS.embedded], [CREDENTIAL])
+    key = KEYS.generate()
+    AccessLog(writer, redactor).write(
+        {"request_id": "req_1", "path": f"/v1/videos/{key}", "status": 404, "note": CREDENTIAL}
+    )
+    writer.stop()
+
+    written = stream.getvalue()
+    assert key not in written and CREDENTIAL not in written
+    entry = json.loads(written)
+    assert entry["logger"] == "drawbridge.access" and entry["message"] == "request"
+    assert entry["status"] == 404 and entry["path"] == f"/v1/videos/{REDACTED}"
+    assert set(entry) >= {"time", "level", "request_id"}
