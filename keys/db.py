@@ -60,9 +60,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         options: dict[str, Any] = {}
         if make_url(url).database not in (None, "", ":memory:"):
-            # A file database gets a pool as large as the PostgreSQL one: with SQLAlchemy's
-            # default (5) a busy worker's threads opened and closed overflow connections all
-            # the time, each one a file open, four PRAGMAs and a cold page cache.
+            # A file database gets the configured pool, as PostgreSQL does: SQLAlchemy's
+            # default of five is fewer than a worker's request threads, and a connection
+            # opened past the pool costs a file open, four PRAGMAs and a cold page cache.
             options = {"pool_size": pool_size, "max_overflow": pool_size}
         engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
         _configure_sqlite(engine)
