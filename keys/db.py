@@ -7,6 +7,7 @@ failing when a read transaction tries to upgrade. PostgreSQL runs through psycop
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from keys.commit_stamp import CommitStamp
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# How long a reused hot-read row may be trusted at most, for changes the commit stamp cannot
+# see (keys/commit_stamp.py): a hand-edited database, a writer killed right after its commit.
+REUSE_SECONDS = 0.1
+# Rows kept for reuse per statement and process; past that, all are forgotten at once.
+REUSE_MAX_ROWS = 4096
 
 
 class Base(DeclarativeBase):
@@ -102,24 +110,38 @@ class Database:
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(writer, expire_on_commit=False)
-        self._prepared: dict[int, PreparedRead] = {}
+        self._prepared: dict[tuple[int, bool], PreparedRead] = {}
+        path = make_url(self.engine.url).database if self.dialect == "sqlite" else None
+        self.commit_stamp = CommitStamp.for_database(path) if path and path != ":memory:" else None
 
-    def prepared(self, statement: Select[Any]) -> PreparedRead:
+    def prepared(self, statement: Select[Any], *, reuse_until_commit: bool = False) -> PreparedRead:
         """``statement`` as a ``PreparedRead`` on this database, compiled on first use.
 
+        With ``reuse_until_commit``, a row found is reused until anything is committed to
+        the database (where the database has a commit stamp; see ``PreparedRead``).
         For module-level statements only: they are remembered by identity.
         """
-        read = self._prepared.get(id(statement))
+        name = (id(statement), reuse_until_commit)
+        read = self._prepared.get(name)
         if read is None:
-            read = self._prepared.setdefault(id(statement), PreparedRead(self, statement))
+            read = PreparedRead(
+                self, statement, stamp=self.commit_stamp if reuse_until_commit else None
+            )
+            read = self._prepared.setdefault(name, read)
         return read
 
     @contextmanager
     def session(self, *, write: bool) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         factory = self._writers if write else self._readers
-        with factory() as session, session.begin():
-            yield session
+        try:
+            with factory() as session, session.begin():
+                yield session
+        finally:
+            # After the commit (or whatever ended it): from here on, no process reuses a
+            # row read before this transaction's changes were visible.
+            if write and self.commit_stamp is not None:
+                self.commit_stamp.renew()
 
     def dispose(self) -> None:
         """Close pooled connections (after fork, or at shutdown)."""
@@ -141,9 +163,17 @@ class PreparedRead:
 
     Parameters must be values the driver takes as they are (text, integers): a statement
     whose parameters need conversion is refused when it is prepared.
+
+    Given a commit stamp (keys/commit_stamp.py), a row found is reused, for the same
+    parameters, while the stamp is unchanged and for at most ``REUSE_SECONDS``: no commit
+    since it was read, no driver call now. Each reuse converts the stored driver values
+    anew, so no caller shares a parsed JSON value with another. "Not found" is never
+    reused: a key issued a moment ago works at once, and made-up keys cannot fill memory.
     """
 
-    def __init__(self, database: Database, statement: Select[Any]) -> None:
+    def __init__(
+        self, database: Database, statement: Select[Any], *, stamp: CommitStamp | None = None
+    ) -> None:
         engine = database.engine
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
@@ -164,12 +194,41 @@ class PreparedRead:
             for index, column in enumerate(columns)
             if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))
         ]
+        self._stamp = stamp
+        self._reused: dict[tuple[Any, ...], tuple[bytes, float, tuple[Any, ...]]] = {}
 
     def first(self, **values: Any) -> Any | None:
         """The first row (attributes named as the statement's columns), or None."""
         params: Any = {**self._defaults, **values}
         if self._positions is not None:
             params = [params[name] for name in self._positions]
+        if self._stamp is None:
+            raw = self._fetch(params)
+        else:
+            raw = self._fetch_or_reuse(params, self._stamp)
+        if raw is None:
+            return None
+        converted = list(raw)
+        for index, processor in self._processors:
+            converted[index] = processor(converted[index])
+        return self._row._make(converted)
+
+    def _fetch_or_reuse(self, params: Any, stamp: CommitStamp) -> tuple[Any, ...] | None:
+        # The stamp is read before the query: a commit that lands after this point renews
+        # it, so the row is filed under a stamp that no longer matches.
+        seen, now = stamp.current(), time.monotonic()
+        name = tuple(params) if isinstance(params, list) else tuple(sorted(params.items()))
+        kept = self._reused.get(name)
+        if kept is not None and kept[0] == seen and now - kept[1] < REUSE_SECONDS:
+            return kept[2]
+        raw = self._fetch(params)
+        if raw is not None:
+            if len(self._reused) >= REUSE_MAX_ROWS:
+                self._reused.clear()
+            self._reused[name] = (seen, now, raw)
+        return raw
+
+    def _fetch(self, params: Any) -> tuple[Any, ...] | None:
         connection = self._engine.raw_connection()
         dbapi_connection: Any = connection.dbapi_connection
         reusable = False
@@ -194,12 +253,7 @@ class PreparedRead:
             if not reusable:
                 connection.invalidate()
             connection.close()
-        if raw is None:
-            return None
-        converted = list(raw)
-        for index, processor in self._processors:
-            converted[index] = processor(converted[index])
-        return self._row._make(converted)
+        return None if raw is None else tuple(raw)
 
 
 def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> None:

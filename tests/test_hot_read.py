@@ -108,7 +108,7 @@ def test_a_driver_error_is_raised_as_sqlalchemys_and_the_connection_is_dropped(
     assert invalidated, "a connection in an unknown state must not go back to the pool"
 
 
-def test_check_key_reads_the_key_state_at_every_call(
+def test_check_key_sees_every_committed_change_at_once(
     store: Store, make_key: Callable[..., IssuedKey], clock: FakeClock
 ) -> None:
     key = make_key(expires_at=clock() + timedelta(hours=1))
