@@ -2,9 +2,11 @@
 
     python -m bench.revocation                      # 2 instances x 4 workers, 10 trials each
     python -m bench.revocation --trials 3 --json out.json
+    python -m bench.revocation --sqlite             # the same, all instances on one SQLite file
 
 The stack: the simulator as backend, N gateway instances (gunicorn, W workers each, gthread)
-on one scratch PostgreSQL database (created for the run, dropped after) with Redis for the
+on one scratch PostgreSQL database (created for the run, dropped after; or with ``--sqlite``
+one SQLite file, where hot reads are reused until a commit: keys/commit_stamp.py) with Redis for the
 rate-limit and anomaly counters (``DRAWBRIDGE_REDIS_URL``). Per trial, client threads hammer
 ``GET /v1/videos/{id}`` with ONE key on every instance (keep-alive connections, several per
 instance so that several workers serve them); after a warm-up the key is revoked through the
@@ -70,7 +72,11 @@ def http_session() -> requests.Session:
 
 @dataclass
 class PropagationStack:
-    """Simulator + N gateway instances on one scratch PostgreSQL database and Redis."""
+    """Simulator + N gateway instances on one scratch database and Redis.
+
+    The database is a scratch PostgreSQL database on ``postgres_url``, or with ``sqlite`` a
+    SQLite file that every instance on this machine shares.
+    """
 
     postgres_url: str = DEFAULT_POSTGRES
     redis_url: str = DEFAULT_REDIS
@@ -79,6 +85,7 @@ class PropagationStack:
     threads: int = 4
     # Extra DRAWBRIDGE_* settings for every instance (e.g. trusted proxies, webhooks).
     extra_env: dict[str, str] = field(default_factory=dict)
+    sqlite: bool = False
 
     gateways: list[Service] = field(init=False, default_factory=list)
     simulator: Service = field(init=False)
@@ -111,7 +118,10 @@ class PropagationStack:
             self.directory, api_key=master, job_seconds=0.2, content_bytes=4096
         )
         self._exit.callback(self.simulator.stop)
-        database = self._exit.enter_context(fresh_postgres_database(self.postgres_url))
+        if self.sqlite:
+            database = f"sqlite:///{self.directory / 'drawbridge.db'}"
+        else:
+            database = self._exit.enter_context(fresh_postgres_database(self.postgres_url))
         self.settings_env = {
             "DRAWBRIDGE_DATABASE_URL": database,
             "DRAWBRIDGE_DATABASE_POOL_SIZE": "4",
@@ -568,6 +578,9 @@ def print_trial(trial: Trial) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL")
+    parser.add_argument(
+        "--sqlite", action="store_true", help="one SQLite file shared by every instance"
+    )
     parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis URL (its own db number)")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4)
@@ -583,7 +596,8 @@ def main() -> None:
 
     print(
         f"bench.revocation: {args.instances} instances x {args.workers} workers x "
-        f"{args.threads} threads, PostgreSQL + Redis, {args.clients} client threads per "
+        f"{args.threads} threads, {'SQLite' if args.sqlite else 'PostgreSQL'} + Redis, "
+        f"{args.clients} client threads per "
         f"instance, {args.trials} trials per kind",
         flush=True,
     )
@@ -596,6 +610,7 @@ def main() -> None:
         # 127.0.0.1 collects one auth failure per refused request: do not let the per-IP
         # failure limit turn refusals into 429s between trials.
         extra_env={"DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE": "1000000000"},
+        sqlite=args.sqlite,
     )
     results: dict[str, list[Trial]] = {"revoke": [], "lockdown": []}
     with stack:
