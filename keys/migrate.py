@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from keys.commit_stamp import CommitStamp
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -23,6 +25,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         config = _config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        # A migration writes past keys.db's sessions: say so to the running gateways too.
+        stamp = CommitStamp.for_database(database)
+        if stamp is not None:
+            stamp.renew()
+            stamp.close()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -23,6 +23,7 @@ from keys.db import REUSE_SECONDS, Database, PreparedRead
 from keys.errors import InvalidKey, KeyRejected
 from keys.gate import CHECK_STATEMENT
 from keys.lifecycle import IssuedKey
+from keys.migrate import upgrade
 from keys.store import Store
 
 
@@ -183,3 +184,11 @@ def test_two_mappings_of_a_stamp_see_each_others_renewals(tmp_path: Path) -> Non
 def test_a_stamp_that_cannot_be_mapped_turns_reuse_off(tmp_path: Path) -> None:
     missing_directory = tmp_path / "nowhere" / "some.db"
     assert CommitStamp.for_database(str(missing_directory)) is None
+
+
+def test_a_migration_renews_the_stamp(store: Store) -> None:
+    stamp = store.database.commit_stamp
+    assert stamp is not None
+    before = stamp.current()
+    upgrade(store.database.engine)
+    assert stamp.current() != before
