@@ -10,6 +10,9 @@ graceful_timeout = 30
 keepalive = 5
 accesslog = None  # the gateway writes its own redacted JSON access log
 errorlog = "-"
+# gunicorn's own error (and, if enabled, access) lines are JSON with secrets redacted, like
+# the gateway's; a logger_class of your own should subclass this one.
+logger_class = "gateway.server.GunicornLogger"
 control_socket_disable = True
 # worker_exit defaults to gateway.server.flush_on_worker_exit, which writes the worker's
 # batched usage events and metrics when it stops; a hook of your own should call it too.

@@ -16,8 +16,7 @@ from gateway.errors import ApiError
 from gateway.inputs import (
     json_body,
     optional_string,
-    parse_duration,
-    parse_timestamp,
+    query_int,
     required_string,
 )
 from gateway.openapi import openapi_document
@@ -25,7 +24,9 @@ from gateway.state import current_state
 from gateway.usage_api import query_params, time_window
 from gateway.usage_views import key_report_view
 from gateway.views import iso, key_view, tester_view, token_view
+from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
+from keys.lifecycle import MAX_ROTATION_GRACE
 from keys.policies import PolicyError, policy_from_mapping
 from keys.testers import COHORT_NAME
 
@@ -170,10 +171,9 @@ def rotate_key(key_id: str) -> tuple[Response, int]:
     grace_value = payload.get("grace_seconds", state.settings.rotation_grace_seconds)
     if not isinstance(grace_value, int) or isinstance(grace_value, bool):
         raise InvalidInput("grace_seconds must be an integer", param="grace_seconds")
+    grace = parse_duration(grace_value, "grace_seconds", maximum=MAX_ROTATION_GRACE)
     with state.store.transaction() as tx:
-        issued = tx.keys.rotate(
-            key_id, current_operator().actor, parse_duration(grace_value, "grace_seconds")
-        )
+        issued = tx.keys.rotate(key_id, current_operator().actor, grace)
         view = key_view(issued.key, state.store.clock())
     view["secret"] = issued.secret
     return jsonify(view), 201
@@ -254,17 +254,14 @@ def revoke_token(token_id: str) -> Response:
 
 def _audit_page() -> tuple[int, int]:
     """``after_seq`` and ``limit`` of a page of the audit trail. Raises ApiError (400)."""
-    after, limit = request.args.get("after_seq", "0"), request.args.get("limit", "100")
-    # isascii: str.isdigit() also accepts characters like "²" that int() refuses.
-    if not (after.isascii() and after.isdigit()):
-        raise ApiError(
-            400, "after_seq must be a non-negative integer", "invalid_value", param="after_seq"
-        )
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_AUDIT_PAGE:
+    after = query_int("after_seq", 0)
+    limit = query_int("limit", 100, maximum=MAX_AUDIT_PAGE)
+    assert after is not None and limit is not None
+    if limit < 1:
         raise ApiError(
             400, f"limit must be between 1 and {MAX_AUDIT_PAGE}", "invalid_value", param="limit"
         )
-    return int(after), int(limit)
+    return after, limit
 
 
 @bp.get("/audit")

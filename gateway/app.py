@@ -21,6 +21,7 @@ from gateway import (
 from gateway.alerts import AlertSender
 from gateway.anomalies import AnomalyWatch
 from gateway.errors import ApiError, register_error_handlers
+from gateway.inputs import bound_chunked_body, refuse_unsafe_query
 from gateway.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.limits import add_headers as add_rate_limit_headers
 from gateway.logs import access_log, configure_logging
@@ -145,6 +146,8 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     register_error_handlers(app)
     metrics.init_app(app, settings)
     app.before_request(_start_request)
+    app.before_request(bound_chunked_body)
+    app.before_request(refuse_unsafe_query)
     app.after_request(_finish_request)
     for blueprint in (
         videos.bp,

@@ -9,9 +9,8 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from gateway.auth import current_operator, require_role
-from gateway.errors import ApiError
 from gateway.generations import submit_approved
-from gateway.inputs import json_body, optional_string
+from gateway.inputs import json_body, optional_string, query_int
 from gateway.state import GatewayState, current_state
 from gateway.views import approval_view
 
@@ -24,15 +23,13 @@ READERS = ("admin", "approver", "auditor")
 @bp.get("")
 @require_role(*READERS)
 def list_approvals() -> Response:
-    limit = request.args.get("limit", "100")
-    if not (limit.isascii() and limit.isdigit()):
-        raise ApiError(400, "limit must be an integer", "invalid_value", param="limit")
+    limit = query_int("limit", 100)
     with current_state().store.read() as tx:
         approvals = tx.approvals.list(
             status=request.args.get("status"),
             kind=request.args.get("kind"),
             tester_id=request.args.get("tester_id"),
-            limit=int(limit),
+            limit=limit or 0,
         )
         return jsonify({"object": "list", "data": [approval_view(a) for a in approvals]})
 

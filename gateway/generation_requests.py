@@ -9,6 +9,7 @@ from flask import request
 from urllib3 import encode_multipart_formdata
 
 from gateway.errors import ApiError
+from gateway.inputs import json_body
 from keys.policies import (
     DEFAULT_MODEL,
     DEFAULT_SECONDS,
@@ -41,9 +42,7 @@ def _refuse_unknown(names: set[str]) -> None:
 
 def _fields() -> dict[str, Any]:
     if media_type() == "application/json":
-        payload = request.get_json(silent=True)
-        if not isinstance(payload, dict):
-            raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
+        payload = json_body()
         _refuse_unknown(set(payload))
         return payload
     form, files = request.form, request.files
@@ -67,7 +66,7 @@ def forwarded_body(generation: GenerationRequest) -> tuple[bytes, str]:
         "size": generation.size,
     }
     if media_type() == "application/json":
-        payload = request.get_json(silent=True) or {}
+        payload = json_body()
         if "input_reference" in payload:
             fields["input_reference"] = payload["input_reference"]
         return json.dumps(fields).encode(), "application/json"

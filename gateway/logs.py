@@ -10,6 +10,11 @@ Lines reach stderr through one writer thread per process that wakes ten times a 
 writes what has gathered in one call: request threads never wait on the stream, and a busy
 worker does not wake a thread per line (measured: both cost a loaded worker more than the
 formatting). Lines still queued are written when the process exits.
+
+gunicorn's own error and access logs (``gateway.server.GunicornLogger``) are JSON lines
+through the same redaction: a malformed header line such as ``Authorization Bearer drwb_...``
+is quoted in gunicorn's "Invalid HTTP Header" warning, before the application ever runs.
+Times are RFC 3339 in UTC, to the millisecond (``2026-12-04T13:38:23.123Z``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import sys
 import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
+
+from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState
@@ -66,7 +73,47 @@ class RedactingFilter(logging.Filter):
 
 
 def _timestamp(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+    """RFC 3339 in UTC with milliseconds: ``2026-12-04T13:38:23.123Z``."""
+    whole = int(seconds)
+    millis = min(999, int((seconds - whole) * 1000))
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{millis:03d}Z"
+
+
+def default_redactor() -> RedactingFilter:
+    """Redaction of secrets with the default prefixes, for lines logged before settings are
+    read (gunicorn's master as it starts)."""
+    return RedactingFilter(
+        [KeyFormat(DEFAULT_KEY_PREFIX).embedded, KeyFormat(DEFAULT_ADMIN_TOKEN_PREFIX).embedded],
+        [],
+    )
+
+
+_redactor = default_redactor()
+
+
+def install_redaction(state: GatewayState) -> RedactingFilter:
+    """Redact this gateway's key and token prefixes and its upstream credential from every
+    line, gunicorn's included, from now on; returns the redactor."""
+    global _redactor
+    _redactor = RedactingFilter(
+        [state.store.key_format.embedded, state.store.token_format.embedded],
+        [state.upstream.credential_for_redaction()],
+    )
+    return _redactor
+
+
+class CurrentRedaction(logging.Filter):
+    """Redacts with whatever ``install_redaction`` set last (for handlers made before it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _redactor.filter(record)
+
+
+def to_json_lines(handler: logging.Handler) -> None:
+    """Make a handler someone else set up (gunicorn's) write redacted JSON lines."""
+    handler.setFormatter(JsonFormatter())
+    if not any(isinstance(f, CurrentRedaction) for f in handler.filters):
+        handler.addFilter(CurrentRedaction())
 
 
 class JsonFormatter(logging.Formatter):
@@ -188,10 +235,7 @@ def configure_logging(level: str, state: GatewayState) -> None:
             root.removeHandler(handler)
     _stop_writer()
     _writer = LineWriter(sys.stderr)
-    redactor = RedactingFilter(
-        [state.store.key_format.embedded, state.store.token_format.embedded],
-        [state.upstream.credential_for_redaction()],
-    )
+    redactor = install_redaction(state)
     handler = _LineHandler(_writer)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter())

@@ -14,6 +14,7 @@ from gateway.inputs import json_body, optional_string
 from gateway.state import current_state
 from gateway.views import approval_view, iso, key_view
 from keys.approvals import MAX_LIST
+from keys.durations import parse_duration
 from keys.errors import InvalidInput
 
 bp = Blueprint("me", __name__, url_prefix="/v1")
@@ -86,14 +87,14 @@ def rotate_own_key() -> tuple[Response, int]:
     """Replace the calling key; the old one stops at once unless a short grace is asked."""
     principal = current_principal()
     grace = json_body().get("grace_seconds", 0)
-    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+    if isinstance(grace, bool) or not isinstance(grace, int):
         raise InvalidInput("grace_seconds must be a non-negative integer", param="grace_seconds")
-    if timedelta(seconds=grace) > MAX_SELF_GRACE:
-        raise InvalidInput("grace_seconds may be at most 86400 here", param="grace_seconds")
     store = current_state().store
     with store.transaction() as tx:
         issued = tx.keys.rotate(
-            principal.key_id, f"tester:{principal.tester_id}", timedelta(seconds=grace)
+            principal.key_id,
+            f"tester:{principal.tester_id}",
+            parse_duration(grace, "grace_seconds", maximum=MAX_SELF_GRACE),
         )
         view = key_view(issued.key, store.clock())
     view["secret"] = issued.secret

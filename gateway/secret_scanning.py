@@ -14,7 +14,6 @@ the signer, which tokens were real. docs/leak-response.md weighs the two.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from math import ceil
@@ -31,6 +30,7 @@ from gateway.github_signatures import (
     SignatureRejected,
     SigningKeysUnavailable,
 )
+from gateway.inputs import parse_json
 from gateway.state import EXTENSION, GatewayState, current_state
 from keys.leaks import LeakedSecret
 
@@ -153,8 +153,8 @@ def _verify(payload: bytes, key_id: str, signature: str) -> None:
 def _parse(payload: bytes) -> list[_Record]:
     """The report's records. Raises ApiError (400) for anything but a list of records."""
     try:
-        document: Any = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        document: Any = parse_json(payload)
+    except ApiError:
         raise _malformed("The body is not JSON.") from None
     if not isinstance(document, list):
         raise _malformed("The body must be a JSON array of token records.")

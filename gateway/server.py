@@ -9,8 +9,9 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
-from gateway.logs import flush_logs
+from gateway.logs import flush_logs, to_json_lines
 from gateway.metrics import publish_all
 from keys.usage import flush_buffers
 
@@ -35,6 +36,20 @@ def ignore_terminal_interrupt(worker: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class GunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's error and access logs as JSON lines, through the gateway's redaction.
+
+    gunicorn logs some requests the application never sees (a header line without a colon,
+    a control byte in the request line) and quotes them: without this, a key sent as
+    ``Authorization Bearer drwb_...`` would reach the log in clear."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                to_json_lines(handler)
+
+
 # Defaults for production; config/gunicorn.conf.py documents them and may override them.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "bind": "127.0.0.1:8080",
@@ -53,6 +68,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "control_socket_disable": True,
     "worker_exit": flush_on_worker_exit,
     "post_worker_init": ignore_terminal_interrupt,
+    # JSON and redaction for gunicorn's own lines too; a config file that sets its own
+    # logger_class should subclass this one.
+    "logger_class": GunicornLogger,
 }
 
 

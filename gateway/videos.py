@@ -23,6 +23,7 @@ from gateway.generation_requests import (
     prompt_of,
 )
 from gateway.generations import call_upstream, generate
+from gateway.inputs import json_document
 from gateway.state import current_state
 from gateway.upstream import CONTENT_VARIANTS, video_path
 from keys.gate import VideoRef
@@ -217,10 +218,8 @@ def stream_content(upstream_id: str, variant: str) -> Response:
 @bp.post("/videos/<video_id>/remix")
 @require_tester
 def remix_video(video_id: str) -> Response:
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise ApiError(400, "prompt is required", "missing_required_parameter", param="prompt")
-    prompt = prompt_of(payload)
+    payload = json_document()
+    prompt = prompt_of(payload if isinstance(payload, dict) else {})
     source = requested_video(video_id)
     if source.upstream_id is None:
         raise _not_ready(video_id)

@@ -15,6 +15,7 @@ from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFoun
 from keys.ids import new_id
 from keys.keyformat import KeyFormat
 from keys.models import ROLES, AdminToken
+from keys.text import checked_text, clean_text
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class AdminTokenService:
         self, name: str, role: str, actor: str, expires_at: datetime | None = None
     ) -> IssuedToken:
         """Create a token; the secret is returned once. Raises InvalidInput."""
-        name = name.strip()
+        name = checked_text(name, "name", 200)
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}", param="role")
         if not name or len(name) > 200:
@@ -88,7 +89,8 @@ class AdminTokenService:
             raise Conflict(f"{token_id} is already revoked", code="token_state")
         token.revoked_at, token.revoked_by = self._clock(), actor
         self._session.flush()
-        self._audit.append(actor, "token.revoke", token.id, reason)
+        # Cleaned, never refused: the token is revoked whatever the reason holds.
+        self._audit.append(actor, "token.revoke", token.id, clean_text(reason or "", 2000) or None)
         return token
 
     def list(self) -> list[AdminToken]:

@@ -35,6 +35,7 @@ from keys.errors import InvalidInput
 from keys.keyformat import BASE62, BODY_LENGTH, RANDOM_LENGTH, KeyFormat
 from keys.lifecycle import effective_status
 from keys.models import ApiKey, Tester
+from keys.text import clean_text
 
 # Big enough that per-chunk Python overhead vanishes, small enough for a smooth progress bar.
 CHUNK_SIZE = 16 * 1024 * 1024
@@ -42,6 +43,7 @@ CHUNK_SIZE = 16 * 1024 * 1024
 _LOOKUP_BATCH = 500
 _MAX_URL_IN_REASON = 1000
 _MAX_SOURCE_IN_REASON = 300
+_MAX_REASON = 2000
 _NEWLINE = b"\n"
 _BASE62_BYTES = BASE62.encode("ascii")
 
@@ -391,7 +393,7 @@ class LeakService:
         the reason with the leak's URL and source in the key row and in the audit trail.
         Raises InvalidInput when no reason is given.
         """
-        reason = (reason or "").strip()
+        reason = clean_text(reason or "", _MAX_REASON)
         if not reason:
             raise InvalidInput("a reason is required", param="reason")
         digests = self._digests([leak.secret for leak in leaks])
@@ -443,7 +445,11 @@ class LeakService:
             successor_id = successor.replaced_by_id
 
     def _revoke(self, key: ApiKey, actor: str, reason: str, leak: LeakedSecret) -> None:
-        text = leak_reason(reason, leak.url, leak.source)
+        # Where the leak was seen is the reporter's free text: cleaned, never refused (the
+        # key is revoked whatever it holds), and a key pasted there is masked.
+        url = clean_text(leak.url, _MAX_URL_IN_REASON) or None if leak.url else None
+        source = clean_text(leak.source, _MAX_SOURCE_IN_REASON) or None if leak.source else None
+        text = leak_reason(reason, url, source)
         key.status = "revoked"
         key.revoked_at, key.revoked_by, key.revoked_reason = self._clock(), actor, text
         self._session.flush()
@@ -455,8 +461,8 @@ class LeakService:
             details={
                 "cause": "leak",
                 "tester_id": key.tester_id,
-                "url": leak.url,
-                "source": leak.source,
+                "url": url,
+                "source": source,
             },
         )
 

@@ -31,12 +31,14 @@ from keys.keyformat import KeyFormat
 from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, Tester
 from keys.policies import Policy
 from keys.program import PROGRAM_ROW, Lockdown
+from keys.text import checked_text, clean_text
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 MAX_ROTATION_GRACE = timedelta(days=30)
 # last_used_at is a hint for humans; writing it on every request would serialize traffic.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_METADATA_ENTRIES = 20
+MAX_REASON_CHARS = 2000
 # A key issued only to be watched carries this metadata entry ("true"); any use of it is
 # refused like an unknown key and raises the alarm (keys/anomalies.py).
 HONEYTOKEN = "honeytoken"
@@ -317,6 +319,7 @@ class KeyService:
 
     def resume(self, key_id: str, actor: str, reason: str | None = None) -> ApiKey:
         """Lift a suspension. Raises NotFound, Conflict (not suspended)."""
+        reason = clean_text(reason, MAX_REASON_CHARS) or None if reason else None
         key = self._locked(key_id)
         if key.status != "suspended":
             raise Conflict(f"{key_id} is not suspended", code="key_state")
@@ -444,11 +447,11 @@ def needs_touch(last_used_at: datetime | None, now: datetime) -> bool:
 
 
 def _required_reason(reason: str | None) -> str:
-    reason = (reason or "").strip()
+    """The reason of a state change, cleaned rather than refused (keys/text.py): a key must be
+    revoked or suspended whatever the text beside the request holds."""
+    reason = clean_text(reason or "", MAX_REASON_CHARS)
     if not reason:
         raise InvalidInput("a reason is required", param="reason")
-    if len(reason) > 2000:
-        raise InvalidInput("reason must be at most 2000 characters", param="reason")
     return reason
 
 
@@ -461,7 +464,7 @@ def _checked_metadata(metadata: dict[str, Any]) -> dict[str, str]:
             raise InvalidInput("metadata names and values must be strings", param="metadata")
         if not 0 < len(name) <= 64 or len(value) > 500:
             raise InvalidInput("metadata names 1-64 chars, values up to 500", param="metadata")
-        checked[name] = value
+        checked[checked_text(name, "metadata", 64)] = checked_text(value, "metadata", 500)
     return checked
 
 

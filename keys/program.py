@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from keys.audit import AuditTrail
 from keys.errors import DomainError, InvalidInput
 from keys.models import ProgramState
+from keys.text import clean_text
 
 PROGRAM_ROW = 1
 
@@ -32,7 +33,8 @@ class ProgramService:
 
     def set_lockdown(self, on: bool, actor: str, reason: str | None) -> ProgramState:
         """Raise or lower the kill switch. Raising it needs a reason."""
-        reason = (reason or "").strip() or None
+        # Cleaned, never refused: the kill switch works whatever its reason holds.
+        reason = clean_text(reason or "", 2000) or None
         if on and not reason:
             raise InvalidInput("a reason is required to lock down the program", param="reason")
         row = self._session.get(ProgramState, PROGRAM_ROW, with_for_update=True)

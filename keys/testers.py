@@ -13,6 +13,7 @@ from keys.audit import AuditTrail
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
 from keys.models import Tester
+from keys.text import checked_text
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 COHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -26,7 +27,8 @@ class TesterService:
 
     def add(self, name: str, email: str, actor: str, cohort: str = "default") -> Tester:
         """Register a tester. Raises InvalidInput, Conflict (email taken)."""
-        name, email = name.strip(), email.strip().lower()
+        name = checked_text(name, "name", 200)
+        email = checked_text(email, "email", 320).lower()
         if not name or len(name) > 200:
             raise InvalidInput("name must be 1-200 characters", param="name")
         if not _EMAIL.fullmatch(email) or len(email) > 320:

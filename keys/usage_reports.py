@@ -22,6 +22,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from keys.durations import UNITS, parse_duration
 from keys.errors import InvalidInput, NotFound
 from keys.models import ApiKey, Approval, Tester, UsageDaily, UsageEvent, Video
 from keys.usage import COUNTS, OUTCOMES
@@ -41,8 +42,6 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _COHORT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ROUTE = re.compile(r"[ -~]{1,64}")
 _STATUS = re.compile(r"[1-5](?:\d\d|xx)")
-_AGO = re.compile(r"(\d{1,6})([mhdw])")
-_AGO_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 EVENT_COLUMNS = tuple(column.name for column in UsageEvent.__table__.columns)
 
@@ -51,10 +50,11 @@ def parse_time(text: str, param: str, now: datetime) -> datetime:
     """An ISO 8601 time with a zone, a UTC date (``2026-11-27``), or a span ago (``90m``,
     ``24h``, ``7d``, ``2w``). Raises InvalidInput."""
     text = text.strip()
-    ago = _AGO.fullmatch(text)
+    if text[:1].isdigit() and text[-1:].lower() in UNITS.keys() - {""}:
+        # A span ago, in the one duration grammar (keys/durations.py); a unit is required
+        # so that a bare number is never taken for a time.
+        return now - parse_duration(text, param, require_unit=True)
     try:
-        if ago:
-            return now - timedelta(seconds=int(ago.group(1)) * _AGO_UNITS[ago.group(2)])
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))

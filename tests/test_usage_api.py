@@ -924,7 +924,7 @@ def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
         assert entry is not None and entry.action == "usage.prune"
         assert entry.details["deleted"] == 7
     assert "OK" in run("audit", "verify").output
-    assert "deleted 0" in run("usage", "prune", "--older-than", "400").output
+    assert "deleted 0" in run("usage", "prune", "--older-than", "400d").output
 
 
 def test_gunicorns_worker_exit_hook_writes_the_batch(store: Store) -> None:

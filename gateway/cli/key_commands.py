@@ -15,8 +15,8 @@ from gateway.cli.base import (
     table,
     transaction,
 )
-from gateway.inputs import parse_duration, parse_timestamp
 from gateway.views import key_view
+from keys.durations import parse_duration, parse_timestamp
 from keys.store import Transaction
 
 # -- keys ------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from gateway.cli.base import (
     table,
     transaction,
 )
-from gateway.inputs import parse_duration
 from gateway.views import tester_view, token_view
+from keys.durations import parse_duration
 
 # -- tokens ----------------------------------------------------------------------------
 

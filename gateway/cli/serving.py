@@ -14,6 +14,7 @@ from gateway.cli.base import (
     domain_errors,
     main,
 )
+from gateway.logs import install_redaction
 from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
 
@@ -39,7 +40,10 @@ def serve(
     context: Context = ctx.obj
     with domain_errors():
         # Fail fast on bad settings here, not in every forked worker.
-        build_state(context.settings).store.database.dispose()
+        state = build_state(context.settings)
+        state.store.database.dispose()
+        # gunicorn's master logs too: its lines are redacted for these prefixes and credential.
+        install_redaction(state)
         # Before the workers fork: they share it to answer /metrics for all of them.
         prepare_spool_dir(context.settings)
     run(

@@ -12,6 +12,8 @@ import click
 from gateway.cli.base import Context, cli_actor, domain_errors, emit, main, table, transaction
 from gateway.cli.key_commands import keys_group
 from gateway.usage_views import FORMATS, daily_view, export_chunks, key_report_view
+from keys.durations import describe, parse_duration
+from keys.errors import InvalidInput
 from keys.usage_reports import PRUNE_BATCH, UsageFilter, parse_time
 
 
@@ -118,21 +120,26 @@ def _write(stream: IO[str], chunks: Iterator[str]) -> None:
 @click.option(
     "--older-than",
     "older_than",
-    type=click.IntRange(min=1),
     default=None,
-    help="Days to keep (default: the usage_retention_days setting)",
+    help="A duration with its unit, e.g. 400d (default: the usage_retention_days setting)",
 )
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=PRUNE_BATCH)
 @click.option("--dry-run", is_flag=True, help="Only count what would go")
 @click.pass_context
-def usage_prune(ctx: click.Context, older_than: int | None, batch_size: int, dry_run: bool) -> None:
+def usage_prune(ctx: click.Context, older_than: str | None, batch_size: int, dry_run: bool) -> None:
     """Delete usage events past the retention, in batches (the audit trail is never pruned;
     daily totals stay)."""
     context: Context = ctx.obj
     with domain_errors():
-        days = older_than or context.settings.usage_retention_days
+        keep = (
+            parse_duration(older_than, "older_than", require_unit=True)
+            if older_than is not None
+            else timedelta(days=context.settings.usage_retention_days)
+        )
+        if keep <= timedelta(0):
+            raise InvalidInput("older_than must be more than 0", param="older_than")
         store = context.store
-        before = store.clock() - timedelta(days=days)
+        before = store.clock() - keep
         if dry_run:
             with store.read() as tx:
                 click.echo(f"would delete {tx.usage_reports.count_before(before)} events")
@@ -151,7 +158,7 @@ def usage_prune(ctx: click.Context, older_than: int | None, batch_size: int, dry
                     cli_actor(),
                     "usage.prune",
                     "usage_events",
-                    f"retention {days} days",
+                    f"retention {describe(keep)}",
                     details={"before": before.isoformat(), "deleted": deleted},
                 )
     click.echo(f"deleted {deleted} usage events older than {before.isoformat()}")

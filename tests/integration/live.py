@@ -37,6 +37,23 @@ access_log_format = 'gunicorn-access pid=%(p)s "%(m)s %(U)s" %(s)s'
 """
 
 
+def access_record(line: str) -> str | None:
+    """The message of a gunicorn access log line (a JSON line, like every line the gateway
+    and gunicorn write: gateway/server.py GunicornLogger), or None for any other line."""
+    if '"gunicorn.access"' not in line:
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return str(record["message"]) if record.get("logger") == "gunicorn.access" else None
+
+
+def access_lines(log_text: str) -> list[str]:
+    """The messages of the gunicorn access log lines in a log."""
+    return [m for line in log_text.splitlines() if (m := access_record(line)) is not None]
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: no DRAWBRIDGE_* settings leak in from the shell."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("DRAWBRIDGE_")}

@@ -16,6 +16,7 @@ import requests
 from tests.integration.live import (
     LiveGateway,
     TesterKey,
+    access_lines,
     child_pids,
     error_of,
     sdk_error_code,
@@ -78,7 +79,7 @@ def test_revoked_key_is_refused_by_every_worker_on_its_next_request(
         return live_gateway.tester_get(f"/videos/{probe}_{n}", tester_key.secret)
 
     def pids_seen() -> set[int]:
-        for pid, path, status in _ACCESS_LINE.findall(process.log_text()):
+        for pid, path, status in _ACCESS_LINE.findall("\n".join(access_lines(process.log_text()))):
             if f"/{probe}_" in path:
                 assert status == "401", (path, status)
                 answered[path] = int(pid)

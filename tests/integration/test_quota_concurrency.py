@@ -15,7 +15,13 @@ import pytest
 import requests
 
 from tests.integration.fleet import gateway_fleet, query
-from tests.integration.live import HTTP_TIMEOUT, LiveGateway, LiveSimulator, http_session
+from tests.integration.live import (
+    HTTP_TIMEOUT,
+    LiveGateway,
+    LiveSimulator,
+    access_lines,
+    http_session,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +171,7 @@ def pids_that_answered(gateways: list[LiveGateway]) -> set[str]:
     pids = set()
     for gateway in gateways:
         text = Path(gateway.log_path).read_text(errors="replace")
-        for line in text.splitlines():
+        for line in access_lines(text):
             if line.startswith("gunicorn-access") and '"POST /v1/videos"' in line:
                 pids.add(line.split()[1])
     return pids

@@ -34,6 +34,8 @@ from tests.integration.live import (
     HTTP_TIMEOUT,
     LiveGateway,
     LiveSimulator,
+    access_lines,
+    access_record,
     child_pids,
     http_session,
     is_alive,
@@ -103,7 +105,8 @@ def answering_workers(gateway: LiveGateway, path: str) -> set[str]:
     """Worker pids in the test's gunicorn access log (tests/integration/live.py)."""
     return set(
         re.findall(
-            rf'gunicorn-access pid=<?(\d+)>? "GET {re.escape(path)}"', gateway.log_path.read_text()
+            rf'gunicorn-access pid=<?(\d+)>? "GET {re.escape(path)}"',
+            "\n".join(access_lines(gateway.log_path.read_text())),
         )
     )
 
@@ -334,7 +337,7 @@ def _assert_no_secret_anywhere(
     log = "\n".join(
         line
         for line in gateway.log_path.read_text(errors="replace").splitlines()
-        if not line.startswith("gunicorn-access")
+        if access_record(line) is None
     )
     places = {"log": log.encode(), **{f"output {n}": o.encode() for n, o in enumerate(outputs)}}
     for n, blob in enumerate(_database_text(backend, url)):
