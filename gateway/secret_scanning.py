@@ -165,10 +165,12 @@ def _parse(payload: bytes) -> list[_Record]:
         token = item.get("token")
         if not isinstance(token, str) or not token or len(token) > _MAX_FIELD_CHARS:
             raise _malformed(f"Record {index} has no token string.", param=f"[{index}].token")
+        # Where the token was seen is free text: however long, and whatever it holds (NUL,
+        # lone surrogates), the token is revoked; the domain cleans and clips it.
         fields = {}
         for name in ("type", "url", "source"):
             value = item.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > _MAX_FIELD_CHARS):
+            if value is not None and not isinstance(value, str):
                 raise _malformed(
                     f"Record {index}: {name} must be a string.", param=f"[{index}].{name}"
                 )

@@ -17,6 +17,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from keys.errors import InvalidInput
+from keys.text import checked_text, mask_secrets
+
 # The values the OpenAI Videos API knows; a policy can only narrow them.
 KNOWN_MODELS = ("sora-2", "sora-2-pro")
 KNOWN_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
@@ -152,7 +155,12 @@ def _rule(index: int, raw: Any) -> PromptRule:
         raise error(f"{name}.action must be 'deny' or 'hold'", "action")
     if not isinstance(reason, str) or not reason.strip():
         raise error(f"{name}.reason must say why (testers see it)", "reason")
-    return PromptRule(pattern, action, reason.strip())
+    for setting, text in (("pattern", pattern), ("reason", reason)):
+        try:
+            checked_text(text, f"{name}.{setting}", 500)
+        except InvalidInput as exc:
+            raise error(exc.message, setting) from None
+    return PromptRule(pattern, action, mask_secrets(reason.strip()))
 
 
 def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
