@@ -247,3 +247,24 @@ def make_token(store: Store) -> Callable[..., IssuedToken]:
             return tx.tokens.create(name or f"{role} token", role, "test:setup")
 
     return make
+
+
+# -- after the whole suite -------------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Grep every log, dump, export and metrics file the tests wrote for raw secrets; any
+    found fails the run (tests/leak_sweep.py)."""
+    from tests.leak_sweep import sweep
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or session.config.option.collectonly or not session.testscollected:
+        return
+    leaks = sweep(factory.getbasetemp())
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "raw secrets in the suite's logs, dumps and exports", red=True)
+            for line in leaks:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -32,7 +32,7 @@ from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFo
 from keys.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry, Tester
 from keys.store import Store
-from tests.helpers import UPSTREAM_URL, bearer
+from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer
 from tests.test_error_shape import assert_error
 
 KEYS_URL = "https://github-meta.test/meta/public_keys/secret_scanning"
@@ -338,6 +338,12 @@ def test_the_corpus_over_every_route(app: Any, caller: Caller, backend: str) -> 
             if arguments:
                 caller.call(method, concrete(rule, dict.fromkeys(arguments, value)))
     assert calls > 1000
+    # Whatever came in, /metrics and the audit trail hold no raw secret.
+    metrics = caller.client.get("/metrics").get_data(as_text=True)
+    with caller.store.read() as tx:
+        trail = json.dumps([(e.reason, e.details) for e in tx.session.scalars(select(AuditEntry))])
+    for secret in (LIVE_LOOKING_KEY, LIVE_LOOKING_TOKEN, caller.admin.secret, UPSTREAM_CREDENTIAL):
+        assert secret not in metrics and secret not in trail
 
 
 JSON_LEAVES = st.one_of(

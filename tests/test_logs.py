@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 from gateway.logs import REDACTED, AccessLog, JsonFormatter, LineWriter, RedactingFilter
 from keys.keyformat import KeyFormat
@@ -90,3 +91,31 @@ def test_access_lines_are_json_in_the_record_shape_with_secrets_masked() -> None
     assert entry["logger"] == "drawbridge.access" and entry["message"] == "request"
     assert entry["status"] == 404 and entry["path"] == f"/v1/videos/{REDACTED}"
     assert set(entry) >= {"time", "level", "request_id"}
+
+
+def test_times_are_rfc_3339_in_utc_with_milliseconds() -> None:
+    record = logging.makeLogRecord({"msg": "x", "levelno": logging.INFO, "created": 1796390303.25})
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["time"] == "2026-12-04T13:18:23.250Z"
+    assert datetime.fromisoformat(entry["time"]) == datetime.fromtimestamp(1796390303.25, UTC)
+
+
+def test_gunicorns_handlers_write_redacted_json_lines() -> None:
+    """gateway/server.py GunicornLogger turns gunicorn's handlers into these."""
+    from gateway.logs import to_json_lines
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    to_json_lines(handler)
+    to_json_lines(handler)  # gunicorn runs setup again on reload: still one filter
+    logger = logging.getLogger("gunicorn.error.test")
+    logger.addHandler(handler)
+    try:
+        key = KeyFormat("drwb").generate()
+        logger.warning("Invalid request from ip=%s: %s", "127.0.0.1", f"'Authorization {key}'")
+    finally:
+        logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert key not in stream.getvalue() and REDACTED in entry["message"]
+    assert entry["logger"] == "gunicorn.error.test" and entry["level"] == "WARNING"
+    assert len(handler.filters) == 1
