@@ -118,7 +118,8 @@ def generation_request() -> GenerationRequest:
     raw_seconds = fields.get("seconds", DEFAULT_SECONDS)
     raw_seconds = DEFAULT_SECONDS if raw_seconds in (None, "") else raw_seconds
     text = str(raw_seconds)
-    if isinstance(raw_seconds, bool) or not (text.isascii() and text.isdigit()):
+    # len: int() refuses more than 4300 digits with a ValueError.
+    if isinstance(raw_seconds, bool) or not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise _invalid("seconds", KNOWN_SECONDS)
     seconds = int(text)
     if seconds not in KNOWN_SECONDS:

@@ -93,7 +93,7 @@ def create_video() -> Response:
 def list_videos() -> Response:
     limit_text = request.args.get("limit", "20")
     # isascii: str.isdigit() also accepts characters like "²" that int() refuses.
-    if not (limit_text.isascii() and limit_text.isdigit()):
+    if not (limit_text.isascii() and limit_text.isdigit()) or len(limit_text) > 9:
         raise ApiError(
             400, "limit must be an integer between 1 and 100", "invalid_value", param="limit"
         )

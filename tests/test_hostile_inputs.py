@@ -13,8 +13,9 @@ import io
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -121,6 +122,7 @@ QUERY_VALUES = [
     "999999999w",
     LIVE_LOOKING_KEY[:-1] + "?",
     "a" * 5000,
+    "9" * 5000,  # int() refuses more than 4300 digits
 ]
 QUERY_NAMES = (
     "after",
@@ -191,6 +193,7 @@ class Caller:
     github_key: ec.EllipticCurvePrivateKey
     path_values: dict[str, str]
     tester_secret: str = ""
+    tester_statuses: Counter[int] = field(default_factory=Counter)
 
     def headers_for(self, path: str, body: bytes) -> dict[str, str]:
         if path.startswith(TESTER_PREFIXES):
@@ -222,6 +225,8 @@ class Caller:
         )
         response.get_data()  # a streamed body fails here, if it fails
         check(response, f"{method} {path} {query!r} {data[:120]!r}")
+        if path.startswith(TESTER_PREFIXES):
+            self.tester_statuses[response.status_code] += 1
         if path.startswith(TESTER_PREFIXES) and response.status_code == 401:
             self.tester_secret = ""  # revoked or rotated by this very request: a fresh one
         if path.startswith(("/v1/me/revoke", "/v1/me/rotate")) and response.status_code < 300:
@@ -270,6 +275,24 @@ def caller(
     github_key: ec.EllipticCurvePrivateKey,
 ) -> Caller:
     home = make_tester(name="Home")
+    # No rate limit, quota or anomaly rule may stop hostile requests before they are read.
+    unlimited = dict.fromkeys(
+        (
+            "requests_per_minute",
+            "requests_per_day",
+            "generations_per_day",
+            "video_seconds_per_day",
+            "video_seconds_per_month",
+            "concurrent_jobs",
+        ),
+        10**9,
+    )
+    with store.transaction() as tx:
+        tx.policies.set_overrides(
+            home.id,
+            {**unlimited, "anomaly_rate_factor": 0, "anomaly_max_client_ips": 0},
+            "test:setup",
+        )
     victim = make_key()
     caller = Caller(
         client,
@@ -338,6 +361,7 @@ def test_the_corpus_over_every_route(app: Any, caller: Caller, backend: str) -> 
             if arguments:
                 caller.call(method, concrete(rule, dict.fromkeys(arguments, value)))
     assert calls > 1000
+    assert caller.tester_statuses[429] == 0, caller.tester_statuses  # every request was read
     # Whatever came in, /metrics and the audit trail hold no raw secret.
     metrics = caller.client.get("/metrics").get_data(as_text=True)
     with caller.store.read() as tx:
@@ -392,6 +416,29 @@ def test_hypothesis_over_every_route(app: Any, caller: Caller) -> None:
             caller.call(method, path, json.dumps(payload).encode())
 
     run()
+
+
+@pytest.mark.both_databases
+def test_multipart_creates_with_hostile_fields(caller: Caller) -> None:
+    """The openai SDK sends creates as multipart: form fields are free text too."""
+    for value in [v for v in HOSTILE_VALUES if isinstance(v, str)] + ["9" * 5000, "4\x00"]:
+        for name in ("prompt", "model", "seconds", "size", "input_reference"):
+            fields = {"prompt": "a lighthouse", name: value}
+            body = b"".join(
+                b'--hostile\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+                % (field.encode(), text.encode("utf-8", "surrogatepass"))
+                for field, text in fields.items()
+            )
+            response = caller.client.post(
+                "/v1/videos",
+                data=body + b"--hostile--\r\n",
+                headers={
+                    **caller.headers_for("/v1/videos", b""),
+                    "Content-Type": "multipart/form-data; boundary=hostile",
+                },
+            )
+            check(response, f"multipart {name}={value[:40]!r}")
+            assert response.status_code not in (401, 429), response.get_data(as_text=True)
 
 
 # -- revocation never fails open --------------------------------------------------------

@@ -25,15 +25,13 @@ RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def send_raw(gateway: LiveGateway, request: bytes) -> bytes:
-    """Send bytes as they are, and read the answer until the server closes."""
+    """Send bytes as they are, and read the answer until the server closes the connection."""
     address = urlsplit(gateway.base)
     with socket.create_connection((address.hostname, address.port), timeout=15) as sock:
         sock.sendall(request)
         answer = b""
-        while chunk := sock.recv(65536):
+        while chunk := sock.recv(65536):  # the server closes after an error
             answer += chunk
-            if b"\r\n\r\n" in answer and b"Connection: close" in answer:
-                break
     return answer
 
 
