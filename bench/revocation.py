@@ -5,9 +5,10 @@
     python -m bench.revocation --sqlite             # the same, all instances on one SQLite file
 
 The stack: the simulator as backend, N gateway instances (gunicorn, W workers each, gthread)
-on one scratch PostgreSQL database (created for the run, dropped after; or with ``--sqlite``
-one SQLite file, where hot reads are reused until a commit: keys/commit_stamp.py) with Redis for the
-rate-limit and anomaly counters (``DRAWBRIDGE_REDIS_URL``). Per trial, client threads hammer
+on one scratch PostgreSQL database (created for the run, dropped after; hot reads reused
+until a commit notice: keys/commit_notices.py) or with ``--sqlite`` one SQLite file (hot
+reads reused until a commit: keys/commit_stamp.py), with Redis for the rate-limit and
+anomaly counters (``DRAWBRIDGE_REDIS_URL``). Per trial, client threads hammer
 ``GET /v1/videos/{id}`` with ONE key on every instance (keep-alive connections, several per
 instance so that several workers serve them); after a warm-up the key is revoked through the
 admin API (or the program locked down), hammering goes on for a while, then stops. Every

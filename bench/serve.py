@@ -108,9 +108,17 @@ def _patch_stream_1mib() -> None:
     gateway.upstream.STREAM_CHUNK_BYTES = 1024 * 1024  # read at call time by _chunks
 
 
+def _patch_no_reuse() -> None:
+    import keys.db
+
+    # The hot read as it was before rows were reused: a database read on every request.
+    keys.db.Database.change_signal = property(lambda self: None)  # type: ignore[assignment,method-assign]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "limiter-timer": _patch_limiter_timer,
     "stream-1mib": _patch_stream_1mib,
+    "no-reuse": _patch_no_reuse,
 }
 
 

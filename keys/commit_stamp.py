@@ -18,7 +18,8 @@ the row is never used again.
 What the stamp cannot see: a write that did not go through ``keys.db`` (a hand-edited
 database), or a writer killed between its commit and its stamp. Readers therefore also
 bound a row's age (``keys.db.REUSE_SECONDS``). Only SQLite files get a stamp: every process
-that writes a SQLite database shares its host. PostgreSQL is read on every request.
+that writes a SQLite database shares its host. PostgreSQL, which other hosts write, has commit
+notices and a write wait instead (``keys/commit_notices.py``).
 """
 
 from __future__ import annotations

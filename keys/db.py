@@ -3,6 +3,12 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and every write
 transaction starts with ``BEGIN IMMEDIATE`` so writers queue for the lock up front instead of
 failing when a read transaction tries to upgrade. PostgreSQL runs through psycopg 3.
+
+The hot read (keys/gate.py) reuses its row until the database says something changed: on a
+SQLite file through a shared commit stamp (keys/commit_stamp.py), on PostgreSQL through
+commit notices (keys/commit_notices.py) together with a write wait: a write transaction that
+can take access away returns only once every row read before its commit is too old to be
+reused (``REUSE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -12,22 +18,53 @@ from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import DateTime, Engine, Select, create_engine, event
+from sqlalchemy import DateTime, Engine, Select, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.expression import TextClause
 from sqlalchemy.types import TypeDecorator
 
+from keys.commit_notices import NOTIFY_SQL, CommitNotices
 from keys.commit_stamp import CommitStamp
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# How long a reused hot-read row may be trusted at most, for changes the commit stamp cannot
-# see (keys/commit_stamp.py): a hand-edited database, a writer killed right after its commit.
+# How long a reused hot-read row may be trusted at most, timed from before its query was
+# sent. On SQLite: for changes the commit stamp cannot see (a hand-edited database, a writer
+# killed right after its commit). On PostgreSQL it is also how long a write that can take
+# access away waits after its commit, so that it is in force on every host when it returns.
 REUSE_SECONDS = 0.1
+# Added to the write wait: hosts' monotonic clocks may run at rates a few hundred parts per
+# million apart (NTP slewing), i.e. well under a millisecond of REUSE_SECONDS.
+WAIT_MARGIN_SECONDS = 0.005
 # Rows kept for reuse per statement and process; past that, all are forgotten at once.
 REUSE_MAX_ROWS = 4096
+
+# The tables the hot read (keys/gate.py) reads. A PostgreSQL transaction that writes one of
+# them sends a commit notice; unless every such write is access-neutral, it also waits out
+# REUSE_SECONDS after its commit.
+HOT_TABLES = frozenset(
+    {"api_keys", "testers", "cohort_policies", "policy_overrides", "program_state", "videos"}
+)
+# Writes that can only grant access, never take it away, send a notice but need not wait:
+# a new key or tester is a row no request found before (and "not found" is never reused);
+# a video row admits no one and refuses no one (the key does, and a tester only ever sees
+# their own videos; a video recorded a moment ago is never missed, see keys/gate.py); and a
+# statement run with ACCESS_NEUTRAL (recording when a key was last used).
+ACCESS_NEUTRAL_INSERTS = frozenset({"api_keys", "testers", "videos"})
+ACCESS_NEUTRAL_TABLES = frozenset({"videos"})
+ACCESS_NEUTRAL = {"drawbridge_access_neutral": True}
+_HOT_WRITE = "drawbridge_hot_write"
+_NOTICE_ONLY, _NOTICE_AND_WAIT = 1, 2
+
+
+class ChangeSignal(Protocol):
+    """What a reused row is filed under: a stamp or generation, None when nothing may be
+    reused now."""
+
+    def current(self) -> Any: ...
 
 
 class Base(DeclarativeBase):
@@ -78,7 +115,48 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     # No pre-ping: it would cost a round trip on every checkout of the hot path. A connection
     # that died with the server fails its request with a 503 (fail closed; clients retry)
     # and is replaced; recycling bounds how long an idle connection is trusted.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
+    _track_hot_writes(engine)
+    return engine
+
+
+def _track_hot_writes(engine: Engine) -> None:
+    """Note, per transaction, whether it wrote a table the hot read reads, and whether it
+    could have taken access away (``Database.session`` then sends a notice and waits)."""
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.info.pop(_HOT_WRITE, None)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after_execute(
+        connection: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        kind = _hot_write_kind(statement, context)
+        if kind > connection.info.get(_HOT_WRITE, 0):
+            connection.info[_HOT_WRITE] = kind
+
+
+def _hot_write_kind(statement: str, context: Any) -> int:
+    """0 for anything that changes no hot table, else _NOTICE_ONLY or _NOTICE_AND_WAIT."""
+    compiled = getattr(context, "compiled", None)
+    dml = getattr(compiled, "statement", None)
+    if context is None or compiled is None or isinstance(dml, TextClause):
+        # Hand-written SQL: a change to any table counts as one that can take access away.
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        return _NOTICE_AND_WAIT if verb in ("INSERT", "UPDATE", "DELETE", "MERGE") else 0
+    if not (context.isinsert or context.isupdate or context.isdelete):
+        return 0
+    table = getattr(getattr(dml, "table", None), "name", None)
+    if table is not None and table not in HOT_TABLES:
+        return 0
+    if (
+        table in ACCESS_NEUTRAL_TABLES
+        or (context.isinsert and table in ACCESS_NEUTRAL_INSERTS)
+        or context.execution_options.get("drawbridge_access_neutral")
+    ):
+        return _NOTICE_ONLY
+    return _NOTICE_AND_WAIT
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -110,22 +188,44 @@ class Database:
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(writer, expire_on_commit=False)
-        self._prepared: dict[tuple[int, bool], PreparedRead] = {}
+        self._prepared: dict[tuple[int, bool, tuple[str, ...]], PreparedRead] = {}
         path = make_url(self.engine.url).database if self.dialect == "sqlite" else None
         self.commit_stamp = CommitStamp.for_database(path) if path and path != ":memory:" else None
+        self.commit_notices = (
+            CommitNotices(self._listening_connection) if self.dialect == "postgresql" else None
+        )
 
-    def prepared(self, statement: Select[Any], *, reuse_until_commit: bool = False) -> PreparedRead:
+    @property
+    def change_signal(self) -> ChangeSignal | None:
+        """What the hot read's reuse follows on this database, if anything."""
+        return self.commit_stamp or self.commit_notices
+
+    def _listening_connection(self) -> Any:
+        """A new DBAPI connection outside the pool, for the commit notices' listener."""
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        return self.engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+
+    def prepared(
+        self,
+        statement: Select[Any],
+        *,
+        reuse_until_commit: bool = False,
+        found_only: tuple[str, ...] = (),
+    ) -> PreparedRead:
         """``statement`` as a ``PreparedRead`` on this database, compiled on first use.
 
-        With ``reuse_until_commit``, a row found is reused until anything is committed to
-        the database (where the database has a commit stamp; see ``PreparedRead``).
-        For module-level statements only: they are remembered by identity.
+        With ``reuse_until_commit``, a row found is reused until the database signals a
+        change (a commit stamp on SQLite, commit notices on PostgreSQL; see
+        ``PreparedRead``). For module-level statements only: they are remembered by identity.
         """
-        name = (id(statement), reuse_until_commit)
+        name = (id(statement), reuse_until_commit, found_only)
         read = self._prepared.get(name)
         if read is None:
             read = PreparedRead(
-                self, statement, stamp=self.commit_stamp if reuse_until_commit else None
+                self,
+                statement,
+                stamp=self.change_signal if reuse_until_commit else None,
+                found_only=found_only,
             )
             read = self._prepared.setdefault(name, read)
         return read
@@ -134,17 +234,42 @@ class Database:
     def session(self, *, write: bool) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         factory = self._writers if write else self._readers
+        hot_write = 0
         try:
-            with factory() as session, session.begin():
-                yield session
+            with factory() as session:
+                with session.begin():
+                    yield session
+                    if write and self.commit_notices is not None:
+                        hot_write = self._announce(session)
+                if hot_write == _NOTICE_AND_WAIT:
+                    self._wait_out_reuse()
         finally:
             # After the commit (or whatever ended it): from here on, no process reuses a
             # row read before this transaction's changes were visible.
             if write and self.commit_stamp is not None:
                 self.commit_stamp.renew()
 
+    def _wait_out_reuse(self) -> None:
+        """After a commit that can take access away: return only when no process, on any
+        host, can still reuse a row read before it. Notices usually end that reuse within
+        milliseconds, but they arrive after the commit, not before this call returns;
+        the bound is what holds everywhere: a row is reused for at most REUSE_SECONDS
+        from before its query was sent, and its query was sent before this commit."""
+        time.sleep(REUSE_SECONDS + WAIT_MARGIN_SECONDS)
+
+    def _announce(self, session: Session) -> int:
+        """Before the commit: send the commit notice if this transaction wrote a hot table
+        (PostgreSQL delivers it once the commit is durable). Returns what was written."""
+        connection = session.connection()
+        hot_write: int = connection.info.get(_HOT_WRITE, 0)
+        if hot_write:
+            session.execute(text(NOTIFY_SQL))
+        return hot_write
+
     def dispose(self) -> None:
-        """Close pooled connections (after fork, or at shutdown)."""
+        """Close pooled connections (after fork, or at shutdown) and stop listening."""
+        if self.commit_notices is not None:
+            self.commit_notices.close()
         self.engine.dispose()
 
 
@@ -164,15 +289,24 @@ class PreparedRead:
     Parameters must be values the driver takes as they are (text, integers): a statement
     whose parameters need conversion is refused when it is prepared.
 
-    Given a commit stamp (keys/commit_stamp.py), a row found is reused, for the same
-    parameters, while the stamp is unchanged and for at most ``REUSE_SECONDS``: no commit
-    since it was read, no driver call now. Each reuse converts the stored driver values
-    anew, so no caller shares a parsed JSON value with another. "Not found" is never
-    reused: a key issued a moment ago works at once, and made-up keys cannot fill memory.
+    Given a change signal (a SQLite commit stamp, keys/commit_stamp.py, or PostgreSQL commit
+    notices, keys/commit_notices.py), a row found is reused, for the same parameters, while
+    the signal is unchanged and for at most ``REUSE_SECONDS``: no change since it was read,
+    no driver call now. A signal that says None (notices may be missed) reuses nothing.
+    Each reuse converts the stored driver values anew, so no caller shares a parsed JSON
+    value with another. "Not found" is never reused: a key issued a moment ago works at
+    once, and made-up keys cannot fill memory. Nor is a row that lacks what a parameter in
+    ``found_only`` asked for (a column of the same name is NULL although the parameter is
+    set): a video recorded a moment ago is found at once too.
     """
 
     def __init__(
-        self, database: Database, statement: Select[Any], *, stamp: CommitStamp | None = None
+        self,
+        database: Database,
+        statement: Select[Any],
+        *,
+        stamp: ChangeSignal | None = None,
+        found_only: tuple[str, ...] = (),
     ) -> None:
         engine = database.engine
         dialect = engine.dialect
@@ -195,7 +329,9 @@ class PreparedRead:
             if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))
         ]
         self._stamp = stamp
-        self._reused: dict[tuple[Any, ...], tuple[bytes, float, tuple[Any, ...]]] = {}
+        names = [column.key for column in columns]
+        self._found_only = [(name, names.index(name)) for name in found_only]
+        self._reused: dict[tuple[Any, ...], tuple[Any, float, tuple[Any, ...]]] = {}
 
     def first(self, **values: Any) -> Any | None:
         """The first row (attributes named as the statement's columns), or None."""
@@ -205,7 +341,7 @@ class PreparedRead:
         if self._stamp is None:
             raw = self._fetch(params)
         else:
-            raw = self._fetch_or_reuse(params, self._stamp)
+            raw = self._fetch_or_reuse(values, params, self._stamp)
         if raw is None:
             return None
         converted = list(raw)
@@ -213,16 +349,24 @@ class PreparedRead:
             converted[index] = processor(converted[index])
         return self._row._make(converted)
 
-    def _fetch_or_reuse(self, params: Any, stamp: CommitStamp) -> tuple[Any, ...] | None:
+    def _fetch_or_reuse(
+        self, values: dict[str, Any], params: Any, stamp: ChangeSignal
+    ) -> tuple[Any, ...] | None:
         # The stamp is read before the query: a commit that lands after this point renews
-        # it, so the row is filed under a stamp that no longer matches.
+        # it, so the row is filed under a stamp that no longer matches. The time is taken
+        # before the query too, so a row is never trusted past REUSE_SECONDS from a moment
+        # before its snapshot (what the PostgreSQL write wait counts on).
         seen, now = stamp.current(), time.monotonic()
+        if seen is None:
+            return self._fetch(params)
         name = tuple(params) if isinstance(params, list) else tuple(sorted(params.items()))
         kept = self._reused.get(name)
         if kept is not None and kept[0] == seen and now - kept[1] < REUSE_SECONDS:
             return kept[2]
         raw = self._fetch(params)
-        if raw is not None:
+        if raw is not None and all(
+            raw[index] is not None or values.get(param) is None for param, index in self._found_only
+        ):
             if len(self._reused) >= REUSE_MAX_ROWS:
                 self._reused.clear()
             self._reused[name] = (seen, now, raw)

@@ -4,8 +4,10 @@ One statement returns the key, its tester, the policy in force, the kill switch 
 the request names a video, that video's owner and backend id. It runs as a ``PreparedRead``
 (``keys.db``): compiled once, on a pooled connection, in autocommit (a single statement reads
 a consistent snapshot on its own). This runs on every request, and a session's or even a
-``Connection``'s bookkeeping costs several times the query. On a SQLite file a row found is
-reused until the next commit (``keys/commit_stamp.py``); "not found" is always read again.
+``Connection``'s bookkeeping costs several times the query. A row found is reused until
+the database signals a change (``keys/commit_stamp.py`` on a SQLite file,
+``keys/commit_notices.py`` on PostgreSQL), at most ``keys.db.REUSE_SECONDS``; "not found",
+and a key found without the video the request names, are always read again.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ def check_key(
     if not key_format.is_well_formed(secret):
         raise InvalidKey("Malformed API key.")
     digest = digester.digest(secret)
-    row = database.prepared(CHECK_STATEMENT, reuse_until_commit=True).first(
-        digest=digest, video_id=video_id
-    )
+    row = database.prepared(
+        CHECK_STATEMENT, reuse_until_commit=True, found_only=("video_id",)
+    ).first(digest=digest, video_id=video_id)
     principal = principal_of(row, digest, now)
     video = None
     if row is not None and row.video_id is not None:

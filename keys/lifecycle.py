@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from keys.audit import AuditTrail
 from keys.cohorts import effective_policy
+from keys.db import ACCESS_NEUTRAL
 from keys.digests import SecretDigester
 from keys.errors import (
     Conflict,
@@ -385,6 +386,8 @@ class KeyService:
                 (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
             )
             .values(last_used_at=now)
+            # When a key was last used admits or refuses nothing: no write wait.
+            .execution_options(**ACCESS_NEUTRAL)
         )
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from keys.commit_notices import NOTIFY_SQL
 from keys.commit_stamp import CommitStamp
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,6 +33,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         if stamp is not None:
             stamp.renew()
             stamp.close()
+    elif engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text(NOTIFY_SQL))
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -4,7 +4,7 @@ On a SQLite file, ``check_key`` reuses the row it read while nothing has been co
 the database since, for at most ``REUSE_SECONDS``. These tests hold that reuse to what the
 hot path promises: every committed change is seen by the very next check, wherever it was
 committed; a write that bypasses ``keys.db`` is seen within the bound; "not found" is never
-reused; PostgreSQL is read every time.
+reused. PostgreSQL's counterpart, commit notices, is tested in tests/test_commit_notices.py.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def _count_fetches(read: PreparedRead, monkeypatch: pytest.MonkeyPatch) -> list[
 
 
 def _check_read(store: Store) -> PreparedRead:
-    return store.database.prepared(CHECK_STATEMENT, reuse_until_commit=True)
+    return store.database.prepared(
+        CHECK_STATEMENT, reuse_until_commit=True, found_only=("video_id",)
+    )
 
 
 def test_a_found_row_is_reused_until_anything_commits(
@@ -146,22 +148,29 @@ def test_reused_rows_are_bounded(
 
 
 @pytest.mark.both_databases
-def test_only_sqlite_files_have_a_commit_stamp(
+def test_each_database_has_the_change_signal_of_its_kind(
     store: Store, make_key: Callable[..., IssuedKey], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = make_key()
-    fetched = _count_fetches(_check_read(store), monkeypatch)
-    store.check_key(key.secret)
-    store.check_key(key.secret)
-    if store.database.dialect == "postgresql":
-        # Another host may write PostgreSQL: every request reads it.
-        assert store.database.commit_stamp is None
+    database = store.database
+    if database.dialect == "postgresql":
+        # Other hosts may write PostgreSQL: commit notices (tests/test_commit_notices.py).
+        assert database.commit_stamp is None and database.commit_notices is not None
+        assert database.change_signal is database.commit_notices
+        # Until this process listens, nothing is reused.
+        fetched = _count_fetches(_check_read(store), monkeypatch)
+        store.check_key(key.secret)
+        store.check_key(key.secret)
         assert len(fetched) == 2
     else:
-        assert store.database.commit_stamp is not None
+        assert database.commit_stamp is not None and database.commit_notices is None
+        assert database.change_signal is database.commit_stamp
+        fetched = _count_fetches(_check_read(store), monkeypatch)
+        store.check_key(key.secret)
+        store.check_key(key.secret)
         assert len(fetched) == 1
     in_memory = Database("sqlite://")
-    assert in_memory.commit_stamp is None
+    assert in_memory.change_signal is None
     in_memory.dispose()
 
 
