@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from keys.admin_tokens import IssuedToken
+from keys.cohorts import known_cohorts
 from keys.lifecycle import IssuedKey
 from keys.models import Tester
-from keys.cohorts import known_cohorts
 from keys.policies import Policy
 from keys.store import Store
 from tests.helpers import FakeClock, bearer
