@@ -35,8 +35,8 @@ class TesterService:
         create_cohort: bool = False,
     ) -> Tester:
         """Register a tester. With ``create_cohort``, a cohort that does not exist yet is
-        created (under the default policy until one is set). Raises InvalidInput, UnknownCohort, Conflict
-        (email taken)."""
+        created (under the default policy until one is set). Raises InvalidInput,
+        UnknownCohort, Conflict (email taken)."""
         name, email = name.strip(), email.strip().lower()
         if not name or len(name) > 200:
             raise InvalidInput("name must be 1-200 characters", param="name")
