@@ -6,9 +6,8 @@ hooks (gateway/server.py). Under plain gunicorn this module does what it can fro
 each worker: a missing or unmigrated database stops the server with one line (gunicorn's
 "app failed to load", not a traceback per worker), and without ``metrics_dir`` the workers
 of one gunicorn master share a spool named after it, so ``/metrics`` adds up all of them.
-For the worker_exit hook (usage events and metrics written when a worker stops, not only at
-interpreter exit) run gunicorn with ``-c`` and the gunicorn config shipped in
-``gateway/examples/gunicorn.conf.py`` (``drawbridge examples`` prints where).
+For the worker hooks (a stopping worker's usage events and metrics written as soon as it has
+answered its last request, not only at interpreter exit) add ``-c python:gateway.gunicorn_conf``.
 """
 
 from gunicorn.errors import AppImportError

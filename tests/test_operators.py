@@ -392,3 +392,10 @@ def test_help_summaries_match_the_commands() -> None:
         name: command.help.splitlines()[0] if command.help else ""
         for name, command in main.commands.items()
     } == COMMAND_SUMMARIES
+
+
+def test_the_plain_gunicorn_config_carries_the_serve_defaults_and_hooks() -> None:
+    from gateway import gunicorn_conf
+    from gateway.server import DEFAULT_OPTIONS
+
+    assert {name: getattr(gunicorn_conf, name) for name in DEFAULT_OPTIONS} == DEFAULT_OPTIONS
