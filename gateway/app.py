@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -42,12 +43,14 @@ from keys.counters import Counters, MemoryCounters, RedisCounters
 from keys.db import Database
 from keys.digests import SecretDigester
 from keys.keyformat import KeyFormat
-from keys.migrate import require_current_schema
+from keys.migrate import DatabaseUnreachable, require_current_schema
 from keys.process import unique_hex
 from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.store import Store
 from keys.usage import UsageBuffer
 from keys.vault import Vault
+
+log = logging.getLogger("drawbridge")
 
 _REQUEST_ID_HEADER = "X-Request-Id"
 # A client's (or a proxy's) X-Request-Id is kept, to follow one request across systems,
@@ -131,8 +134,12 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     """A gateway application. With no arguments, settings come from file and environment."""
     if state is None:
         settings = settings or load_settings()
-        # Refuse to serve a missing or unmigrated database: every request would fail.
-        require_current_schema(settings.database_url)
+        # Refuse to serve a missing or unmigrated database: every request would fail. One
+        # that is down now may come back: serve, fail closed, and say so in /readyz.
+        try:
+            require_current_schema(settings.database_url)
+        except DatabaseUnreachable as exc:
+            log.warning("%s: starting anyway; /readyz reports it until it answers", exc.message)
         state = build_state(settings)
     settings = state.settings
     configure_logging(settings.log_level, state)

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from keys.commit_stamp import CommitStamp
@@ -30,6 +31,12 @@ class SchemaNotCurrent(DomainError):
     """The database is missing or its schema is behind the code's."""
 
     code = "schema_not_current"
+
+
+class DatabaseUnreachable(DomainError):
+    """The database did not answer, so its schema could not be checked."""
+
+    code = "database_unavailable"
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,8 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def require_current_schema(url: str) -> None:
-    """Raises SchemaNotCurrent unless the database at ``url`` exists and is at head."""
+    """Raises SchemaNotCurrent unless the database at ``url`` exists and is at head;
+    DatabaseUnreachable when it does not answer."""
     shown = display_url(url)
     path = sqlite_file(url)
     if path is not None and not path.is_file():
@@ -112,6 +120,10 @@ def require_current_schema(url: str) -> None:
     engine = create_engine(normalise_url(url), poolclass=NullPool)
     try:
         current = current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise DatabaseUnreachable(
+            f"cannot reach the database at {shown} ({type(exc).__name__})"
+        ) from None
     finally:
         engine.dispose()
     head = head_revision()

@@ -33,7 +33,7 @@ from keys.models import Tester, UsageEvent
 from keys.policies import Policy
 from keys.store import Store
 from tests.flows import FakeBackend, create_video
-from tests.helpers import TEST_ROOT_SECRET, UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer
+from tests.helpers import TEST_ROOT_SECRET, UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, free_port
 from tests.test_metrics import samples, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +111,24 @@ def test_the_app_factory_refuses_an_unmigrated_database(tmp_path: Path, settings
     with pytest.raises(SchemaNotCurrent, match="does not exist"):
         create_app(dataclasses.replace(settings, database_url=f"sqlite:///{missing}"))
     assert not missing.exists()
+
+
+def test_an_unreachable_database_is_one_line_for_the_cli_and_not_fatal_for_the_gateway(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    down = f"postgresql://drawbridge:s3cret@127.0.0.1:{free_port()}/drawbridge"
+
+    result = cli(down, "keys", "list")
+
+    assert result.exit_code == 1
+    assert "cannot reach the database at postgresql+psycopg://drawbridge:***@" in result.output
+    assert "(database_unavailable)" in result.output and "s3cret" not in result.output
+    # A gateway starts (failing closed, /readyz saying why) and serves once it answers.
+    app = create_app(dataclasses.replace(settings, database_url=down))
+    assert "starting anyway" in caplog.text
+    assert app.test_client().get("/readyz").status_code == 503
 
 
 # -- cohorts ---------------------------------------------------------------------------

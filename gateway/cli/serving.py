@@ -17,7 +17,7 @@ from gateway.cli.base import (
 )
 from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
-from keys.migrate import require_current_schema
+from keys.migrate import DatabaseUnreachable, require_current_schema
 
 # -- serving ---------------------------------------------------------------------------
 
@@ -65,7 +65,10 @@ def serve(
     with domain_errors():
         settings = context.settings
         # Fail fast on bad settings or an unmigrated database here, not in every worker.
-        require_current_schema(settings.database_url)
+        try:
+            require_current_schema(settings.database_url)
+        except DatabaseUnreachable as exc:
+            click.echo(f"warning: {exc.message}; serving anyway (see /readyz)", err=True)
         build_state(settings).store.database.dispose()
         # Before the workers fork: they share it to answer /metrics for all of them.
         prepare_spool_dir(settings)
