@@ -78,13 +78,19 @@ def list_testers() -> Response:
 @bp.post("/testers")
 @require_role(*ADMIN)
 def add_tester() -> tuple[Response, int]:
+    """An unknown cohort is refused unless ``"create_cohort": true`` (then it gets the
+    default policy)."""
     payload = json_body()
+    create_cohort = payload.get("create_cohort", False)
+    if not isinstance(create_cohort, bool):
+        raise InvalidInput("create_cohort must be true or false", param="create_cohort")
     with current_state().store.transaction() as tx:
         tester = tx.testers.add(
             required_string(payload, "name"),
             required_string(payload, "email"),
             actor=current_operator().actor,
             cohort=optional_string(payload, "cohort") or "default",
+            create_cohort=create_cohort,
         )
         return jsonify(tester_view(tester)), 201
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from gateway.alerts import AlertSender
 from keys.anomalies import Anomaly, AnomalyDetector, stop_key
@@ -30,6 +31,8 @@ class AnomalyWatch:
         self.alerts = alerts
         self._store = store
         self._warned_at = 0.0
+        # Set by gateway.metrics: told of every rule that stopped a key (rule, action).
+        self.on_trip: Callable[[str, str], None] | None = None
 
     @property
     def counters(self) -> Counters:
@@ -76,6 +79,8 @@ class AnomalyWatch:
                 action,
             )
             self.alerts.send(anomaly.alert(action, self._store.clock()))
+            if self.on_trip is not None:
+                self.on_trip(anomaly.rule, action)
         return action
 
     def _now(self) -> float:

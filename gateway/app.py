@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 
 from flask import Flask, Response, request
@@ -42,13 +44,21 @@ from keys.counters import Counters, MemoryCounters, RedisCounters
 from keys.db import Database
 from keys.digests import SecretDigester
 from keys.keyformat import KeyFormat
+from keys.migrate import DatabaseUnreachable, require_current_schema
 from keys.process import unique_hex
 from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.store import Store
 from keys.usage import UsageBuffer
 from keys.vault import Vault
 
+log = logging.getLogger("drawbridge")
+
 _REQUEST_ID_HEADER = "X-Request-Id"
+# A client's (or a proxy's) X-Request-Id is kept, to follow one request across systems,
+# only if it is this plain: nothing that could split a header or a log line, nothing long.
+# It is echoed and logged; the gateway's own id (unique: usage events are filed under it,
+# the backend receives it) is generated every time, since a client may repeat an id.
+WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TESTER_BLUEPRINTS = frozenset({"videos", "me", "shares"})
 
 
@@ -124,7 +134,14 @@ def build_state(settings: Settings) -> GatewayState:
 def create_app(settings: Settings | None = None, state: GatewayState | None = None) -> Flask:
     """A gateway application. With no arguments, settings come from file and environment."""
     if state is None:
-        state = build_state(settings or load_settings())
+        settings = settings or load_settings()
+        # Refuse to serve a missing or unmigrated database: every request would fail. One
+        # that is down now may come back: serve, fail closed, and say so in /readyz.
+        try:
+            require_current_schema(settings.database_url)
+        except DatabaseUnreachable as exc:
+            log.warning("%s: starting anyway; /readyz reports it until it answers", exc.message)
+        state = build_state(settings)
     settings = state.settings
     configure_logging(settings.log_level, state)
 
@@ -167,10 +184,18 @@ def new_request_id() -> str:
     return "req_" + unique_hex()
 
 
+def client_request_id(incoming: str | None) -> str | None:
+    """The client's X-Request-Id when it is well formed, else None."""
+    if incoming is not None and WELL_FORMED_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return None
+
+
 def _start_request() -> None:
     context = request_globals()
     context.started = time.perf_counter()
     context.request_id = new_request_id()
+    context.client_request_id = client_request_id(current_request().headers.get(_REQUEST_ID_HEADER))
     refuse_path_tricks(request.environ)
 
 
@@ -179,7 +204,8 @@ def _finish_request(response: Response) -> Response:
     context, incoming = request_globals(), current_request()
     if not context.get("request_id"):  # a hook before _start_request refused the request
         context.request_id = new_request_id()
-    response.headers[_REQUEST_ID_HEADER] = context.request_id
+    echoed = context.get("client_request_id") or context.request_id
+    response.headers[_REQUEST_ID_HEADER] = echoed
     add_rate_limit_headers(response, context.get("rate_limit"))
     if incoming.blueprint in _TESTER_BLUEPRINTS and not context.get("usage_written"):
         record_usage(response.status_code)
@@ -188,7 +214,9 @@ def _finish_request(response: Response) -> Response:
         principal, operator = context.get("principal"), context.get("operator")
         access.write(
             {
-                "request_id": context.request_id,
+                "request_id": echoed,
+                # The gateway's own id (usage events, the backend's logs), when it differs.
+                "gateway_request_id": context.request_id if echoed != context.request_id else None,
                 "method": incoming.method,
                 "path": incoming.path,
                 "status": response.status_code,

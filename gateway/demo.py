@@ -7,9 +7,12 @@ and prints what a first user needs: the URL, an admin token and a tester key.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +62,75 @@ def prepare(directory: Path, port: int, simulator_port: int) -> tuple[Path, str]
     return config, vault.decrypt(encrypted_master)
 
 
+def check_ports_free(port: int, simulator_port: int) -> None:
+    """Raises ClickException naming the first port that something already listens on.
+
+    Checked before anything starts: otherwise the demo's own processes fail to bind while
+    its readiness probes reach whatever holds the port (an earlier demo), and the banner
+    would hand out credentials that belong to nothing."""
+    for number, option in ((port, "--port"), (simulator_port, "--simulator-port")):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", number))
+            except OSError:
+                raise click.ClickException(
+                    f"port {number} is taken (another demo or server runs there?); "
+                    f"pick another with {option} N"
+                ) from None
+    if port == simulator_port:
+        raise click.ClickException("--port and --simulator-port must differ")
+
+
+def _shown(path: Path) -> str:
+    """A path as a user types it here: relative to the current folder when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def drawbridge_command() -> str:
+    """How to run ``drawbridge`` from this shell, without an activated virtualenv."""
+    script = Path(sys.executable).parent / "drawbridge"
+    if script.is_file():
+        return shlex.quote(_shown(script))
+    return f"{shlex.quote(_shown(Path(sys.executable)))} -m gateway"
+
+
+def banner(
+    url: str, token: str, secret: str, key_id: str, tester_id: str, config: Path, folder: Path
+) -> str:
+    """What the demo prints once everything answers: commands that run as printed."""
+    cli = drawbridge_command()
+    settings = shlex.quote(_shown(config))
+    lines = [
+        "",
+        "Drawbridge is running.",
+        "",
+        f"  gateway URL   {url}/v1",
+        f"  admin token   {token}",
+        f"  tester key    {secret}   ({key_id}, tester {tester_id})",
+        "",
+        "Both secrets are shown once. Try:",
+        f"  curl -s {url}/v1/me -H 'Authorization: Bearer {secret}'",
+    ]
+    if importlib.util.find_spec("openai") is not None:
+        python = shlex.quote(_shown(Path(sys.executable)))
+        lines.append(
+            f"  {python} -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', "
+            f"api_key='{secret}'); print(c.videos.create_and_poll(prompt='a red kite'))\""
+        )
+    lines += [
+        "",
+        "The CLI works on the demo's database with its settings file:",
+        f"  DRAWBRIDGE_CONFIG={settings} {cli} keys list",
+        f"  (or once: export DRAWBRIDGE_CONFIG={settings}; then {cli} testers list, ...)",
+        "",
+        f"State and logs are in {_shown(folder)}/. Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
 def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -79,6 +151,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float) -> None:
     folder = Path(directory)
+    check_ports_free(port, simulator_port)
     config, master_key = prepare(folder, port, simulator_port)
     settings = load_settings(config, environ={})
     store = build_store(settings, Vault(root_secret_of(settings)))
@@ -141,18 +214,17 @@ def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float)
                 )
             )
         _wait_ready(f"http://127.0.0.1:{port}/readyz", children[1], "gateway", gw_log)
+        # Only our own processes may have answered: one that died (or is still retrying a
+        # port it could not bind) means a probe reached something else.
+        for child, name, log in (
+            (children[0], "simulator", sim_log),
+            (children[1], "gateway", gw_log),
+        ):
+            if child.poll() is not None:
+                raise click.ClickException(f"the {name} exited at start; see {log}")
         url = f"http://127.0.0.1:{port}"
         click.echo(
-            f"\nDrawbridge is running.\n\n"
-            f"  gateway URL   {url}/v1\n"
-            f"  admin token   {token.secret}\n"
-            f"  tester key    {issued.secret}   ({issued.key.id}, tester {tester.id})\n\n"
-            f"Both secrets are shown once. Try:\n"
-            f"  curl -s {url}/v1/me -H 'Authorization: Bearer {issued.secret}'\n"
-            f"  python -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', "
-            f"api_key='{issued.secret}'); print(c.videos.create_and_poll(prompt='a red kite'))\"\n"
-            f"  DRAWBRIDGE_CONFIG={config} drawbridge keys list\n\n"
-            f"State and logs are in {folder}/. Press Ctrl-C to stop.",
+            banner(url, token.secret, issued.secret, issued.key.id, tester.id, config, folder)
         )
         sys.stdout.flush()
         while all(child.poll() is None for child in children):

@@ -85,6 +85,7 @@ def error_body(error: ApiError) -> dict[str, Any]:
 def error_response(error: ApiError) -> Response:
     if has_request_context():
         g.error_code = error.code
+        g.error_param = error.param
     response = jsonify(error_body(error))
     response.status_code = error.status
     for name, value in error.headers.items():

@@ -19,8 +19,13 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The process can serve: its database answers and its schema is current."""
-    database = current_state().store.database
+    """The process can serve: its database answers and its schema is current.
+
+    ``detail`` says what does not decide readiness: ``upstream_auth`` (does the backend
+    accept the gateway's credential; see gateway/upstream_auth.py for why it is not a
+    check)."""
+    state = current_state()
+    database = state.store.database
     checks: dict[str, str] = {}
     try:
         with database.engine.connect() as connection:
@@ -31,6 +36,6 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), (
-        200 if ready else 503
-    )
+    detail = {"upstream_auth": state.upstream.auth.describe()}
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "detail": detail}
+    return jsonify(body), (200 if ready else 503)

@@ -2,8 +2,11 @@
 
 Counted in process, for every response: requests by route, method and status; latency
 histograms by route and method (time until the response starts: a streamed download's body
-is not included); error responses by error code. Read from the database at scrape time: the
-kill switch and keys by status (revocations). Labels are route templates
+is not included); error responses by error code; quota refusals by quota. For every call to
+the generation backend: its latency until the response headers, and its status (or
+``timeout`` / ``error`` when no answer came); refusals of the gateway's own credential
+(401/403) separately. Anomaly trips by rule and action. Read from the database at scrape
+time: the kill switch and keys by status (revocations). Labels are route templates
 (``/v1/videos/<video_id>``), methods from a fixed set, statuses and error codes, never a value
 a client typed, so no key can reach a label.
 
@@ -11,7 +14,10 @@ gunicorn runs several worker processes and a scrape reaches one of them. With a 
 directory (setting ``metrics_dir``; ``drawbridge serve`` makes a fresh one) each process
 publishes its counters there every second and at exit, and any worker answers with the sum
 of all of them; the files of workers that died stay, so counters never go backwards while
-the server runs. Without one, each worker reports only its own requests.
+the server runs. Under plain ``gunicorn gateway.wsgi:app`` no code runs in the master before
+the workers fork, so without ``metrics_dir`` the workers share a directory named after their
+gunicorn master (``share_with_sibling_workers``). Without either, each process reports only
+its own requests.
 
 Who may scrape: with ``metrics_token`` set, callers that send it as a Bearer credential;
 otherwise loopback clients only.
@@ -28,11 +34,13 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import sys
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +48,8 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from gateway.errors import ApiError
 from gateway.settings import Settings
-from gateway.state import current_request, current_state, request_globals
+from gateway.state import EXTENSION as STATE_EXTENSION
+from gateway.state import GatewayState, current_request, current_state, request_globals
 from keys.inventory import key_counts
 from keys.process import current_pid
 
@@ -54,10 +63,29 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 REQUESTS = "drawbridge_http_requests_total"
 LATENCY = "drawbridge_http_request_duration_seconds"
 REJECTIONS = "drawbridge_rejections_total"
+QUOTA_REFUSALS = "drawbridge_quota_refusals_total"
+UPSTREAM_LATENCY = "drawbridge_upstream_request_duration_seconds"
+UPSTREAM_RESPONSES = "drawbridge_upstream_responses_total"
+UPSTREAM_AUTH_FAILURES = "drawbridge_upstream_auth_failures_total"
+ANOMALY_TRIPS = "drawbridge_anomaly_trips_total"
 _HELP = {
     REQUESTS: ("counter", "Responses sent, by route template, method and status."),
     LATENCY: ("histogram", "Seconds from request to response start, by route and method."),
     REJECTIONS: ("counter", "Error responses (4xx and 5xx), by error code."),
+    QUOTA_REFUSALS: ("counter", "Requests refused for a quota (429), by quota."),
+    UPSTREAM_LATENCY: (
+        "histogram",
+        "Seconds from sending a call to the generation backend to its response headers.",
+    ),
+    UPSTREAM_RESPONSES: (
+        "counter",
+        "Calls to the generation backend by status (timeout, error: no answer).",
+    ),
+    UPSTREAM_AUTH_FAILURES: (
+        "counter",
+        "Backend answers 401/403 to the gateway's own credential (see /readyz).",
+    ),
+    ANOMALY_TRIPS: ("counter", "Anomaly rules that stopped a key, by rule and action."),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -81,7 +109,15 @@ class MetricsRegistry:
         self._file_name = self._new_file_name()
         self._dirty = False
         self._publisher: threading.Thread | None = None
+        self._find_spool: Callable[[], Path | None] | None = None
         _REGISTRIES.add(self)
+
+    def follow_spool(self, find: Callable[[], Path | None]) -> None:
+        """Take the spool directory from ``find`` in each process that counts: asked at the
+        first count or scrape (in a gunicorn worker, after the fork). Call before counting."""
+        with self._lock:
+            self._find_spool = find
+            self._pid = -1  # no process has this pid: the next use looks the spool up
 
     def _new_file_name(self) -> str:
         # Not the pid alone: a new worker may get a dead one's pid, and must not overwrite
@@ -95,27 +131,63 @@ class MetricsRegistry:
             self._file_name = self._new_file_name()
             self._counters, self._histograms = {}, {}
             self._publisher = None
+            if self._find_spool is not None:
+                self._spool_dir = self._find_spool()
 
     # -- recording ---------------------------------------------------------------------
 
     def count_response(
-        self, route: str, method: str, status: int, seconds: float, error_code: str | None
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        error_code: str | None,
+        error_param: str | None = None,
     ) -> None:
         method = method if method in _METHODS else "OTHER"
         with self._lock:
             self._after_fork()
-            sample = (REQUESTS, (("route", route), ("method", method), ("status", str(status))))
-            self._counters[sample] = self._counters.get(sample, 0) + 1
+            self._add((REQUESTS, (("route", route), ("method", method), ("status", str(status)))))
             if status >= 400 and error_code:
-                rejection = (REJECTIONS, (("code", error_code),))
-                self._counters[rejection] = self._counters.get(rejection, 0) + 1
-            key = (LATENCY, (("route", route), ("method", method)))
-            counts, total = self._histograms.get(key) or ([0] * (len(LATENCY_BUCKETS) + 1), 0.0)
-            index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-            counts[index] += 1
-            self._histograms[key] = (counts, total + seconds)
-            self._dirty = True
-            self._ensure_publisher()
+                self._add((REJECTIONS, (("code", error_code),)))
+                if error_code == "quota_exceeded" and error_param:
+                    # The quota's metric name (a fixed set), never a client's value.
+                    self._add((QUOTA_REFUSALS, (("quota", error_param),)))
+            self._observe((LATENCY, (("route", route), ("method", method))), seconds)
+            self._changed()
+
+    def count_upstream(self, method: str, status: int | str, seconds: float | None) -> None:
+        """One call to the generation backend: its status (or timeout / error) and, when it
+        answered, the seconds until its response headers."""
+        method = method if method in _METHODS else "OTHER"
+        with self._lock:
+            self._after_fork()
+            self._add((UPSTREAM_RESPONSES, (("status", str(status)),)))
+            if status in (401, 403):
+                self._add((UPSTREAM_AUTH_FAILURES, ()))
+            if seconds is not None:
+                self._observe((UPSTREAM_LATENCY, (("method", method),)), seconds)
+            self._changed()
+
+    def count_anomaly(self, rule: str, action: str) -> None:
+        """An anomaly rule stopped a key (suspended it, or ended its grace)."""
+        with self._lock:
+            self._after_fork()
+            self._add((ANOMALY_TRIPS, (("rule", rule), ("action", action))))
+            self._changed()
+
+    def _add(self, sample: Sample) -> None:
+        self._counters[sample] = self._counters.get(sample, 0) + 1
+
+    def _observe(self, key: Sample, seconds: float) -> None:
+        counts, total = self._histograms.get(key) or ([0] * (len(LATENCY_BUCKETS) + 1), 0.0)
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self._histograms[key] = (counts, total + seconds)
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self._ensure_publisher()
 
     # -- sharing between processes -----------------------------------------------------
 
@@ -131,6 +203,10 @@ class MetricsRegistry:
                     for (name, labels), (counts, total) in self._histograms.items()
                 ],
             }
+
+    @property
+    def spool_dir(self) -> Path | None:
+        return self._spool_dir
 
     def _ensure_publisher(self) -> None:
         if self._spool_dir is not None and self._publisher is None:
@@ -152,7 +228,7 @@ class MetricsRegistry:
         self._dirty = False
         snapshot = self.snapshot()
         try:
-            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            self._spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
                 "w", dir=self._spool_dir, prefix=".tmp-", suffix=".json", delete=False
             ) as stream:
@@ -270,13 +346,78 @@ def prepare_spool_dir(settings: Settings) -> Path:
     return spool
 
 
+SIBLING_SPOOL_PREFIX = "drawbridge-metrics-gunicorn-"
+
+
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or "" if unknown:
+    with the pid it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # The command name is in parentheses and may hold spaces: split after it.
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _is_running(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _process_start(pid) == started
+
+
+def sibling_spool_dir() -> Path | None:
+    """The spool that the workers of this process's gunicorn master share: a private
+    directory in the temporary folder named after the master (pid and start time). Spools
+    of masters that have ended are removed. None outside gunicorn, or if it is unsafe."""
+    if "gunicorn.arbiter" not in sys.modules:
+        return None
+    base, uid = Path(tempfile.gettempdir()), os.getuid()
+    prefix = f"{SIBLING_SPOOL_PREFIX}{uid}-"
+    for stale in base.glob(prefix + "*"):
+        pid, _, started = stale.name[len(prefix) :].partition("-")
+        if pid.isdigit() and not _is_running(int(pid), started):
+            shutil.rmtree(stale, ignore_errors=True)
+    master = os.getppid()
+    spool = base / f"{prefix}{master}-{_process_start(master)}"
+    try:
+        # Created private, and refused if someone else made it first (a shared /tmp).
+        spool.mkdir(mode=0o700, exist_ok=True)
+        info = spool.lstat()
+    except OSError as exc:
+        log.warning("metrics: no shared spool at %s (%s): per-worker counts", spool, exc)
+        return None
+    if spool.is_symlink() or info.st_uid != uid or info.st_mode & 0o077:
+        log.warning("metrics: %s is not a private directory of ours: per-worker counts", spool)
+        return None
+    return spool
+
+
+def share_with_sibling_workers(app: Flask) -> None:
+    """Let the workers of one gunicorn master answer /metrics for all of them, when no
+    ``metrics_dir`` is configured and nothing prepared one before they forked."""
+    registry: MetricsRegistry = app.extensions[EXTENSION]
+    if registry.spool_dir is None:
+        registry.follow_spool(sibling_spool_dir)
+
+
 # -- the Flask side ----------------------------------------------------------------------
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Count every response of ``app`` and serve ``/metrics``."""
+    """Count every response of ``app``, its upstream calls and anomaly trips; serve
+    ``/metrics``."""
     spool = Path(settings.metrics_dir) if settings.metrics_dir else None
-    app.extensions[EXTENSION] = MetricsRegistry(spool)
+    registry = MetricsRegistry(spool)
+    app.extensions[EXTENSION] = registry
+    state: GatewayState | None = app.extensions.get(STATE_EXTENSION)
+    if state is not None:
+        state.upstream.observe = registry.count_upstream
+        state.anomalies.on_trip = registry.count_anomaly
     app.after_request(_count)
     app.register_blueprint(bp)
 
@@ -291,6 +432,7 @@ def _count(response: Response) -> Response:
         response.status_code,
         time.perf_counter() - started if started else 0.0,
         context.get("error_code"),
+        context.get("error_param"),
     )
     return response
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -24,6 +24,7 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from gateway.errors import ApiError
 from gateway.settings import Secret
+from gateway.upstream_auth import UpstreamAuthWatch
 
 USER_AGENT = "drawbridge-gateway/0.1"
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -33,6 +34,9 @@ STREAM_CHUNK_BYTES = 1024 * 1024
 _JSON_CHUNK_BYTES = 64 * 1024
 # Headers of a content download worth passing back to the tester.
 _CONTENT_HEADERS = ("Content-Type", "Content-Length", "Content-Encoding", "ETag", "Last-Modified")
+
+# method, status (or "timeout" / "error"), seconds until the response headers (None: none came)
+UpstreamObserver = Callable[[str, int | str, float | None], None]
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,9 @@ class UpstreamClient:
         normalised = requests.PreparedRequest()
         normalised.prepare(method="GET", url=self.base_url)
         self._base_prepared_url = str(normalised.url)
+        self.auth = UpstreamAuthWatch()
+        # Set by gateway.metrics: told of every call's outcome and latency.
+        self.observe: UpstreamObserver | None = None
 
     def _headers(self, request_id: str, content_type: str | None, accept: str) -> dict[str, str]:
         headers = {
@@ -128,6 +135,8 @@ class UpstreamClient:
         content_type: str | None = None,
         accept: str = "application/json",
     ) -> requests.Response:
+        observe = self.observe
+        started = time.perf_counter()
         try:
             prepared = self._prepare(method, path, params, body, content_type, accept, request_id)
             # Sent by the session's transport adapter (its connection pool) rather than by
@@ -135,13 +144,19 @@ class UpstreamClient:
             # an upstream call may use, and their cost is a tenth of a request's.
             response = self._adapter.send(prepared, stream=True, timeout=self._timeout)
         except requests.Timeout:
+            if observe is not None:
+                observe(method, "timeout", None)
             raise ApiError(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
         except requests.RequestException:
+            if observe is not None:
+                observe(method, "error", None)
             raise ApiError(
                 502, "The generation backend could not be reached.", "upstream_error"
             ) from None
+        if observe is not None:
+            observe(method, response.status_code, time.perf_counter() - started)
         if 300 <= response.status_code < 400:
             response.close()
             raise ApiError(
@@ -149,8 +164,11 @@ class UpstreamClient:
             )
         if response.status_code in (401, 403):
             response.close()
-            # The backend refused the gateway's own credential: not the tester's business.
+            # The backend refused the gateway's own credential: not the tester's business,
+            # the operator's (logged, counted, shown in /readyz).
+            self.auth.refused(response.status_code)
             raise ApiError(502, "The generation backend refused the gateway.", "upstream_error")
+        self.auth.accepted()
         return response
 
     def call_json(

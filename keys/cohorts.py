@@ -1,5 +1,11 @@
 """Cohort policies and per-tester overrides, kept in the database so that a change is in
-force on every worker and instance at once, and recorded with its actor."""
+force on every worker and instance at once, and recorded with its actor.
+
+A cohort exists once it has a stored policy or a tester; ``default`` always exists (its
+policy is the built-in one until one is stored). Adding a tester to any other cohort is
+refused unless the caller asks to create it (``create_cohort``), so that a misspelled
+cohort does not quietly put a tester under the default policy.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,39 @@ from keys.models import CohortPolicy, PolicyOverride, Tester
 from keys.policies import Policy, PolicyError, policy_from_mapping
 
 DEFAULT_POLICY = Policy()
+DEFAULT_COHORT = "default"
+_LISTED_COHORTS = 20
+
+
+class UnknownCohort(InvalidInput):
+    """A cohort that has neither a policy nor a tester."""
+
+    code = "unknown_cohort"
+
+    def __init__(self, cohort: str, known: list[str]) -> None:
+        shown = ", ".join(known[:_LISTED_COHORTS]) + (
+            ", ..." if len(known) > _LISTED_COHORTS else ""
+        )
+        super().__init__(
+            f"no cohort '{cohort}' (known: {shown}); check the spelling, store its policy "
+            "first, or create it with the default policy (--create-cohort on the CLI, "
+            '"create_cohort": true in the admin API)',
+            param="cohort",
+        )
+        self.known = known
+
+
+def known_cohorts(session: Session) -> list[str]:
+    """Every cohort that exists: ``default``, those with a policy, those with testers."""
+    with_policy = session.scalars(select(CohortPolicy.cohort))
+    with_testers = session.scalars(select(Tester.cohort).distinct())
+    return sorted({DEFAULT_COHORT, *with_policy, *with_testers})
+
+
+def cohort_exists(session: Session, cohort: str) -> bool:
+    if cohort == DEFAULT_COHORT or session.get(CohortPolicy, cohort) is not None:
+        return True
+    return session.scalar(select(Tester.id).where(Tester.cohort == cohort).limit(1)) is not None
 
 
 def effective_policy(

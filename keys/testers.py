@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keys.audit import AuditTrail
+from keys.cohorts import DEFAULT_COHORT, UnknownCohort, cohort_exists, known_cohorts
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
 from keys.models import Tester
@@ -25,8 +26,18 @@ class TesterService:
         self._audit = audit
         self._clock = clock
 
-    def add(self, name: str, email: str, actor: str, cohort: str = "default") -> Tester:
-        """Register a tester. Raises InvalidInput, Conflict (email taken)."""
+    def add(
+        self,
+        name: str,
+        email: str,
+        actor: str,
+        cohort: str = DEFAULT_COHORT,
+        *,
+        create_cohort: bool = False,
+    ) -> Tester:
+        """Register a tester. With ``create_cohort``, a cohort that does not exist yet is
+        created (under the default policy until one is set). Raises InvalidInput,
+        UnknownCohort, Conflict (email taken)."""
         name = checked_text(name, "name", 200)
         email = checked_text(email, "email", 320).lower()
         if not name or len(name) > 200:
@@ -37,6 +48,11 @@ class TesterService:
             raise InvalidInput("cohort must be lowercase letters, digits, - or _", param="cohort")
         if self._session.scalar(select(Tester.id).where(Tester.email == email)):
             raise Conflict(f"a tester with email {email} exists", code="tester_exists")
+        # A new cohort needs nothing stored: its first tester makes it exist, under the
+        # default policy until one is set.
+        new_cohort = not cohort_exists(self._session, cohort)
+        if new_cohort and not create_cohort:
+            raise UnknownCohort(cohort, known_cohorts(self._session))
         tester = Tester(
             id=new_id("tst"),
             name=name,
@@ -48,7 +64,10 @@ class TesterService:
         )
         self._session.add(tester)
         self._session.flush()
-        self._audit.append(actor, "tester.add", tester.id, details={"cohort": cohort})
+        details: dict[str, object] = {"cohort": cohort}
+        if new_cohort:
+            details["new_cohort"] = True
+        self._audit.append(actor, "tester.add", tester.id, details=details)
         return tester
 
     def get(self, tester_id: str) -> Tester:

@@ -224,7 +224,11 @@ def make_tester(store: Store) -> Callable[..., Tester]:
     def make(name: str = "Ada Tester", cohort: str = "default", email: str | None = None) -> Tester:
         with store.transaction() as tx:
             return tx.testers.add(
-                name, email or f"tester{next(counter)}@example.com", "test:setup", cohort=cohort
+                name,
+                email or f"tester{next(counter)}@example.com",
+                "test:setup",
+                cohort=cohort,
+                create_cohort=True,
             )
 
     return make

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from keys.admin_tokens import IssuedToken
+from keys.cohorts import known_cohorts
 from keys.lifecycle import IssuedKey
 from keys.models import Tester
+from keys.policies import Policy
 from keys.store import Store
 from tests.helpers import FakeClock, bearer
 
@@ -180,7 +182,12 @@ def test_add_and_show_a_tester(client: Any, admin: IssuedToken) -> None:
             admin,
             "POST",
             "/testers",
-            {"name": " Grace ", "email": "Grace@Example.COM", "cohort": "wave-2"},
+            {
+                "name": " Grace ",
+                "email": "Grace@Example.COM",
+                "cohort": "wave-2",
+                "create_cohort": True,
+            },
         ),
         201,
     )
@@ -204,6 +211,41 @@ def test_cohort_defaults(client: Any, admin: IssuedToken) -> None:
     )
 
     assert created["cohort"] == "default"
+
+
+def test_an_unknown_cohort_is_refused_unless_created(
+    client: Any, admin: IssuedToken, store: Store
+) -> None:
+    ok(call(client, admin, "PUT", "/cohorts/wave-2/policy", {"models": ["sora-2"]}))
+    typo = {"name": "T", "email": "t@example.com", "cohort": "wave2"}
+
+    refused = call(client, admin, "POST", "/testers", typo)
+
+    assert_error(refused, 400, "unknown_cohort", "cohort")
+    error = refused.get_json()["error"]
+    assert "no cohort 'wave2' (known: default, wave-2)" in error["message"]
+    assert '"create_cohort": true' in error["message"]
+    assert_error(
+        call(client, admin, "POST", "/testers", {**typo, "create_cohort": "yes"}),
+        400,
+        "invalid_value",
+        "create_cohort",
+    )
+    with store.read() as tx:
+        assert tx.testers.list() == []
+        assert set(tx.policies.cohorts()) == {"wave-2"}
+
+    created = ok(call(client, admin, "POST", "/testers", {**typo, "create_cohort": True}), 201)
+
+    assert created["cohort"] == "wave2"
+    with store.read() as tx:
+        assert known_cohorts(tx.session) == ["default", "wave-2", "wave2"]
+        assert tx.policies.policy("wave2") == Policy()  # the default, until one is set
+        added = [entry for entry in tx.audit.entries() if entry.action == "tester.add"]
+        assert added[-1].details == {"cohort": "wave2", "new_cohort": True}
+    # Now it exists: no flag needed for the next tester, nor for a cohort with testers only.
+    again = {"name": "U", "email": "u@example.com", "cohort": "wave2"}
+    assert ok(call(client, admin, "POST", "/testers", again), 201)["cohort"] == "wave2"
 
 
 BAD_TESTERS = [

@@ -74,12 +74,22 @@ def testers() -> None:
 @click.argument("name")
 @click.option("--email", required=True)
 @click.option("--cohort", default="default", show_default=True)
+@click.option(
+    "--create-cohort",
+    is_flag=True,
+    help="Create the cohort (with the default policy) if it does not exist yet.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def testers_add(ctx: click.Context, name: str, email: str, cohort: str, as_json: bool) -> None:
-    """Add a tester."""
+def testers_add(
+    ctx: click.Context, name: str, email: str, cohort: str, create_cohort: bool, as_json: bool
+) -> None:
+    """Add a tester (to an existing cohort, unless --create-cohort)."""
     with domain_errors(), transaction(ctx) as tx:
-        view = tester_view(tx.testers.add(name, email, cli_actor(), cohort=cohort))
+        tester = tx.testers.add(
+            name, email, cli_actor(), cohort=cohort, create_cohort=create_cohort
+        )
+        view = tester_view(tester)
     emit(view, as_json, pretty)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import runpy
 from typing import Any
 
 import click
@@ -17,8 +18,32 @@ from gateway.cli.base import (
 from gateway.logs import install_redaction
 from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
+from keys.migrate import DatabaseUnreachable, require_current_schema
 
 # -- serving ---------------------------------------------------------------------------
+
+
+def per_worker_counters_warning(workers: int) -> str:
+    """Why several workers want Redis: what each worker would otherwise count alone."""
+    return (
+        f"warning: {workers} workers and no redis_url: rate limits and anomaly counters are "
+        f"kept in each worker process, so each worker allows a key its full rate (up to "
+        f"{workers}x the limit in all) and sees only its share of a key's traffic. Quotas stay "
+        "exact (they live in the database). Set redis_url (DRAWBRIDGE_REDIS_URL) to share "
+        "them, or serve with --workers 1."
+    )
+
+
+def _configured_workers(gunicorn_config: str | None) -> int:
+    """The worker count gunicorn will use when --workers is not given."""
+    from gateway.server import DEFAULT_OPTIONS
+
+    if gunicorn_config:
+        configured = runpy.run_path(gunicorn_config).get("workers")
+        if isinstance(configured, int):
+            return configured
+    workers: int = DEFAULT_OPTIONS["workers"]
+    return workers
 
 
 @main.command()
@@ -39,13 +64,21 @@ def serve(
 
     context: Context = ctx.obj
     with domain_errors():
-        # Fail fast on bad settings here, not in every forked worker.
-        state = build_state(context.settings)
+        settings = context.settings
+        # Fail fast on bad settings or an unmigrated database here, not in every worker.
+        try:
+            require_current_schema(settings.database_url)
+        except DatabaseUnreachable as exc:
+            click.echo(f"warning: {exc.message}; serving anyway (see /readyz)", err=True)
+        state = build_state(settings)
         state.store.database.dispose()
         # gunicorn's master logs too: its lines are redacted for these prefixes and credential.
         install_redaction(state)
         # Before the workers fork: they share it to answer /metrics for all of them.
-        prepare_spool_dir(context.settings)
+        prepare_spool_dir(settings)
+    processes = workers or _configured_workers(gunicorn_config)
+    if processes > 1 and not settings.redis_url:
+        click.echo(per_worker_counters_warning(processes), err=True)
     run(
         lambda: create_app(load_settings(context.config_file)),
         bind=bind,

@@ -39,6 +39,7 @@ BANNER = {
     "key": re.compile(
         r"^\s*tester key\s+(?P<secret>drwb_\w+)\s+\((?P<key_id>key_\w+), tester (?P<tester>\w+)\)"
     ),
+    "cli": re.compile(r"^\s*(?P<command>DRAWBRIDGE_CONFIG=\S+ \S+ keys list)\s*$"),
 }
 
 
@@ -142,6 +143,24 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path, stop: str
         assert keys[key_id]["status"] == "active"
         assert keys[key_id]["last_used_at"] is not None
         assert secret not in response.text
+
+        # The CLI hint runs as printed, from a shell without an activated virtualenv.
+        path = os.pathsep.join(
+            entry
+            for entry in os.environ.get("PATH", "").split(os.pathsep)
+            if str(Path(sys.executable).parent) not in entry
+        )
+        listed = subprocess.run(
+            ["/bin/sh", "-c", found["cli"]["command"]],
+            env={**clean_env(), "PATH": path},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert key_id in listed.stdout
 
         # The demo's processes: the simulator and the gateway (gunicorn masters + workers).
         processes = descendants(demo.pid)
