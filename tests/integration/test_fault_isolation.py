@@ -3,6 +3,8 @@
 * Tester A's upstream hangs and A keeps downloading: the bulkhead refuses A's requests beyond
   ``max_inflight_per_key`` per worker with 429, and tester B's requests are answered at once,
   although A's hung ones hold their threads until the upstream read timeout.
+* A client that stops reading a download: at ``upstream_download_deadline`` the gateway cuts
+  it, and the thread and the key's place are free again.
 * Slow clients (headers a line at a time, more connections than the gateway has threads)
   against the front proxy of config/nginx.conf: B is answered at once all the same.
 
@@ -11,6 +13,7 @@ Each test runs its own simulator, whose faults are then everybody's but only thi
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -49,19 +52,29 @@ def private_simulator(tmp_path: Path) -> Iterator[LiveSimulator]:
     simulator.process.stop()
 
 
-@pytest.fixture
-def gateway(private_simulator: LiveSimulator, tmp_path: Path) -> Iterator[LiveGateway]:
+@contextlib.contextmanager
+def private_gateway(
+    simulator: LiveSimulator, tmp_path: Path, workers: int = 2, **settings: str
+) -> Iterator[LiveGateway]:
     with gateway_fleet(
-        private_simulator,
+        simulator,
         tmp_path,
         f"sqlite:///{tmp_path / 'drawbridge.db'}",
         instances=1,
-        workers=2,
+        workers=workers,
         backend="sqlite",
-        DRAWBRIDGE_MAX_INFLIGHT_PER_KEY=str(CAP),
         DRAWBRIDGE_UPSTREAM_READ_TIMEOUT=str(UPSTREAM_READ_TIMEOUT),
         DRAWBRIDGE_TRUSTED_PROXIES="1",
+        **settings,
     ) as (gateway,):
+        yield gateway
+
+
+@pytest.fixture
+def gateway(private_simulator: LiveSimulator, tmp_path: Path) -> Iterator[LiveGateway]:
+    with private_gateway(
+        private_simulator, tmp_path, DRAWBRIDGE_MAX_INFLIGHT_PER_KEY=str(CAP)
+    ) as gateway:
         yield gateway
 
 
@@ -170,6 +183,47 @@ def test_a_hung_upstream_holds_only_its_testers_share_of_threads(
     # ...and every place was given back: A is served again.
     answer = gateway.tester_get("/me", tester_a.secret)
     assert answer.status_code == 200, answer.text
+
+
+def test_a_download_the_client_stops_reading_is_cut_at_its_deadline(tmp_path: Path) -> None:
+    content_bytes = 64 * 1024 * 1024  # far more than the socket buffers between us
+    simulator = start_simulator(
+        free_port(), "sim-master-fault", tmp_path / "sim.log", content_bytes
+    )
+    try:
+        with private_gateway(
+            simulator,
+            tmp_path,
+            workers=1,  # the cap is per worker: one worker makes "the key's place" one place
+            DRAWBRIDGE_MAX_INFLIGHT_PER_KEY="1",
+            DRAWBRIDGE_UPSTREAM_DOWNLOAD_DEADLINE="2",
+        ) as gateway:
+            key = gateway.new_tester_key()
+            video = completed_video(gateway, key)
+            port = int(gateway.base.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as stalled:
+                stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                stalled.sendall(
+                    f"GET /v1/videos/{video}/content HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {key.secret}\r\n\r\n".encode()
+                )
+                assert stalled.recv(4096).startswith(b"HTTP/1.1 200")
+                # The download holds the key's one place while it runs...
+                held = gateway.tester_get("/me", key.secret)
+                assert held.status_code == 429, held.text
+                assert error_of(held)["code"] == "too_many_concurrent_requests"
+                # ...and the deadline gives it back although the client never read on.
+                time.sleep(3.5)
+                freed = gateway.tester_get("/me", key.secret)
+                assert freed.status_code == 200, freed.text
+                received = 4096
+                with contextlib.suppress(OSError):
+                    while chunk := stalled.recv(1024 * 1024):
+                        received += len(chunk)
+                assert received < content_bytes
+            assert "content download cut" in gateway.log_path.read_text()
+    finally:
+        simulator.process.stop()
 
 
 def slowloris(port: int, stop: threading.Event, opened: list[socket.socket]) -> None:
