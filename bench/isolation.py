@@ -48,6 +48,7 @@ from bench.harness import (
 
 SLOW_SOURCE = "127.0.0.2"
 SLOW_BODY_BYTES = 100_000
+BAD_TESTER_TIMEOUT = 60.0  # longer than the gateway's upstream read timeout (30 s)
 
 
 # -- the good tester -------------------------------------------------------------------
@@ -124,7 +125,7 @@ class Trouble:
     def finish(self) -> None:
         self.stop.set()
         for thread in self._threads:
-            thread.join(timeout=self.timeout + 5)
+            thread.join(timeout=5)
 
     def _download(self) -> None:
         """Download the hung video over and over; a 429 is retried after its Retry-After."""
@@ -134,7 +135,10 @@ class Trouble:
             session.trust_env = False
             while not self.stop.is_set():
                 try:
-                    answer = session.get(url, headers=headers, timeout=self.timeout)
+                    # Like the SDK (600 s), the bad tester waits for the gateway's answer:
+                    # a client giving up first would leave its hung call behind and pile
+                    # more onto the backend (the simulator's threads are few too).
+                    answer = session.get(url, headers=headers, timeout=BAD_TESTER_TIMEOUT)
                     self.count(f"download {answer.status_code}")
                     if answer.status_code == 429:
                         self.stop.wait(float(answer.headers.get("Retry-After", "1")))

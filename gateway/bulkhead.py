@@ -66,8 +66,8 @@ class Bulkhead:
         if refused:
             raise ApiError(
                 429,
-                f"Too many concurrent requests: this key may have {self.limit} requests in "
-                "progress at once. Retry when one of them has finished.",
+                f"Too many concurrent requests: at most {self.limit} of this key's requests "
+                "may be in progress at once. Retry when one of them has finished.",
                 "too_many_concurrent_requests",
                 headers={
                     "Retry-After": str(RETRY_AFTER_SECONDS),
