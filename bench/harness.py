@@ -281,6 +281,43 @@ def start_gateway(
     return start_service(name, argv, clean_env(**settings_env), port, "/readyz", log_dir)
 
 
+NGINX_CONFIG = Path(__file__).resolve().parents[1] / "config" / "nginx.conf"
+
+
+def nginx_binary() -> str | None:
+    """nginx's path, if installed (Debian puts it in /usr/sbin, often not on PATH)."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def start_front_proxy(gateway_port: int, *, workers: int = 1) -> Service:
+    """nginx with config/nginx.conf in front of the gateway, in a prefix of its own.
+
+    Only the listening address, the gateway's address and the worker count change."""
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
+    prefix = Path(tempfile.mkdtemp(prefix="drawbridge-nginx-"))
+    # nginx's workers run as an unprivileged user when started as root: they must reach
+    # their temporary directories under the prefix.
+    prefix.chmod(0o755)
+    (prefix / "logs").mkdir()
+    atexit.register(shutil.rmtree, prefix, ignore_errors=True)
+    port = free_port()
+    text = NGINX_CONFIG.read_text()
+    for old, new in (
+        ("listen 127.0.0.1:8000;", f"listen {HOST}:{port};"),
+        ("server 127.0.0.1:8080;", f"server {HOST}:{gateway_port};"),
+        ("worker_processes auto;", f"worker_processes {workers};"),
+    ):
+        if old not in text:
+            raise RuntimeError(f"{NGINX_CONFIG} no longer says {old!r}")
+        text = text.replace(old, new)
+    config = prefix / "nginx.conf"
+    config.write_text(text)
+    argv = [binary, "-p", f"{prefix}/", "-c", str(config), "-g", "daemon off;"]
+    return start_service("nginx", argv, clean_env(), port, "/readyz", prefix)
+
+
 # -- databases -------------------------------------------------------------------------
 
 
@@ -424,6 +461,9 @@ class Stack:
             "DRAWBRIDGE_ROOT_SECRET": new_root_secret(),
             "DRAWBRIDGE_UPSTREAM_URL": upstream_url,
             "DRAWBRIDGE_UPSTREAM_API_KEY": self.master_key,
+            # The load tests drive one key from many connections: the bulkhead still counts
+            # every request (its cost is measured) but refuses none.
+            "DRAWBRIDGE_MAX_INFLIGHT_PER_KEY": "1000000",
             **self.gateway_env,
         }
         _, self.tester_key = prepare_database(settings_env)

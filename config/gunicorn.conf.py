@@ -3,11 +3,18 @@
 
 bind = "127.0.0.1:8080"
 workers = 2  # processes; 2-4 per core is typical
-worker_class = "gthread"  # threads let slow upstream calls and long downloads overlap
-threads = 8
+# gthread (threads let slow upstream calls and long downloads overlap), answering
+# gunicorn's own 400/414/431 errors in the OpenAI error shape instead of HTML.
+worker_class = "gateway.worker.GatewayWorker"
+threads = 8  # keep above max_inflight_per_key (config/drawbridge.toml)
 timeout = 120  # a worker silent this long is restarted
 graceful_timeout = 30
 keepalive = 5
+limit_request_line = 4094  # longer request lines get 414
+limit_request_fields = 100  # more header fields get 431
+limit_request_field_size = 8190  # a longer header field gets 431
+# gthread reads requests in its threads: slow clients hold them. On a public address, run
+# it behind the front proxy of config/nginx.conf (docs/isolation.md).
 accesslog = None  # the gateway writes its own redacted JSON access log
 errorlog = "-"
 # gunicorn's own error (and, if enabled, access) lines are JSON with secrets redacted, like

@@ -22,6 +22,8 @@ from gateway import (
 )
 from gateway.alerts import AlertSender
 from gateway.anomalies import AnomalyWatch
+from gateway.bulkhead import Bulkhead
+from gateway.bulkhead import init_app as init_bulkhead
 from gateway.errors import ApiError, register_error_handlers
 from gateway.inputs import bound_chunked_body, refuse_unsafe_query
 from gateway.limits import MEMORY_STORAGE_URI, RateLimits
@@ -114,6 +116,7 @@ def build_state(settings: Settings) -> GatewayState:
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         deadline=settings.upstream_deadline,
+        download_deadline=settings.upstream_download_deadline,
         max_json_bytes=settings.upstream_max_json_bytes,
         pool_size=settings.upstream_pool_size,
     )
@@ -128,6 +131,7 @@ def build_state(settings: Settings) -> GatewayState:
         usage=UsageBuffer(store, settings.usage_flush_seconds),
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store),
+        bulkhead=Bulkhead(settings.max_inflight_per_key),
     )
 
 
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
             app.wsgi_app, x_for=settings.trusted_proxies
         )
     state.limits.init_app(app)
+    init_bulkhead(app)
 
     register_error_handlers(app)
     metrics.init_app(app, settings)

@@ -87,6 +87,9 @@ def authenticate_tester() -> Principal:
     # Anomaly rules count every verified attempt, also those the rate limit refuses next.
     g.attempted_key_id = principal.key_id
     state.anomalies.watch(principal, client_ip)
+    # Before the rate limit: a request refused for being one too many in flight costs
+    # the key nothing.
+    g.bulkhead_slot = state.bulkhead.enter(principal.key_id)
     g.rate_limit = state.limits.admit_key(principal.key_id, principal.policy)
     if needs_touch(principal.last_used_at, state.store.clock()):
         with state.store.transaction() as tx:

@@ -54,11 +54,17 @@ class GunicornLogger(Logger):  # type: ignore[misc]
 DEFAULT_OPTIONS: dict[str, Any] = {
     "bind": "127.0.0.1:8080",
     "workers": 2,
-    "worker_class": "gthread",
+    # gthread, answering gunicorn's own 400/414/431 in the OpenAI error shape.
+    "worker_class": "gateway.worker.GatewayWorker",
     "threads": 8,
     "timeout": 120,
     "graceful_timeout": 30,
     "keepalive": 5,
+    # gunicorn's defaults, stated: a request line up to 4 KiB (414 beyond), at most 100
+    # header fields of 8 KiB each (431 beyond). Keys travel in a header, never the URL.
+    "limit_request_line": 4094,
+    "limit_request_fields": 100,
+    "limit_request_field_size": 8190,
     # The gateway writes its own access log (JSON, redacted): gunicorn's would print
     # query strings, and a query string is where careless clients put keys.
     "accesslog": None,

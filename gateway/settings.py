@@ -66,6 +66,9 @@ class Settings:
     upstream_connect_timeout: float = 3.05
     upstream_read_timeout: float = 30.0
     upstream_deadline: float = 60.0
+    # A content download ends after this many seconds in all, however slowly the backend
+    # sends or the client reads: the worker thread it holds is freed (docs/isolation.md).
+    upstream_download_deadline: float = 300.0
     upstream_pool_size: int = 32
     upstream_max_json_bytes: int = 4 * 1024 * 1024
 
@@ -85,6 +88,9 @@ class Settings:
     # How many proxies in front of the gateway may set X-Forwarded-For; 0 trusts none.
     trusted_proxies: int = 0
     auth_failures_per_minute: int = 30
+    # Requests of one key in progress at once, per worker process; 0 turns the cap off
+    # (docs/isolation.md). Keep it below gunicorn's threads per worker.
+    max_inflight_per_key: int = 4
 
     # POST /integrations/secret-scanning (docs/leak-response.md): where GitHub publishes the
     # keys it signs reports with, whether to answer with label feedback (it tells GitHub

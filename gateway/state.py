@@ -9,6 +9,7 @@ from flask import Request, current_app, g, request
 from flask.ctx import _AppCtxGlobals
 
 from gateway.anomalies import AnomalyWatch
+from gateway.bulkhead import Bulkhead
 from gateway.limits import RateLimits
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -30,6 +31,7 @@ class GatewayState:
     usage: UsageBuffer
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
+    bulkhead: Bulkhead
 
 
 def current_state() -> GatewayState:

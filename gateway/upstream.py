@@ -4,13 +4,18 @@ Every upstream request is built from scratch. Nothing of the tester's request re
 backend except a validated body, its content type and a request id: not the tester's key,
 not OpenAI-Organization or OpenAI-Project, not hop-by-hop or forwarding headers. Paths are
 composed here from validated ids, never copied from the incoming URL. Redirects are not
-followed, and every call has connect and read timeouts plus a total deadline.
+followed, and every call has connect and read timeouts plus a total deadline; a content
+download has a deadline of its own, after which its connections are cut.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 from gateway.errors import ApiError
 from gateway.settings import Secret
 from gateway.upstream_auth import UpstreamAuthWatch
+
+log = logging.getLogger("drawbridge.upstream")
 
 USER_AGENT = "drawbridge-gateway/0.1"
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -62,6 +69,7 @@ class UpstreamClient:
         connect_timeout: float = 3.05,
         read_timeout: float = 30.0,
         deadline: float = 60.0,
+        download_deadline: float = 300.0,
         max_json_bytes: int = 4 * 1024 * 1024,
         pool_size: int = 32,
     ) -> None:
@@ -69,6 +77,7 @@ class UpstreamClient:
         self._credential = credential
         self._timeout = (connect_timeout, read_timeout)
         self._deadline = deadline
+        self._download_deadline = download_deadline
         self._max_json_bytes = max_json_bytes
         self._session = requests.Session()
         # No netrc, no proxy variables, no REQUESTS_CA_BUNDLE surprises from the environment.
@@ -242,13 +251,21 @@ class UpstreamClient:
         return b"".join(chunks)
 
     def open_stream(
-        self, path: str, *, request_id: str, params: Mapping[str, str]
+        self,
+        path: str,
+        *,
+        request_id: str,
+        params: Mapping[str, str],
+        on_deadline: Callable[[], None] | None = None,
     ) -> tuple[int, dict[str, str], Iterator[bytes]]:
         """Open a content download: status, headers to pass on, and the body's chunks.
 
         The body is streamed undecoded (``Content-Encoding`` and ``Content-Length`` stay
-        true) and never held whole in memory.
+        true) and never held whole in memory. ``download_deadline`` seconds after the call
+        began, the backend's connection is shut and ``on_deadline`` called (the edge passes
+        one that shuts the client's), whatever the download is waiting for.
         """
+        started = time.monotonic()
         response = self._send(
             "GET", path, request_id=request_id, params=params, accept="application/binary"
         )
@@ -265,7 +282,8 @@ class UpstreamClient:
         headers = {
             name: response.headers[name] for name in _CONTENT_HEADERS if name in response.headers
         }
-        return response.status_code, headers, _chunks(response)
+        left = self._download_deadline - (time.monotonic() - started)
+        return response.status_code, headers, _chunks(response, left, on_deadline)
 
     def credential_for_redaction(self) -> str:
         """The credential's text, for the log redaction filter only."""
@@ -275,10 +293,58 @@ class UpstreamClient:
         self._session.close()
 
 
-def _chunks(response: requests.Response) -> Iterator[bytes]:
+class DownloadCut(ConnectionResetError):
+    """A download ended by its deadline. A connection reset, because that is what it is to
+    the client, and what gunicorn closes quietly (the watchdog has logged it already)."""
+
+
+class _Watchdog:
+    """Cuts a download when its deadline passes: a timer thread shuts the backend's socket
+    (a blocked read then ends at once) and calls ``on_deadline``. A read timeout alone
+    cannot do it: a backend trickling a byte at a time never lets a read time out, and a
+    client that stops reading blocks the write, not the read."""
+
+    def __init__(
+        self, seconds: float, response: requests.Response, on_deadline: Callable[[], None] | None
+    ) -> None:
+        self.fired = False
+        self._response = response
+        self._on_deadline = on_deadline
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        # A pending timer must never keep a stopping worker alive.
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        log.warning("content download cut: it was still running at its deadline")
+        # ValueError/RuntimeError: the download finished and its connection went back to the
+        # pool meanwhile; there is nothing left to cut.
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            self._response.raw.shutdown()
+        if self._on_deadline is not None:
+            with contextlib.suppress(OSError):
+                self._on_deadline()
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _chunks(
+    response: requests.Response, seconds: float, on_deadline: Callable[[], None] | None
+) -> Iterator[bytes]:
+    watchdog = _Watchdog(seconds, response, on_deadline)
+    watchdog.start()
     try:
         yield from response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False)
+    except (HTTPError, requests.RequestException, OSError):
+        if watchdog.fired:
+            raise DownloadCut(errno.ECONNRESET, "content download cut at its deadline") from None
+        raise
     finally:
+        watchdog.cancel()
         response.close()
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, g, request
@@ -210,9 +213,21 @@ def download_content(video_id: str) -> Response:
 def stream_content(upstream_id: str, variant: str) -> Response:
     """Stream a video's content from the backend, never holding it whole."""
     status, headers, chunks = current_state().upstream.open_stream(
-        video_path(upstream_id, "/content"), request_id=g.request_id, params={"variant": variant}
+        video_path(upstream_id, "/content"),
+        request_id=g.request_id,
+        params={"variant": variant},
+        on_deadline=_client_cutter(),
     )
     return Response(chunks, status=status, headers=headers, direct_passthrough=True)
+
+
+def _client_cutter() -> Callable[[], None] | None:
+    """What ends the download for the client at the download deadline: shutting its socket
+    (gunicorn's), so a client that stopped reading frees the thread blocked writing to it."""
+    client = request.environ.get("gunicorn.socket")
+    if not isinstance(client, socket.socket):
+        return None
+    return partial(client.shutdown, socket.SHUT_RDWR)
 
 
 @bp.post("/videos/<video_id>/remix")

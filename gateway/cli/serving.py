@@ -59,7 +59,12 @@ def serve(
     threads: int | None,
     gunicorn_config: str | None,
 ) -> None:
-    """Serve the gateway under gunicorn."""
+    """Serve the gateway under gunicorn.
+
+    gunicorn's threads read requests themselves, so slow clients hold them: on any address
+    clients you do not control can reach, put the front proxy of config/nginx.conf in front
+    (it buffers slow clients) and set trusted_proxies = 1. See docs/isolation.md.
+    """
     from gateway.server import serve as run
 
     context: Context = ctx.obj

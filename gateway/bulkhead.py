@@ -1,0 +1,119 @@
+"""The bulkhead: how many requests of one key a worker process serves at once.
+
+A tester whose upstream hangs, or who opens many slow downloads, would otherwise hold every
+thread of a worker and starve everybody else. Each key gets at most ``max_inflight_per_key``
+requests in flight per worker process; one more is refused at once with 429
+``too_many_concurrent_requests`` (and ``x-should-retry: true``, so the openai SDK retries it
+after ``Retry-After``).
+
+The count is per process on purpose: what the bulkhead protects is a worker's thread pool,
+and a per-process count bounds exactly that (a key holds at most ``max_inflight_per_key`` of
+each worker's ``threads``), with no network round trip on the hot path and nothing to leak
+in a shared store when a worker dies. Across ``workers`` processes a key can have up to
+``workers * max_inflight_per_key`` requests in flight. docs/isolation.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import cast
+
+from flask import Flask, Response, g
+from werkzeug.wsgi import ClosingIterator
+
+from gateway.errors import ApiError
+
+# How long a refused client should wait: in-flight requests of a healthy upstream end in
+# well under a second, and a hung one is cut by the upstream read timeout.
+RETRY_AFTER_SECONDS = 1
+
+
+class Slot:
+    """One admitted request; ``release`` gives the place back, once, however often called."""
+
+    __slots__ = ("_bulkhead", "_key_id")
+
+    def __init__(self, bulkhead: Bulkhead, key_id: str) -> None:
+        self._bulkhead: Bulkhead | None = bulkhead
+        self._key_id = key_id
+
+    def release(self) -> None:
+        bulkhead, self._bulkhead = self._bulkhead, None
+        if bulkhead is not None:
+            bulkhead._leave(self._key_id)
+
+
+class Bulkhead:
+    """Per-key in-flight counts of this process, capped at ``limit`` (0: no cap)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("max_inflight_per_key must be 0 (no cap) or positive")
+        self.limit = limit
+        self._inflight: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, key_id: str) -> Slot:
+        """Admit one request of ``key_id``. Raises ApiError 429 when the key is at its cap."""
+        with self._lock:
+            count = self._inflight.get(key_id, 0)
+            if self.limit and count >= self.limit:
+                refused = True
+            else:
+                self._inflight[key_id] = count + 1
+                refused = False
+        if refused:
+            raise ApiError(
+                429,
+                f"Too many concurrent requests: at most {self.limit} of this key's requests "
+                "may be in progress at once. Retry when one of them has finished.",
+                "too_many_concurrent_requests",
+                headers={
+                    "Retry-After": str(RETRY_AFTER_SECONDS),
+                    "retry-after-ms": str(RETRY_AFTER_SECONDS * 1000),
+                    "x-should-retry": "true",
+                },
+            )
+        return Slot(self, key_id)
+
+    def _leave(self, key_id: str) -> None:
+        with self._lock:
+            count = self._inflight.get(key_id, 0) - 1
+            if count > 0:
+                self._inflight[key_id] = count
+            else:
+                self._inflight.pop(key_id, None)
+
+    def inflight(self, key_id: str) -> int:
+        """Requests of ``key_id`` in progress in this process now."""
+        with self._lock:
+            return self._inflight.get(key_id, 0)
+
+
+def init_app(app: Flask) -> None:
+    """Give each admitted request's place back when its work is done.
+
+    That is at teardown for an answer made whole by the view, and at the response's close
+    for a streamed download: it runs after the view has returned (and after teardown), and
+    the server closes the response when the last byte is written or the client goes away.
+    """
+    app.after_request(_hand_to_stream)
+    app.teardown_request(_release_now)
+
+
+def _hand_to_stream(response: Response) -> Response:
+    if response.is_streamed:
+        slot: Slot | None = g.pop("bulkhead_slot", None)
+        if slot is not None:
+            # Wrapped around the body itself: a direct_passthrough response hands its body to
+            # the server as it is, so Response.call_on_close would never run.
+            body = cast(Iterable[bytes], response.response)
+            response.response = ClosingIterator(body, slot.release)
+    return response
+
+
+def _release_now(exc: BaseException | None) -> None:
+    slot: Slot | None = g.pop("bulkhead_slot", None)
+    if slot is not None:
+        slot.release()
