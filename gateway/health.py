@@ -19,8 +19,14 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The process can serve: its database answers and its schema is current."""
-    database = current_state().store.database
+    """The process can serve: its database answers and its schema is current.
+
+    Redis, when configured, is reported too but does not decide readiness: without it the
+    rate limits and anomaly counters count in process memory (``keys.counters``), and every
+    key check still reads the database.
+    """
+    state = current_state()
+    database = state.store.database
     checks: dict[str, str] = {}
     try:
         with database.engine.connect() as connection:
@@ -31,6 +37,9 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
+    redis = state.limits.redis_status()
+    if redis is not None:
+        checks["redis"] = redis
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), (
         200 if ready else 503
     )

@@ -40,6 +40,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from gateway.errors import ApiError
 from gateway.settings import Settings
+from gateway.state import EXTENSION as STATE_EXTENSION
 from gateway.state import current_request, current_state, request_globals
 from keys.inventory import key_counts
 from keys.process import current_pid
@@ -54,10 +55,15 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 REQUESTS = "drawbridge_http_requests_total"
 LATENCY = "drawbridge_http_request_duration_seconds"
 REJECTIONS = "drawbridge_rejections_total"
+REDIS_FALLBACKS = "drawbridge_redis_fallback_total"
 _HELP = {
     REQUESTS: ("counter", "Responses sent, by route template, method and status."),
     LATENCY: ("histogram", "Seconds from request to response start, by route and method."),
     REJECTIONS: ("counter", "Error responses (4xx and 5xx), by error code."),
+    REDIS_FALLBACKS: (
+        "counter",
+        "Requests counted in process memory because Redis was unreachable, by store.",
+    ),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -114,6 +120,15 @@ class MetricsRegistry:
             index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
             counts[index] += 1
             self._histograms[key] = (counts, total + seconds)
+            self._dirty = True
+            self._ensure_publisher()
+
+    def count(self, family: str, labels: Labels) -> None:
+        """Add one to a counter of ``_HELP`` (events other than responses)."""
+        with self._lock:
+            self._after_fork()
+            sample = (family, labels)
+            self._counters[sample] = self._counters.get(sample, 0) + 1
             self._dirty = True
             self._ensure_publisher()
 
@@ -276,7 +291,10 @@ def prepare_spool_dir(settings: Settings) -> Path:
 def init_app(app: Flask, settings: Settings) -> None:
     """Count every response of ``app`` and serve ``/metrics``."""
     spool = Path(settings.metrics_dir) if settings.metrics_dir else None
-    app.extensions[EXTENSION] = MetricsRegistry(spool)
+    registry = app.extensions[EXTENSION] = MetricsRegistry(spool)
+    outage = app.extensions[STATE_EXTENSION].limits.outage
+    if outage is not None:
+        outage.listen(lambda store: registry.count(REDIS_FALLBACKS, (("store", store),)))
     app.after_request(_count)
     app.register_blueprint(bp)
 
@@ -351,11 +369,24 @@ def _database_gauges() -> list[tuple[str, str, list[tuple[Labels, float]]]]:
     ]
 
 
+def _redis_gauges() -> list[tuple[str, str, list[tuple[Labels, float]]]]:
+    outage = current_state().limits.outage
+    if outage is None:
+        return []
+    return [
+        (
+            "drawbridge_redis_up",
+            "Whether the answering process's last use of Redis succeeded.",
+            [((), int(outage.up))],
+        )
+    ]
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     _authorize()
     registry: MetricsRegistry = current_app.extensions[EXTENSION]
     return Response(
-        registry.render(_database_gauges()),
+        registry.render([*_database_gauges(), *_redis_gauges()]),
         content_type="text/plain; version=0.0.4; charset=utf-8",
     )

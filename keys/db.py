@@ -229,7 +229,14 @@ class PreparedRead:
         return raw
 
     def _fetch(self, params: Any) -> tuple[Any, ...] | None:
-        connection = self._engine.raw_connection()
+        try:
+            connection = self._engine.raw_connection()
+        except self._dbapi_error as exc:
+            # A connection that could not be opened (the server is down): the driver's error
+            # comes straight from the pool, unwrapped, unlike a Connection's.
+            raise DBAPIError.instance(
+                self._sql, params, exc, self._dbapi_error, hide_parameters=True
+            ) from exc
         dbapi_connection: Any = connection.dbapi_connection
         reusable = False
         try:
@@ -245,6 +252,12 @@ class PreparedRead:
                 dbapi_connection.autocommit = False
             reusable = True
         except self._dbapi_error as exc:
+            error: Any = exc
+            if self._dialect.is_disconnect(error, dbapi_connection, None):
+                # The server went away: every pooled connection opened before now is as dead
+                # as this one. Retire them all, as a Connection does, so that requests after
+                # the server's return open fresh ones instead of failing one by one.
+                self._engine.pool._invalidate(connection, exc, _checkin=False)
             raise DBAPIError.instance(
                 self._sql, params, exc, self._dbapi_error, hide_parameters=True
             ) from exc
