@@ -131,25 +131,8 @@ class RateLimits:
             (_per_minute(policy.requests_per_minute), policy.requests_per_minute),
             (_per_day(policy.requests_per_day), policy.requests_per_day),
         ]
-        tightest: LimitState | None = None
-        for item, allowed in windows:
-            if allowed <= 0:
-                # A limit of 0 pauses the key: nothing remains, and no window will reset it
-                # sooner than one whole window from now.
-                state = LimitState(0, 0, float(item.get_expiry()))
-                admitted = False
-            else:
-                # The fixed-window strategy's hit and window stats, in two storage calls
-                # instead of four (each one a round trip with Redis).
-                key = item.key_for("key", key_id)
-                count, expires_at = self._with_storage(
-                    lambda storage: (
-                        storage.incr(key, item.get_expiry()),  # noqa: B023  (called at once)
-                        storage.get_expiry(key),  # noqa: B023
-                    )
-                )
-                state = LimitState(allowed, allowed - count, expires_at - time.time())
-                admitted = count <= allowed
+        counted = self._with_storage(lambda storage: _count(storage, windows, key_id))
+        for (item, allowed), (state, admitted) in zip(windows, counted, strict=False):
             if not admitted:
                 raise ApiError(
                     429,
@@ -158,10 +141,7 @@ class RateLimits:
                     "rate_limit_exceeded",
                     headers=rate_limit_headers(state, refused=True),
                 )
-            if tightest is None or state.remaining < tightest.remaining:
-                tightest = state
-        assert tightest is not None
-        return tightest
+        return min((state for state, _ in counted), key=lambda state: state.remaining)
 
     def refuse_blocked_client(self, client_ip: str) -> None:
         """Raises ApiError 429 when this client has failed authentication too often."""
@@ -235,6 +215,28 @@ class RateLimits:
                 self._local_strategy if storage is self._local else self._limiter.limiter
             )
         )
+
+
+def _count(
+    storage: Storage, windows: list[tuple[RateLimitItem, int]], key_id: str
+) -> list[tuple[LimitState, bool]]:
+    """Count a request in each window, up to the first that refuses it: (state, admitted)."""
+    counted = []
+    for item, allowed in windows:
+        if allowed <= 0:
+            # A limit of 0 pauses the key: nothing remains, and no window will reset it
+            # sooner than one whole window from now.
+            counted.append((LimitState(0, 0, float(item.get_expiry())), False))
+            break
+        # The fixed-window strategy's hit and window stats, in two storage calls instead of
+        # four (each one a round trip with Redis).
+        key = item.key_for("key", key_id)
+        count = storage.incr(key, item.get_expiry())
+        state = LimitState(allowed, allowed - count, storage.get_expiry(key) - time.time())
+        counted.append((state, count <= allowed))
+        if count > allowed:
+            break
+    return counted
 
 
 def _belongs_to(hook: Any, limiter: Limiter) -> bool:

@@ -62,7 +62,8 @@ _HELP = {
     REJECTIONS: ("counter", "Error responses (4xx and 5xx), by error code."),
     REDIS_FALLBACKS: (
         "counter",
-        "Requests counted in process memory because Redis was unreachable, by store.",
+        "Counter checks and updates made in process memory because Redis was unreachable, "
+        "by store (rate_limits, anomaly_counters).",
     ),
 }
 
