@@ -58,7 +58,9 @@ LOCKDOWN_RETRY_AFTER_SECONDS = 300
 # quota) is not retried.
 RETRY_AFTER_WORTH_WAITING_SECONDS = 60
 # 5xx that a repeat can get past: the gateway's store or the backend failed this time.
-_RETRYABLE_SERVER_CODES = frozenset({"service_unavailable", "upstream_error", "upstream_timeout"})
+_RETRYABLE_SERVER_CODES = frozenset(
+    {"service_unavailable", "signing_keys_unavailable", "upstream_error", "upstream_timeout"}
+)
 
 
 class ApiError(Exception):
