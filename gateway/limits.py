@@ -167,10 +167,11 @@ class RateLimits:
         self._with_strategy(lambda strategy: strategy.hit(item, "auth-failure", client_ip))
 
     def redis_status(self) -> str | None:
-        """ "ok", or why the counters are in process memory now; None without Redis.
+        """Redis for ``/readyz``: "ok", or why the counters are in process memory now; None
+        without Redis.
 
-        Asks Redis (a PING) rather than trusting the last request: a probe also sees a Redis
-        that came back while no traffic flowed, and ends the outage for it.
+        Asks Redis (one read) rather than trusting the last request: a probe also sees a
+        Redis that came back while no traffic flowed, and ends the outage for it.
         """
         outage = self.outage
         if outage is None:

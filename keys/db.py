@@ -77,7 +77,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # No pre-ping: it would cost a round trip on every checkout of the hot path. A connection
     # that died with the server fails its request with a 503 (fail closed; clients retry)
-    # and is replaced; recycling bounds how long an idle connection is trusted.
+    # and is replaced together with every connection pooled before it; recycling bounds how
+    # long an idle connection is trusted.
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
 
 
@@ -158,8 +159,9 @@ class PreparedRead:
     a consistent snapshot on its own. Here the statement runs in autocommit on a connection
     from the engine's own pool, and values come back through SQLAlchemy's own result
     conversions for the dialect, so a row reads exactly as it would through a ``Connection``.
-    Errors are raised as SQLAlchemy's (``OperationalError`` and friends), and a connection
-    the driver reports as lost is dropped from the pool.
+    Errors are raised as SQLAlchemy's (``OperationalError`` and friends, also when no
+    connection can be opened), and a connection the driver reports as lost is dropped from
+    the pool with every connection pooled before it.
 
     Parameters must be values the driver takes as they are (text, integers): a statement
     whose parameters need conversion is refused when it is prepared.
