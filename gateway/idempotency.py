@@ -5,9 +5,10 @@ that sends it, kept 24 hours (``keys.idempotency``). A repeat with the same key 
 request gets the same video, without a second backend call or charge; with another request,
 409 ``idempotency_key_reused``; while the first is still running, 409
 ``idempotency_key_in_flight`` with ``Retry-After: 1`` (and ``x-should-retry: true``, so the
-openai SDK comes back for the video). The request's identity is what it asks for (the JSON
-object, or the form fields and a digest of each file), not its bytes: a multipart body sent
-again has a new boundary.
+openai SDK comes back for the video); once it has been in flight for ten upstream
+deadlines its process died, and repeats get 409 ``idempotency_key_abandoned``. The
+request's identity is what it asks for (the JSON object, or the form fields and a digest of
+each file), not its bytes: a multipart body sent again has a new boundary.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask import g, request
@@ -80,8 +82,13 @@ def once_per_key(create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return create()
     principal = current_principal()
     store = current_state().store
+    # A create makes a few upstream calls (a look at running jobs, then the create), each
+    # within the upstream deadline: a claim ten deadlines old belongs to a process that died.
+    abandoned_after = timedelta(seconds=10 * current_state().settings.upstream_deadline)
     with store.transaction() as tx:
-        claim = tx.idempotency.claim(principal.key_id, key, request_fingerprint(), g.request_id)
+        claim = tx.idempotency.claim(
+            principal.key_id, key, request_fingerprint(), g.request_id, abandoned_after
+        )
     if claim.status != "claimed":
         return _replay(claim)
     try:

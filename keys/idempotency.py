@@ -24,6 +24,11 @@ from keys.db import insert_ignoring_duplicates
 from keys.models import IdempotencyRecord
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
+ABANDONED = {
+    "status": 409,
+    "code": "idempotency_key_abandoned",
+    "message": "The first request with this Idempotency-Key never finished.",
+}
 
 
 def digest_of(idempotency_key: str) -> str:
@@ -46,10 +51,19 @@ class IdempotencyKeys:
         self._session = session
         self._clock = clock
 
-    def claim(self, key_id: str, idempotency_key: str, fingerprint: str, request_id: str) -> Claim:
+    def claim(
+        self,
+        key_id: str,
+        idempotency_key: str,
+        fingerprint: str,
+        request_id: str,
+        abandoned_after: timedelta,
+    ) -> Claim:
         """Claim ``idempotency_key`` for this request, or report what an earlier one made of it.
 
-        ``same_request`` is False when the earlier request with this key had another body.
+        ``same_request`` is False when the earlier request with this key had another body. A
+        claim still in flight after ``abandoned_after`` (longer than any request may run)
+        was abandoned by a process that died: it turns ``failed``, outcome unknown.
         """
         now = self._clock()
         digest = digest_of(idempotency_key)
@@ -84,6 +98,8 @@ class IdempotencyKeys:
         ).scalar_one()
         if row.request_id == request_id:
             return Claim("claimed", same_request=True)
+        if row.status == "in_flight" and row.created_at <= now - abandoned_after:
+            row.status, row.error = "failed", ABANDONED
         return Claim(row.status, row.fingerprint == fingerprint, row.video_id, row.error)
 
     def done(self, key_id: str, idempotency_key: str, video_id: str) -> None:

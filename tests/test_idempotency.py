@@ -243,3 +243,22 @@ def test_a_repeat_while_the_first_runs_is_told_to_come_back(
     assert after.get_json()["id"] == "video_slow"
     assert upstream_creates(upstream) == 1
     assert charges(store, key.key.tester_id) == 1
+
+
+def test_a_claim_whose_process_died_is_abandoned_not_in_flight_forever(
+    client: Any, upstream: responses.RequestsMock, key: IssuedKey, store: Store, clock: FakeClock
+) -> None:
+    upstream.add(responses.POST, VIDEOS, json=video("video_never"))
+    # The claim a worker took just before it was killed, for the request sent again below.
+    post_create(client, key, "died-1")
+    with store.transaction() as tx:
+        row = tx.session.scalars(select(IdempotencyRecord)).one()
+        row.status, row.video_id = "in_flight", None
+    assert error_code(post_create(client, key, "died-1")) == "idempotency_key_in_flight"
+    clock.advance(minutes=11)  # ten upstream deadlines of 5 s are long gone
+    abandoned = post_create(client, key, "died-1")
+    assert abandoned.status_code == 409
+    assert error_code(abandoned) == "idempotency_key_abandoned"
+    assert abandoned.headers["x-should-retry"] == "false"
+    assert error_code(post_create(client, key, "died-1")) == "idempotency_key_abandoned"
+    assert upstream_creates(upstream) == 1
