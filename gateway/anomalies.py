@@ -2,9 +2,10 @@
 
 ``keys.anomalies`` holds the rules; this module runs them for a verified request, suspends
 the key in its own transaction (recorded in the audit trail by ``system:anomaly-detector``),
-refuses the request, and hands the alert to the webhook thread. Detection needs its
-counters: when Redis cannot be reached the request goes on undetected (and is logged) — the
-key check itself never depends on Redis and still fails closed.
+refuses the request, and hands the alert to the webhook thread. While Redis cannot be
+reached the counters count in process memory (``keys.counters.FallbackCounters``); should
+counters fail all the same, the request goes on undetected (and is logged) — the key check
+itself never depends on Redis and still fails closed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 from gateway.alerts import AlertSender
 from keys.anomalies import Anomaly, AnomalyDetector, stop_key
-from keys.counters import Counters, CountersUnavailable, RedisCounters
+from keys.counters import Counters, CountersUnavailable, FallbackCounters, RedisCounters
 from keys.errors import HoneytokenUsed, KeyRejected
 from keys.lifecycle import REFUSAL_MESSAGES, Principal
 from keys.store import Store
@@ -94,5 +95,5 @@ class AnomalyWatch:
 
     def close(self) -> None:
         self.alerts.close()
-        if isinstance(self.counters, RedisCounters):
+        if isinstance(self.counters, RedisCounters | FallbackCounters):
             self.counters.close()

@@ -42,7 +42,13 @@ from gateway.upstream import UpstreamClient
 from gateway.usage import record_usage
 from keys.audit import CheckpointPolicy
 from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
-from keys.counters import Counters, MemoryCounters, RedisCounters
+from keys.counters import (
+    Counters,
+    FallbackCounters,
+    MemoryCounters,
+    RedisCounters,
+    RedisOutage,
+)
 from keys.db import Database
 from keys.digests import SecretDigester
 from keys.keyformat import KeyFormat
@@ -94,10 +100,17 @@ def build_store(settings: Settings, vault: Vault) -> Store:
     )
 
 
-def build_anomaly_watch(settings: Settings, store: Store) -> AnomalyWatch:
-    """Anomaly detection with counters in Redis when ``redis_url`` is set, else in process."""
+def build_anomaly_watch(
+    settings: Settings, store: Store, outage: RedisOutage | None = None
+) -> AnomalyWatch:
+    """Anomaly detection with counters in Redis when ``redis_url`` is set (in process memory
+    while Redis is unreachable), else in process."""
     counters: Counters = (
-        RedisCounters.from_url(settings.redis_url) if settings.redis_url else MemoryCounters()
+        FallbackCounters(
+            RedisCounters.from_url(settings.redis_url), outage or RedisOutage(), MemoryCounters()
+        )
+        if settings.redis_url
+        else MemoryCounters()
     )
     try:
         alerts = AlertSender(settings.alert_webhook_urls, settings.alert_timeout_seconds)
@@ -120,17 +133,19 @@ def build_state(settings: Settings) -> GatewayState:
         max_json_bytes=settings.upstream_max_json_bytes,
         pool_size=settings.upstream_pool_size,
     )
+    # One view of Redis per process, shared by the two stores that count in it.
+    outage = RedisOutage()
     return GatewayState(
         settings=settings,
         vault=vault,
         store=store,
         upstream=upstream,
         limits=RateLimits(
-            settings.redis_url or MEMORY_STORAGE_URI, settings.auth_failures_per_minute
+            settings.redis_url or MEMORY_STORAGE_URI, settings.auth_failures_per_minute, outage
         ),
         usage=UsageBuffer(store, settings.usage_flush_seconds),
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
-        anomalies=build_anomaly_watch(settings, store),
+        anomalies=build_anomaly_watch(settings, store, outage),
         bulkhead=Bulkhead(settings.max_inflight_per_key),
     )
 

@@ -2,6 +2,12 @@
 
 Domain exceptions and werkzeug's HTTP errors are translated here, at the edge, and nowhere
 else. ``tests/test_error_shape.py`` pins the shape for every failure path.
+
+Every error also says whether sending the same request again can help, in the
+``x-should-retry`` header that the openai SDK obeys before its own rules (which would retry
+every 409, 429 and 5xx, sleeping up to two minutes on a ``Retry-After``): ``true`` for a
+short rate-limit wait, an unreachable store and a failing backend; ``false`` for everything
+a retry cannot change (a bad key, a refusal, a lockdown, a quota that resets hours away).
 """
 
 from __future__ import annotations
@@ -45,6 +51,18 @@ _CODE_BY_STATUS = {
 }
 
 
+# A lockdown lasts until an operator lifts it: minutes at the least. Past the SDK's two-minute
+# ceiling, so that no client sleeps on it even without ``x-should-retry``.
+LOCKDOWN_RETRY_AFTER_SECONDS = 300
+# The longest Retry-After worth a client's automatic wait; a 429 that resets later (a daily
+# quota) is not retried.
+RETRY_AFTER_WORTH_WAITING_SECONDS = 60
+# 5xx that a repeat can get past: the gateway's store or the backend failed this time.
+_RETRYABLE_SERVER_CODES = frozenset(
+    {"service_unavailable", "signing_keys_unavailable", "upstream_error", "upstream_timeout"}
+)
+
+
 class ApiError(Exception):
     """An HTTP failure with everything the error body needs."""
 
@@ -57,6 +75,7 @@ class ApiError(Exception):
         param: str | None = None,
         error_type: str | None = None,
         headers: dict[str, str] | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -69,6 +88,17 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         if status == 401:
             self.headers.setdefault("WWW-Authenticate", 'Bearer realm="drawbridge"')
+        retry = should_retry if should_retry is not None else self._worth_retrying()
+        self.headers.setdefault("x-should-retry", "true" if retry else "false")
+
+    def _worth_retrying(self) -> bool:
+        """Whether the same request, sent again soon, can succeed."""
+        if self.status == 429:
+            wait = self.headers.get("Retry-After", "0")
+            return wait.isdigit() and int(wait) <= RETRY_AFTER_WORTH_WAITING_SECONDS
+        if self.status == 408:
+            return True
+        return self.status >= 500 and self.code in _RETRYABLE_SERVER_CODES
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
@@ -98,7 +128,13 @@ def from_domain(exc: DomainError) -> ApiError:
     if isinstance(exc, InvalidKey | KeyRejected):
         return ApiError(401, exc.message, exc.code, param=exc.param)
     if isinstance(exc, Lockdown):
-        return ApiError(503, exc.message, exc.code, headers={"Retry-After": "60"})
+        return ApiError(
+            503,
+            exc.message,
+            exc.code,
+            headers={"Retry-After": str(LOCKDOWN_RETRY_AFTER_SECONDS)},
+            should_retry=False,
+        )
     if isinstance(exc, QuotaExceeded):
         # Every 429 says when to come back; retry-after-ms is what the openai SDK reads first.
         headers = {

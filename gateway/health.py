@@ -23,7 +23,10 @@ def readyz() -> tuple[Response, int]:
 
     ``detail`` says what does not decide readiness: ``upstream_auth`` (does the backend
     accept the gateway's credential; see gateway/upstream_auth.py for why it is not a
-    check)."""
+    check). Redis, when configured, is in ``checks`` but does not decide readiness either:
+    without it the rate limits and anomaly counters count in process memory
+    (``keys.counters``), and every key check still reads the database.
+    """
     state = current_state()
     database = state.store.database
     checks: dict[str, str] = {}
@@ -36,6 +39,9 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
+    redis = state.limits.redis_status()
+    if redis is not None:
+        checks["redis"] = redis
     detail = {"upstream_auth": state.upstream.auth.describe()}
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "detail": detail}
     return jsonify(body), (200 if ready else 503)

@@ -68,6 +68,7 @@ UPSTREAM_LATENCY = "drawbridge_upstream_request_duration_seconds"
 UPSTREAM_RESPONSES = "drawbridge_upstream_responses_total"
 UPSTREAM_AUTH_FAILURES = "drawbridge_upstream_auth_failures_total"
 ANOMALY_TRIPS = "drawbridge_anomaly_trips_total"
+REDIS_FALLBACKS = "drawbridge_redis_fallback_total"
 _HELP = {
     REQUESTS: ("counter", "Responses sent, by route template, method and status."),
     LATENCY: ("histogram", "Seconds from request to response start, by route and method."),
@@ -86,6 +87,11 @@ _HELP = {
         "Backend answers 401/403 to the gateway's own credential (see /readyz).",
     ),
     ANOMALY_TRIPS: ("counter", "Anomaly rules that stopped a key, by rule and action."),
+    REDIS_FALLBACKS: (
+        "counter",
+        "Counter checks and updates made in process memory because Redis was unreachable, "
+        "by store (rate_limits, anomaly_counters).",
+    ),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -188,6 +194,13 @@ class MetricsRegistry:
     def _changed(self) -> None:
         self._dirty = True
         self._ensure_publisher()
+
+    def count(self, family: str, labels: Labels) -> None:
+        """Add one to a counter of ``_HELP`` (events other than responses)."""
+        with self._lock:
+            self._after_fork()
+            self._add((family, labels))
+            self._changed()
 
     # -- sharing between processes -----------------------------------------------------
 
@@ -418,6 +431,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     if state is not None:
         state.upstream.observe = registry.count_upstream
         state.anomalies.on_trip = registry.count_anomaly
+    outage = state.limits.outage if state is not None else None
+    if outage is not None:
+        outage.listen(lambda store: registry.count(REDIS_FALLBACKS, (("store", store),)))
     app.after_request(_count)
     app.register_blueprint(bp)
 
@@ -493,11 +509,24 @@ def _database_gauges() -> list[tuple[str, str, list[tuple[Labels, float]]]]:
     ]
 
 
+def _redis_gauges() -> list[tuple[str, str, list[tuple[Labels, float]]]]:
+    outage = current_state().limits.outage
+    if outage is None:
+        return []
+    return [
+        (
+            "drawbridge_redis_up",
+            "Whether the answering process's last use of Redis succeeded.",
+            [((), int(outage.up))],
+        )
+    ]
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     _authorize()
     registry: MetricsRegistry = current_app.extensions[EXTENSION]
     return Response(
-        registry.render(_database_gauges()),
+        registry.render([*_database_gauges(), *_redis_gauges()]),
         content_type="text/plain; version=0.0.4; charset=utf-8",
     )

@@ -26,6 +26,7 @@ from gateway.generation_requests import (
     prompt_of,
 )
 from gateway.generations import call_upstream, generate
+from gateway.idempotency import once_per_key
 from gateway.inputs import json_document
 from gateway.state import current_state
 from gateway.upstream import CONTENT_VARIANTS, video_path
@@ -86,9 +87,12 @@ def create_video() -> Response:
             "unsupported_media_type",
         )
     generation = generation_request()
-    body, content_type = forwarded_body(generation)
-    snapshot = generate(generation, body, content_type, path="videos")
-    return _json_response(snapshot)
+
+    def create() -> dict[str, Any]:
+        body, content_type = forwarded_body(generation)
+        return generate(generation, body, content_type, path="videos")
+
+    return _json_response(once_per_key(create))
 
 
 @bp.get("/videos")
@@ -244,11 +248,14 @@ def remix_video(video_id: str) -> Response:
         seconds=source.video_seconds or int(str(source.snapshot.get("seconds", "4"))),
         prompt=prompt,
     )
-    snapshot = generate(
-        remix,
-        json.dumps({"prompt": prompt}).encode(),
-        "application/json",
-        path=video_path(source.upstream_id, "/remix"),
-        remix_of=(source.id, source.upstream_id),
+    upstream_path = video_path(source.upstream_id, "/remix")
+    snapshot = once_per_key(
+        lambda: generate(
+            remix,
+            json.dumps({"prompt": prompt}).encode(),
+            "application/json",
+            path=upstream_path,
+            remix_of=(source.id, str(source.upstream_id)),
+        )
     )
     return _json_response(snapshot)

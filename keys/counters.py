@@ -8,13 +8,19 @@ default, one worker); ``RedisCounters`` keeps it in Redis, one pipelined round t
 request, so that a key used through many workers and instances is counted once.
 
 Counters hold key ids and client IPs, never secrets. They are not key state: losing them
-loses detection history, never a revocation.
+loses detection history, never a revocation. So when Redis cannot be reached,
+``FallbackCounters`` counts in the process's memory instead (each worker sees only its own
+requests until Redis is back) rather than stopping detection or refusing the request; the
+``RedisOutage`` it shares with the rate limits says when to try Redis again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +29,12 @@ import redis
 # How many complete minutes before the current one make up a key's baseline.
 BASELINE_MINUTES = 30
 REDIS_PREFIX = "drawbridge:anomaly"
+# After Redis failed, how long this process counts in memory before it tries Redis again: a
+# dead Redis costs one failed attempt a second per process, not one per request.
+REDIS_RETRY_SECONDS = 1.0
+_WARN_EVERY_SECONDS = 60.0
+
+log = logging.getLogger("drawbridge.redis")
 
 
 class CountersUnavailable(Exception):
@@ -181,3 +193,117 @@ class RedisCounters:
 
     def close(self) -> None:
         self._redis.close()
+
+
+class RedisOutage:
+    """One process's view of whether its shared Redis is usable, for every store that falls
+    back to memory (rate limits, anomaly counters).
+
+    After a failure, ``in_use()`` is False for ``retry_seconds``; the next call then tries
+    Redis again, and a success ends the outage. Each request served from memory is counted
+    (``fallbacks``) and reported to the listeners (the metrics); the warning is logged at
+    most once a minute.
+    """
+
+    def __init__(self, retry_seconds: float = REDIS_RETRY_SECONDS) -> None:
+        self.retry_seconds = retry_seconds
+        self.fallbacks: dict[str, int] = {}
+        self.last_error: str | None = None
+        self._retry_at = 0.0
+        self._warned_at = -_WARN_EVERY_SECONDS
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
+
+    @property
+    def up(self) -> bool:
+        """Whether the last attempt to use Redis succeeded."""
+        return self.last_error is None
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(store)`` for each request a store serves from memory."""
+        self._listeners.append(listener)
+
+    def in_use(self) -> bool:
+        """Whether to try Redis now (always, unless it failed less than retry_seconds ago)."""
+        return self.last_error is None or time.monotonic() >= self._retry_at
+
+    def failed(self, store: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.last_error = type(exc).__name__
+            self._retry_at = now + self.retry_seconds
+            warn = now - self._warned_at >= _WARN_EVERY_SECONDS
+            if warn:
+                self._warned_at = now
+        if warn:
+            log.warning(
+                "redis unavailable (%s, from the %s): rate limits and anomaly counters count "
+                "in this process's memory until it is back",
+                type(exc).__name__,
+                store,
+            )
+
+    def succeeded(self) -> None:
+        if self.last_error is not None:
+            with self._lock:
+                was, self.last_error = self.last_error, None
+                self._warned_at = -_WARN_EVERY_SECONDS
+            if was is not None:
+                log.warning("redis reachable again: counting in Redis")
+
+    def served_from_memory(self, store: str) -> None:
+        with self._lock:
+            self.fallbacks[store] = self.fallbacks.get(store, 0) + 1
+        for listener in self._listeners:
+            listener(store)
+
+
+class FallbackCounters:
+    """Redis counters that fall back to this process's memory while Redis is unreachable.
+
+    History counted in memory during an outage stays in memory: once Redis is back, rules
+    see Redis's (older) counts again. Detection is weaker for the outage (one worker's view),
+    never off.
+    """
+
+    STORE = "anomaly_counters"
+
+    def __init__(self, shared: RedisCounters, outage: RedisOutage, local: MemoryCounters):
+        self.shared = shared
+        self.local = local
+        self.outage = outage
+
+    def record(self, key_id: str, client_ip: str, now: float, window_seconds: int) -> KeyActivity:
+        if self.outage.in_use():
+            try:
+                activity = self.shared.record(key_id, client_ip, now, window_seconds)
+            except CountersUnavailable as exc:
+                self.outage.failed(self.STORE, exc.__cause__ or exc)
+            else:
+                self.outage.succeeded()
+                return activity
+        self.outage.served_from_memory(self.STORE)
+        return self.local.record(key_id, client_ip, now, window_seconds)
+
+    def earlier_minutes(self, key_id: str, now: float) -> tuple[int, ...]:
+        if self.outage.in_use():
+            try:
+                return self.shared.earlier_minutes(key_id, now)
+            except CountersUnavailable as exc:
+                self.outage.failed(self.STORE, exc.__cause__ or exc)
+        return self.local.earlier_minutes(key_id, now)
+
+    def claim(self, name: str, seconds: int, now: float) -> bool:
+        if self.outage.in_use():
+            try:
+                return self.shared.claim(name, seconds, now)
+            except CountersUnavailable as exc:
+                self.outage.failed(self.STORE, exc.__cause__ or exc)
+        return self.local.claim(name, seconds, now)
+
+    def reset(self) -> None:
+        self.local.reset()
+        self.shared.reset()
+
+    def close(self) -> None:
+        self.shared.close()

@@ -114,7 +114,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # No pre-ping: it would cost a round trip on every checkout of the hot path. A connection
     # that died with the server fails its request with a 503 (fail closed; clients retry)
-    # and is replaced; recycling bounds how long an idle connection is trusted.
+    # and is replaced together with every connection pooled before it; recycling bounds how
+    # long an idle connection is trusted.
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
     _track_hot_writes(engine)
     return engine
@@ -283,8 +284,9 @@ class PreparedRead:
     a consistent snapshot on its own. Here the statement runs in autocommit on a connection
     from the engine's own pool, and values come back through SQLAlchemy's own result
     conversions for the dialect, so a row reads exactly as it would through a ``Connection``.
-    Errors are raised as SQLAlchemy's (``OperationalError`` and friends), and a connection
-    the driver reports as lost is dropped from the pool.
+    Errors are raised as SQLAlchemy's (``OperationalError`` and friends, also when no
+    connection can be opened), and a connection the driver reports as lost is dropped from
+    the pool with every connection pooled before it.
 
     Parameters must be values the driver takes as they are (text, integers): a statement
     whose parameters need conversion is refused when it is prepared.
@@ -373,7 +375,14 @@ class PreparedRead:
         return raw
 
     def _fetch(self, params: Any) -> tuple[Any, ...] | None:
-        connection = self._engine.raw_connection()
+        try:
+            connection = self._engine.raw_connection()
+        except self._dbapi_error as exc:
+            # A connection that could not be opened (the server is down): the driver's error
+            # comes straight from the pool, unwrapped, unlike a Connection's.
+            raise DBAPIError.instance(
+                self._sql, params, exc, self._dbapi_error, hide_parameters=True
+            ) from exc
         dbapi_connection: Any = connection.dbapi_connection
         reusable = False
         try:
@@ -389,6 +398,12 @@ class PreparedRead:
                 dbapi_connection.autocommit = False
             reusable = True
         except self._dbapi_error as exc:
+            error: Any = exc
+            if self._dialect.is_disconnect(error, dbapi_connection, None):
+                # The server went away: every pooled connection opened before now is as dead
+                # as this one. Retire them all, as a Connection does, so that requests after
+                # the server's return open fresh ones instead of failing one by one.
+                self._engine.pool._invalidate(connection, exc, _checkin=False)
             raise DBAPIError.instance(
                 self._sql, params, exc, self._dbapi_error, hide_parameters=True
             ) from exc

@@ -259,3 +259,24 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """A create or remix sent with an ``Idempotency-Key``: what it asked for and what came of
+    it, so that a repeat gets the same video instead of a second generation (24 hours)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # SHA-256 of the client's header value: any text a client chose, stored at fixed size.
+    key_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(40))
+    # in_flight, done (video_id is set) or failed (error: a failure whose outcome upstream is
+    # unknown, replayed to repeats).
+    status: Mapped[str] = mapped_column(String(16))
+    video_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -19,6 +19,7 @@ from keys.db import Database
 from keys.digests import SecretDigester
 from keys.gate import VideoRef, check_key
 from keys.generations import GenerationService
+from keys.idempotency import IdempotencyKeys
 from keys.keyformat import KeyFormat
 from keys.leaks import LeakService
 from keys.lifecycle import KeyService, Principal
@@ -95,6 +96,10 @@ class Transaction:
     @cached_property
     def approvals(self) -> ApprovalService:
         return ApprovalService(self.session, self.audit, self.clock)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.session, self.clock)
 
     @cached_property
     def generations(self) -> GenerationService:

@@ -36,6 +36,8 @@ def assert_error(response: Any, status: int, code: str, param: str | None = None
     assert isinstance(error["type"], str) and error["type"]
     assert error["code"] == code
     assert error["param"] == param
+    # Every error says whether a retry can help (tests/test_should_retry.py has the rules).
+    assert response.headers["x-should-retry"] in ("true", "false")
     if status == 401:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     else:
@@ -402,6 +404,8 @@ def test_error_shape(
     response = client.open(path, method=case.method, **kwargs)
 
     assert_error(response, case.status, case.code, case.param)
+    # None of these can succeed by being sent again unchanged.
+    assert response.headers["x-should-retry"] == "false"
     assert len(upstream.calls) == 0
     text = response.get_data(as_text=True)
     for secret in world.secrets:
