@@ -25,6 +25,7 @@ from gateway.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.limits import add_headers as add_rate_limit_headers
 from gateway.logs import access_log, configure_logging
 from gateway.paths import refuse_path_tricks
+from gateway.reconciler import ReconcileSweep
 from gateway.settings import Secret, Settings, SettingsError, load_settings, root_secret_of
 from gateway.state import (
     EXTENSION,
@@ -117,6 +118,7 @@ def build_state(settings: Settings) -> GatewayState:
         usage=UsageBuffer(store, settings.usage_flush_seconds),
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store),
+        sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )
 
 
@@ -169,6 +171,9 @@ def _start_request() -> None:
     context.started = time.perf_counter()
     context.request_id = new_request_id()
     refuse_path_tricks(request.environ)
+    sweep = current_state().sweep
+    if sweep is not None:
+        sweep.ensure_running()
 
 
 def _finish_request(response: Response) -> Response:

@@ -10,6 +10,7 @@ from flask.ctx import _AppCtxGlobals
 
 from gateway.anomalies import AnomalyWatch
 from gateway.limits import RateLimits
+from gateway.reconciler import ReconcileSweep
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 from keys.share_links import ShareLinkSigner
@@ -30,6 +31,7 @@ class GatewayState:
     usage: UsageBuffer
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
+    sweep: ReconcileSweep | None = None
 
 
 def current_state() -> GatewayState:

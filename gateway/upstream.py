@@ -42,6 +42,11 @@ class UpstreamJSON:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+class UpstreamUnanswered(ApiError):
+    """The backend's answer never arrived (a timeout, a broken connection): whether it acted
+    on the request is unknown."""
+
+
 def video_path(video_id: str, suffix: str = "") -> str:
     """``videos/<id>[/suffix]`` for a validated id. Raises ApiError (404) otherwise."""
     if not VIDEO_ID.fullmatch(video_id):
@@ -135,11 +140,11 @@ class UpstreamClient:
             # an upstream call may use, and their cost is a tenth of a request's.
             response = self._adapter.send(prepared, stream=True, timeout=self._timeout)
         except requests.Timeout:
-            raise ApiError(
+            raise UpstreamUnanswered(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
         except requests.RequestException:
-            raise ApiError(
+            raise UpstreamUnanswered(
                 502, "The generation backend could not be reached.", "upstream_error"
             ) from None
         if 300 <= response.status_code < 400:
@@ -209,16 +214,16 @@ class UpstreamClient:
                         502, "The generation backend's answer is too large.", "upstream_error"
                     )
                 if time.monotonic() - started > self._deadline:
-                    raise ApiError(
+                    raise UpstreamUnanswered(
                         504, "The generation backend did not answer in time.", "upstream_timeout"
                     )
                 chunks.append(chunk)
         except (ReadTimeoutError, requests.Timeout):
-            raise ApiError(
+            raise UpstreamUnanswered(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
         except (HTTPError, requests.RequestException):
-            raise ApiError(
+            raise UpstreamUnanswered(
                 502, "The generation backend broke off its answer.", "upstream_error"
             ) from None
         return b"".join(chunks)

@@ -10,6 +10,7 @@ from gateway.cli import (  # noqa: F401
     leaks_commands,
     people,
     program_commands,
+    reconcile_commands,
     serving,
     system,
     usage_commands,
