@@ -69,6 +69,7 @@ class ReconcileSweep:
         self._reconciler = Reconciler(store, UpstreamBackend(upstream))
         self._interval = interval
         self._wake = threading.Event()
+        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -89,6 +90,13 @@ class ReconcileSweep:
         """Sweep now: a reservation was just left to the reconciler."""
         self._wake.set()
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """End this process's sweeper after the run in progress, if any."""
+        self._stopped.set()
+        self._wake.set()
+        if self._thread is not None and self._pid == current_pid():
+            self._thread.join(timeout)
+
     def run_once(self) -> ReconcileReport:
         report = self._reconciler.run()
         for action in report.actions:
@@ -102,9 +110,11 @@ class ReconcileSweep:
         return report
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             self._wake.wait(self._interval * random.uniform(0.5, 1.5))
             self._wake.clear()
+            if self._stopped.is_set():
+                return
             try:
                 self.run_once()
             except Exception:  # the sweeper must outlive any one failed run

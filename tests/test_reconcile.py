@@ -4,6 +4,7 @@ however many reconcilers run (keys/reconcile.py), against the real simulator ove
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from gateway.app import build_store
-from gateway.reconciler import UpstreamBackend
+from gateway.reconciler import ReconcileSweep, UpstreamBackend
 from gateway.settings import Secret, Settings
 from gateway.simulator import SimulatorOptions, create_simulator_app
 from gateway.upstream import UpstreamClient
@@ -408,3 +409,33 @@ def key(make_key: Callable[..., IssuedKey]) -> IssuedKey:
 @pytest.fixture
 def tester(make_tester: Callable[..., Tester]) -> Tester:
     return make_tester()
+
+
+def test_each_worker_sweeps_in_the_background(
+    store: Store,
+    clock: FakeClock,
+    key: IssuedKey,
+    principal_of: Callable[[IssuedKey], Principal],
+    simulator: Simulator,
+) -> None:
+    principal = principal_of(key)
+    request = GenerationRequest(prompt="found by the sweep")
+    admit(store, principal, request, "req_swept")
+    job = simulator.create(request)
+    clock.advance(seconds=121)
+    client = UpstreamClient(simulator.url, Secret(SIM_KEY), read_timeout=5, deadline=10)
+    sweep = ReconcileSweep(store, client, interval=0.2)
+    try:
+        sweep.ensure_running()
+        wait_until(lambda: reservations(store) == 0, 10, "the sweep to settle the reservation")
+    finally:
+        sweep.stop()
+        client.close()
+    assert outcome(store, "req_swept") == ("created", job["id"])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
