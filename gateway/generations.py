@@ -25,6 +25,7 @@ from keys.lifecycle import Principal
 from keys.models import Approval
 from keys.policies import GenerationRequest, decide
 from keys.quotas import Cost, QuotaExceeded
+from keys.store import Transaction
 
 log = logging.getLogger("drawbridge.generations")
 
@@ -191,6 +192,19 @@ def _after_reconciler(tester_id: str, created_id: str) -> dict[str, Any]:
     raise ApiError(504, _OUTLIVED, "upstream_timeout")
 
 
+def submission_id(approval: Approval) -> str:
+    return "sub_" + approval.id
+
+
+def lease_submission(state: GatewayState, tx: Transaction, approval: Approval) -> None:
+    """Lease an approved generation's submission in the approval's own transaction: a worker
+    dying anywhere before it records the backend's answer leaves the video to the reconciler
+    instead of queued forever with its quota reserved."""
+    tx.generations.submitting(
+        approval, submission_id(approval), submission_intent(approval), lease(state)
+    )
+
+
 def submit_approved(
     state: GatewayState, approval: Approval, request_id: str
 ) -> dict[str, Any] | None:
@@ -198,21 +212,19 @@ def submit_approved(
 
     Returns the video object, or None when the tester deleted it meanwhile or the backend
     failed — then the video fails (quota refunded) rather than the approver's request. Needs
-    no HTTP request, so the CLI calls it too.
+    no HTTP request, so the CLI calls it too. The submission was leased with the decision
+    (lease_submission).
     """
     store = state.store
-    with store.read() as tx:
+    submission = submission_id(approval)
+    with store.transaction() as tx:
         try:
             tx.videos.owned(approval.video_id, approval.tester_id)
         except NotFound:
+            tx.generations.release(submission)
             return None
     remix_of = approval.request.get("remix_of")
     path = video_path(remix_of, "/remix") if remix_of else "videos"
-    # The submission's own lease: a worker dying before it records the answer leaves the
-    # video for the reconciler instead of queued forever with its quota reserved.
-    submission = "sub_" + approval.id
-    with store.transaction() as tx:
-        tx.generations.submitting(approval, submission, submission_intent(approval), lease(state))
     try:
         answer = state.upstream.call_json(
             "POST",

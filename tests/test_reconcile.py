@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -303,9 +303,14 @@ def test_a_worker_that_outlived_its_lease_cannot_settle_twice(
 ) -> None:
     principal = principal_of(key)
     request = GenerationRequest(prompt="slow")
+    earlier = admit(store, principal, request, "req_done")
+    with store.transaction() as tx:
+        done = {"id": "video_done", "status": "queued"}
+        tx.generations.created(principal, done, cost_of(request), earlier, "req_done", 1.0)
     periods = admit(store, principal, request, "req_slow")
     clock.advance(seconds=121)
     Reconciler(store, videos).run()  # refunds: no job upstream yet
+    assert used(store, principal.tester_id) == RESERVED
 
     # The worker comes back: neither its refund nor its video counts again.
     with store.transaction() as tx:
@@ -315,9 +320,51 @@ def test_a_worker_that_outlived_its_lease_cannot_settle_twice(
     with pytest.raises(ReservationSettled), store.transaction() as tx:
         snapshot = {"id": "video_late", "status": "queued"}
         tx.generations.created(principal, snapshot, cost_of(request), periods, "req_slow", 1.0)
-    assert used(store, principal.tester_id) == ZERO
+    assert used(store, principal.tester_id) == RESERVED
     with store.read() as tx:
         assert tx.session.get(Video, "video_late") is None
+
+
+class ListingHook:
+    """The real backend, with something happening while the reconciler lists it."""
+
+    def __init__(self, backend: UpstreamBackend, during: Callable[[], None]) -> None:
+        self._backend = backend
+        self._during = during
+
+    def videos_since(self, since: datetime) -> list[dict[str, Any]]:
+        jobs = list(self._backend.videos_since(since))
+        self._during()
+        return jobs
+
+    def cancel(self, upstream_id: str) -> None:
+        self._backend.cancel(upstream_id)
+
+
+def test_a_worker_that_records_its_job_while_the_reconciler_lists_wins(
+    store: Store,
+    clock: FakeClock,
+    key: IssuedKey,
+    principal_of: Callable[[IssuedKey], Principal],
+    simulator: Simulator,
+    videos: UpstreamBackend,
+) -> None:
+    principal = principal_of(key)
+    request = GenerationRequest(prompt="just in time")
+    periods = admit(store, principal, request, "req_late")
+    job = simulator.create(request)
+    clock.advance(seconds=121)
+
+    def worker_records() -> None:
+        with store.transaction() as tx:
+            tx.generations.created(principal, job, cost_of(request), periods, "req_late", 1.0)
+
+    report = Reconciler(store, ListingHook(videos, worker_records)).run()
+
+    assert [a.action for a in report.actions] == ["deferred"]
+    assert used(store, principal.tester_id) == RESERVED
+    assert outcome(store, "req_late") == ("created", job["id"])
+    assert audit_actions(store) == []
 
 
 def test_a_dry_run_changes_nothing(
