@@ -160,7 +160,13 @@ class Reconciler:
         if not claimed:
             return report
         since = min(item.created_at for item in claimed) - CLOCK_SKEW
-        jobs = list(self._backend.videos_since(since))
+        try:
+            jobs = list(self._backend.videos_since(since))
+        except Exception:
+            # The backend could not be asked: give the claims back for the next run.
+            if not dry_run:
+                self._unclaim(token)
+            raise
         # Read after the listing, and the reservations before the videos: a worker that
         # records its job in between has then either its reservation or its video seen (it
         # writes the one and deletes the other in one transaction), so no job of a request
@@ -225,6 +231,15 @@ class Reconciler:
                 .execution_options(populate_existing=True)
             )
             return [_claimed_of(row) for row in rows]
+
+    def _unclaim(self, token: str) -> None:
+        with self._store.transaction() as tx:
+            tx.session.execute(
+                update(Reservation)
+                .where(Reservation.claimed_by == token)
+                .values(lease_until=self._now(), claimed_by=None)
+                .execution_options(synchronize_session=False)
+            )
 
     @staticmethod
     def _owned(tx: Transaction, upstream_ids: list[str]) -> set[str]:

@@ -3,6 +3,7 @@ however many reconcilers run (keys/reconcile.py), against the real simulator ove
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,10 +12,12 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from gateway.app import build_store
+from gateway.cli import main
 from gateway.reconciler import ReconcileSweep, UpstreamBackend
 from gateway.settings import Secret, Settings
 from gateway.simulator import SimulatorOptions, create_simulator_app
@@ -28,7 +31,7 @@ from keys.store import Store
 from keys.testers import Tester
 from keys.usage import UsageRecord
 from keys.vault import Vault
-from tests.helpers import FakeClock, free_port
+from tests.helpers import TEST_ROOT_SECRET, FakeClock, free_port
 
 pytestmark = pytest.mark.both_databases
 
@@ -486,3 +489,47 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def test_drawbridge_reconcile(
+    database_url: str,
+    store: Store,
+    key: IssuedKey,
+    principal_of: Callable[[IssuedKey], Principal],
+    simulator: Simulator,
+) -> None:
+    principal = principal_of(key)
+    request = GenerationRequest(prompt="via the command line")
+    admit(store, principal, request, "req_cli")  # by the test clock, long expired by now
+    job = simulator.create(request)
+    env = {
+        "DRAWBRIDGE_DATABASE_URL": database_url,
+        "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET,
+        "DRAWBRIDGE_UPSTREAM_URL": simulator.url,
+        "DRAWBRIDGE_UPSTREAM_API_KEY": SIM_KEY,
+    }
+    runner = CliRunner()
+
+    dry = runner.invoke(main, ["reconcile", "--dry-run", "--json"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["adopted"] == 1
+    assert reservations(store) == 1
+
+    done = runner.invoke(main, ["reconcile"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "1 adopted, 0 refunded" in done.output and job["id"] in done.output
+    assert reservations(store) == 0
+    with store.read() as tx:
+        (entry,) = tx.session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "reservation.adopted")
+        )
+        assert entry.actor.startswith("cli:") and entry.target == "req_cli"
+
+    unreachable = {**env, "DRAWBRIDGE_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}/v1"}
+    idle = runner.invoke(main, ["reconcile"], env=unreachable)
+    assert idle.exit_code == 0, idle.output  # nothing expired: the backend is not asked
+    admit(store, principal, request, "req_cli_2")
+    down = runner.invoke(main, ["reconcile"], env=unreachable)
+    assert down.exit_code == 1 and "the generation backend" in down.output
+    # The claim is given back: the next run (here, with the backend back) settles it.
+    assert json.loads(runner.invoke(main, ["reconcile", "--json"], env=env).output)["expired"] == 1
