@@ -20,7 +20,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
 
 from gateway.errors import ApiError
 from gateway.settings import Secret
@@ -139,12 +139,18 @@ class UpstreamClient:
             # Session.send: no cookie persistence, hooks or redirect handling, none of which
             # an upstream call may use, and their cost is a tenth of a request's.
             response = self._adapter.send(prepared, stream=True, timeout=self._timeout)
+        except requests.ConnectTimeout:
+            # Nothing was sent: the backend cannot have acted on it.
+            raise ApiError(
+                504, "The generation backend did not answer in time.", "upstream_timeout"
+            ) from None
         except requests.Timeout:
             raise UpstreamUnanswered(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
-        except requests.RequestException:
-            raise UpstreamUnanswered(
+        except requests.RequestException as exc:
+            unreached = ApiError if _never_sent(exc) else UpstreamUnanswered
+            raise unreached(
                 502, "The generation backend could not be reached.", "upstream_error"
             ) from None
         if 300 <= response.status_code < 400:
@@ -260,6 +266,14 @@ class UpstreamClient:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed before a byte of it left: no connection, no TLS session."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:

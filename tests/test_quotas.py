@@ -14,6 +14,7 @@ import pytest
 import requests
 import responses
 from sqlalchemy import func, select
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from gateway.reconciler import UpstreamBackend
 from gateway.state import GatewayState
@@ -24,6 +25,7 @@ from keys.quotas import METRIC_ORDER, Cost, QuotaExceeded, quotas_for
 from keys.reconcile import Reconciler
 from keys.store import Store
 from tests.flows import (
+    VIDEOS,
     FakeBackend,
     assert_error,
     create_video,
@@ -236,6 +238,16 @@ def test_a_full_set_of_job_slots_is_429_with_a_retry_after(
         (500, 502, "upstream_error"),
         (503, 502, "upstream_error"),
         (400, 400, None),
+        # Failures before anything was sent: the backend cannot have made the job.
+        (requests.exceptions.ConnectTimeout(), 504, "upstream_timeout"),
+        (requests.exceptions.SSLError("bad cert"), 502, "upstream_error"),
+        (
+            requests.exceptions.ConnectionError(
+                MaxRetryError(None, VIDEOS, NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+            ),
+            502,
+            "upstream_error",
+        ),
     ],
 )
 def test_an_upstream_failure_refunds_everything(
@@ -268,8 +280,8 @@ def test_an_upstream_failure_refunds_everything(
     ("failure", "status", "code"),
     [
         (requests.exceptions.ReadTimeout(), 504, "upstream_timeout"),
-        (requests.exceptions.ConnectTimeout(), 504, "upstream_timeout"),
-        (requests.exceptions.ConnectionError(), 502, "upstream_error"),
+        (requests.exceptions.ConnectionError("reset by peer"), 502, "upstream_error"),
+        (requests.exceptions.ChunkedEncodingError("cut"), 502, "upstream_error"),
     ],
 )
 def test_a_lost_answer_is_refunded_by_the_reconciler(
