@@ -30,6 +30,7 @@ from gateway.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.limits import add_headers as add_rate_limit_headers
 from gateway.logs import access_log, configure_logging
 from gateway.paths import refuse_path_tricks
+from gateway.reconciler import ReconcileSweep
 from gateway.settings import Secret, Settings, SettingsError, load_settings, root_secret_of
 from gateway.state import (
     EXTENSION,
@@ -147,6 +148,7 @@ def build_state(settings: Settings) -> GatewayState:
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store, outage),
         bulkhead=Bulkhead(settings.max_inflight_per_key),
+        sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )
 
 
@@ -217,6 +219,9 @@ def _start_request() -> None:
     context.request_id = new_request_id()
     context.client_request_id = client_request_id(current_request().headers.get(_REQUEST_ID_HEADER))
     refuse_path_tricks(request.environ)
+    sweep = current_state().sweep
+    if sweep is not None:
+        sweep.ensure_running()
 
 
 def _finish_request(response: Response) -> Response:

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from gateway.auth import current_operator, require_role
-from gateway.generations import submit_approved
+from gateway.generations import lease_submission, submit_approved
 from gateway.inputs import json_body, optional_string, query_int
 from gateway.state import GatewayState, current_state
 from gateway.views import approval_view
@@ -63,6 +63,8 @@ def decide(
         approval = tx.approvals.decide(approval_id, approve, actor, reason, valid_for)
         if approval.kind == "generation" and not approve:
             tx.generations.rejected(approval)
+        if approval.kind == "generation" and approve:
+            lease_submission(state, tx, approval)
     view = approval_view(approval)
     if approval.kind == "generation" and approve:
         view["video"] = submit_approved(state, approval, request_id)

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from flask import g
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gateway.auth import current_principal
 from gateway.errors import ApiError
 from gateway.state import GatewayState, current_state
-from gateway.upstream import VIDEO_ID, UpstreamJSON, video_path
+from gateway.upstream import VIDEO_ID, UpstreamJSON, UpstreamUnanswered, video_path
 from gateway.usage import usage_record
 from keys.errors import NotFound
-from keys.generations import cost_of, present
+from keys.generations import ReservationSettled, cost_of, intent_of, present
 from keys.lifecycle import Principal
 from keys.models import Approval
 from keys.policies import GenerationRequest, decide
 from keys.quotas import Cost, QuotaExceeded
+from keys.store import Transaction
 
 log = logging.getLogger("drawbridge.generations")
 
@@ -52,13 +54,23 @@ def refresh_running(tester_id: str) -> None:
             )
 
 
-def _admit(principal: Principal, cost: Cost) -> dict[str, str]:
-    store = current_state().store
+def lease(state: GatewayState) -> timedelta:
+    """How long a reservation may stay in flight before the reconciler may settle it."""
+    return timedelta(seconds=state.settings.reservation_lease_seconds)
+
+
+def _admit(principal: Principal, cost: Cost, intent: dict[str, Any]) -> dict[str, str]:
+    state = current_state()
+    store = state.store
     for attempt in (1, 2):
         try:
             with store.transaction() as tx:
                 periods = tx.generations.admit(
-                    principal, cost, usage_record(status=0, outcome="admitted")
+                    principal,
+                    cost,
+                    usage_record(status=0, outcome="admitted"),
+                    intent,
+                    lease(state),
                 )
             g.usage_written = True
             return periods
@@ -88,22 +100,26 @@ def generate(
     if decision.action == "deny":
         raise ApiError(403, str(decision.reason), "policy_violation", param=decision.param)
     cost = cost_of(request)
-    periods = _admit(principal, cost)
-    store = current_state().store
+    periods = _admit(principal, cost, intent_of(request, remix_of[1] if remix_of else None))
+    state = current_state()
+    store = state.store
     if decision.action == "hold":
-        with store.transaction() as tx:
-            video, _ = tx.generations.hold(
-                principal,
-                request,
-                cost,
-                periods,
-                str(decision.reason),
-                g.request_id,
-                body,
-                content_type,
-                remix_of,
-            )
-            return dict(video.snapshot)
+        try:
+            with store.transaction() as tx:
+                video, _ = tx.generations.hold(
+                    principal,
+                    request,
+                    cost,
+                    periods,
+                    str(decision.reason),
+                    g.request_id,
+                    body,
+                    content_type,
+                    remix_of,
+                )
+                return dict(video.snapshot)
+        except ReservationSettled:
+            raise ApiError(504, _OUTLIVED, "upstream_timeout") from None
     try:
         answer = call_upstream("POST", path, body=body, content_type=content_type)
         created_id = answer.body.get("id")
@@ -112,6 +128,11 @@ def generate(
             raise ApiError(
                 502, "The generation backend sent an unreadable answer.", "upstream_error"
             )
+    except UpstreamUnanswered as exc:
+        # The backend may have created the job: the reconciler finds it (the video becomes
+        # the tester's) or refunds, at once rather than when the lease would have run out.
+        _leave_to_reconciler(state, g.request_id, exc.status, exc.code)
+        raise
     except ApiError as exc:
         with store.transaction() as tx:
             tx.generations.not_created(
@@ -124,6 +145,8 @@ def generate(
             tx.generations.created(
                 principal, snapshot, cost, periods, g.request_id, g.get("upstream_ms") or 0.0
             )
+    except ReservationSettled:
+        return _after_reconciler(principal.tester_id, created_id)
     except IntegrityError:
         # The backend answered with an id it had given before: never hand one video to two
         # owners. Refund, and blame the backend.
@@ -132,7 +155,54 @@ def generate(
                 principal.tester_id, cost, periods, g.request_id, 502, "upstream_error"
             )
         raise ApiError(502, "The generation backend reused a video id.", "upstream_error") from None
+    except SQLAlchemyError:
+        # The job runs upstream but the ledger could not say so: hand it to the reconciler
+        # now (if the database lets us), which makes it the tester's.
+        _leave_to_reconciler(state, g.request_id, 500, "internal_error")
+        raise
     return snapshot
+
+
+def _leave_to_reconciler(state: GatewayState, request_id: str, status: int, code: str) -> None:
+    try:
+        with state.store.transaction() as tx:
+            tx.generations.unanswered(request_id, status, code)
+    except SQLAlchemyError:
+        log.warning("could not end the lease of %s; it runs out on its own", request_id)
+    if state.sweep is not None:
+        state.sweep.wake()
+
+
+_OUTLIVED = "The request outlived its reservation; nothing was charged."
+
+
+def _after_reconciler(tester_id: str, created_id: str) -> dict[str, Any]:
+    """This request outlived its lease and the reconciler settled it first: the video is the
+    tester's if it adopted this job; otherwise it refunded, and the job must not run."""
+    state = current_state()
+    with state.store.read() as tx:
+        try:
+            return dict(tx.videos.owned(created_id, tester_id).snapshot)
+        except NotFound:
+            pass
+    try:
+        call_upstream("DELETE", video_path(created_id))
+    except ApiError:
+        log.warning("could not delete upstream video %s of a refunded reservation", created_id)
+    raise ApiError(504, _OUTLIVED, "upstream_timeout")
+
+
+def submission_id(approval: Approval) -> str:
+    return "sub_" + approval.id
+
+
+def lease_submission(state: GatewayState, tx: Transaction, approval: Approval) -> None:
+    """Lease an approved generation's submission in the approval's own transaction: a worker
+    dying anywhere before it records the backend's answer leaves the video to the reconciler
+    instead of queued forever with its quota reserved."""
+    tx.generations.submitting(
+        approval, submission_id(approval), submission_intent(approval), lease(state)
+    )
 
 
 def submit_approved(
@@ -142,13 +212,16 @@ def submit_approved(
 
     Returns the video object, or None when the tester deleted it meanwhile or the backend
     failed — then the video fails (quota refunded) rather than the approver's request. Needs
-    no HTTP request, so the CLI calls it too.
+    no HTTP request, so the CLI calls it too. The submission was leased with the decision
+    (lease_submission).
     """
     store = state.store
-    with store.read() as tx:
+    submission = submission_id(approval)
+    with store.transaction() as tx:
         try:
             tx.videos.owned(approval.video_id, approval.tester_id)
         except NotFound:
+            tx.generations.release(submission)
             return None
     remix_of = approval.request.get("remix_of")
     path = video_path(remix_of, "/remix") if remix_of else "videos"
@@ -164,15 +237,18 @@ def submit_approved(
             raise ApiError(
                 502, "The generation backend sent an unreadable answer.", "upstream_error"
             )
+    except UpstreamUnanswered as exc:
+        _leave_to_reconciler(state, submission, exc.status, exc.code)
+        return None
     except ApiError as exc:
         with store.transaction() as tx:
-            tx.generations.submission_failed(approval.video_id, exc.message)
+            tx.generations.submission_failed(approval.video_id, exc.message, submission)
         return None
     with store.transaction() as tx:
-        wanted = tx.generations.submitted(approval.video_id, answer.body)
+        wanted = tx.generations.submitted(approval.video_id, answer.body, submission)
         if wanted:
             return dict(tx.videos.owned(approval.video_id, approval.tester_id).snapshot)
-    # Deleted while in flight: take it back from the backend too.
+    # Deleted while in flight (or refunded by the reconciler): take it back from the backend.
     try:
         state.upstream.call_json(
             "DELETE", video_path(str(answer.body["id"])), request_id=request_id
@@ -180,3 +256,15 @@ def submit_approved(
     except ApiError:
         log.warning("could not delete upstream video %s of a deleted held video", answer.body["id"])
     return None
+
+
+def submission_intent(approval: Approval) -> dict[str, Any]:
+    """What an approved generation sends upstream, as keys.generations.intent_of says it."""
+    held = approval.request
+    return {
+        "model": held.get("model"),
+        "size": held.get("size"),
+        "seconds": str(held.get("seconds")),
+        "prompt": held.get("prompt"),
+        "remix_of": held.get("remix_of"),
+    }

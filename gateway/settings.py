@@ -116,6 +116,12 @@ class Settings:
     metrics_token: Secret | None = None
     metrics_dir: str | None = None
 
+    # Reservations (docs/reconcile.md): a creation's quota reservation is leased this long
+    # (longer than the upstream deadline); each worker reconciles expired ones about this
+    # often, with jitter (0: never, leave it to `drawbridge reconcile`).
+    reservation_lease_seconds: float = 120.0
+    reconcile_interval_seconds: float = 30.0
+
     log_level: str = "INFO"
     access_log: bool = True
 

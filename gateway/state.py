@@ -11,6 +11,7 @@ from flask.ctx import _AppCtxGlobals
 from gateway.anomalies import AnomalyWatch
 from gateway.bulkhead import Bulkhead
 from gateway.limits import RateLimits
+from gateway.reconciler import ReconcileSweep
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 from keys.share_links import ShareLinkSigner
@@ -32,6 +33,7 @@ class GatewayState:
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
     bulkhead: Bulkhead
+    sweep: ReconcileSweep | None = None
 
 
 def current_state() -> GatewayState:

@@ -25,7 +25,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
 
 from gateway.errors import ApiError
 from gateway.settings import Secret
@@ -51,6 +51,11 @@ class UpstreamJSON:
     status: int
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class UpstreamUnanswered(ApiError):
+    """The backend's answer never arrived (a timeout, a broken connection): whether it acted
+    on the request is unknown."""
 
 
 def video_path(video_id: str, suffix: str = "") -> str:
@@ -152,16 +157,24 @@ class UpstreamClient:
             # Session.send: no cookie persistence, hooks or redirect handling, none of which
             # an upstream call may use, and their cost is a tenth of a request's.
             response = self._adapter.send(prepared, stream=True, timeout=self._timeout)
-        except requests.Timeout:
+        except requests.ConnectTimeout:
             if observe is not None:
                 observe(method, "timeout", None)
+            # Nothing was sent: the backend cannot have acted on it.
             raise ApiError(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
-        except requests.RequestException:
+        except requests.Timeout:
+            if observe is not None:
+                observe(method, "timeout", None)
+            raise UpstreamUnanswered(
+                504, "The generation backend did not answer in time.", "upstream_timeout"
+            ) from None
+        except requests.RequestException as exc:
             if observe is not None:
                 observe(method, "error", None)
-            raise ApiError(
+            unreached = ApiError if _never_sent(exc) else UpstreamUnanswered
+            raise unreached(
                 502, "The generation backend could not be reached.", "upstream_error"
             ) from None
         if observe is not None:
@@ -236,16 +249,16 @@ class UpstreamClient:
                         502, "The generation backend's answer is too large.", "upstream_error"
                     )
                 if time.monotonic() - started > self._deadline:
-                    raise ApiError(
+                    raise UpstreamUnanswered(
                         504, "The generation backend did not answer in time.", "upstream_timeout"
                     )
                 chunks.append(chunk)
         except (ReadTimeoutError, requests.Timeout):
-            raise ApiError(
+            raise UpstreamUnanswered(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
         except (HTTPError, requests.RequestException):
-            raise ApiError(
+            raise UpstreamUnanswered(
                 502, "The generation backend broke off its answer.", "upstream_error"
             ) from None
         return b"".join(chunks)
@@ -330,6 +343,14 @@ class _Watchdog:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed before a byte of it left: no connection, no TLS session."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 def _chunks(

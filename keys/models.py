@@ -280,3 +280,31 @@ class IdempotencyRecord(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Reservation(Base):
+    """A creation whose quota is reserved while its upstream call is in flight.
+
+    The row lives from the reservation until the outcome is recorded (a video row takes the
+    quota over, or the quota is refunded). One left behind past ``lease_until`` means its
+    worker died or lost its answer: the reconciler (keys/reconcile.py) finds the upstream job
+    by ``intent`` and adopts it, or refunds. ``video_id`` is set for the submission of an
+    approved held video, whose quota the video row already carries.
+    """
+
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_lease_until", "lease_until"),)
+
+    request_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tester_id: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(32))
+    video_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Which reconciler run holds the row past its lease (None: nobody).
+    claimed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    generations: Mapped[int] = mapped_column(Integer, default=0)
+    video_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    quota_periods: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # What was sent upstream (model, size, seconds, prompt, remix_of): how its job is found.
+    intent: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

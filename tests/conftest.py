@@ -180,6 +180,7 @@ def settings(database_url: str, settings_overrides: dict[str, Any]) -> Settings:
         "upstream_read_timeout": 2.0,
         "upstream_deadline": 5.0,
         "database_pool_size": 3,
+        "reconcile_interval_seconds": 0,
     }
     values.update(settings_overrides)
     return load_settings(environ={}, **values)

@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from tests.helpers import UPSTREAM_URL, bearer
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
 API = "/admin/v1"
+_LIST = re.compile(rf"^{re.escape(VIDEOS)}(\?.*)?$")
 _ONE = re.compile(rf"^{re.escape(VIDEOS)}/(?P<id>[A-Za-z0-9_-]+)$")
 _REMIX = re.compile(rf"^{re.escape(VIDEOS)}/(?P<id>[A-Za-z0-9_-]+)/remix$")
 _CONTENT = re.compile(rf"^{re.escape(VIDEOS)}/(?P<id>[A-Za-z0-9_-]+)/content(\?.*)?$")
@@ -39,6 +41,8 @@ class FakeBackend:
     creates: list[dict[str, Any]] = field(default_factory=list)
     # What the next creates answer: an int status, or an exception to raise; then 200.
     failures: list[int | Exception] = field(default_factory=list)
+    # How many of the next creates make the job and then lose the answer (a read timeout).
+    lost_answers: int = 0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -48,6 +52,7 @@ class FakeBackend:
         self.mock.add_callback(responses.GET, _CONTENT, callback=self._content)
         self.mock.add_callback(responses.GET, _ONE, callback=self._retrieve)
         self.mock.add_callback(responses.DELETE, _ONE, callback=self._delete)
+        self.mock.add_callback(responses.GET, _LIST, callback=self._list)
 
     def _create(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         with self._lock:
@@ -68,9 +73,22 @@ class FakeBackend:
                 "size": "720x1280",
                 "remixed_from_video_id": remix.group("id") if remix else None,
             }
+            if self.lost_answers:
+                self.lost_answers -= 1
+                # What was asked, as the real backend echoes it: how a reconciler finds it.
+                asked = json.loads(request.body or b"{}")
+                body.update({key: asked[key] for key in ("prompt", "model", "seconds", "size")})
+                body["created_at"] = int(time.time())
+                self.videos[video_id] = body
+                raise requests.exceptions.ReadTimeout()
             self.videos[video_id] = body
             self.creates.append({"url": str(request.url), "body": request.body, "id": video_id})
             return 200, {}, json.dumps(body)
+
+    def _list(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        data = list(reversed(self.videos.values()))
+        page = {"object": "list", "data": data, "has_more": False}
+        return 200, {}, json.dumps(page)
 
     def _retrieve(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         match = _ONE.match(str(request.url))

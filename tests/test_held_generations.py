@@ -13,9 +13,13 @@ import responses
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from gateway.generations import lease_submission
+from gateway.reconciler import UpstreamBackend
+from gateway.state import GatewayState
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey
 from keys.models import Approval, Tester, Video
+from keys.reconcile import Reconciler
 from keys.store import Store
 from tests.flows import (
     CONTENT,
@@ -34,6 +38,7 @@ from tests.helpers import (
     TEST_ROOT_SECRET,
     UPSTREAM_CREDENTIAL,
     UPSTREAM_URL,
+    FakeClock,
     bearer,
     forwarded_fields,
 )
@@ -584,3 +589,58 @@ def test_a_video_deleted_while_its_approval_is_submitted_does_not_run_uncharged(
     (created,) = upstream.creates
     assert created["id"] not in upstream.videos  # taken back from the backend
     assert ledger(store, tester.id) == ZERO  # nothing charged for a video nobody will see
+
+
+# -- lost submissions --------------------------------------------------------------------
+
+
+def test_an_approved_submission_whose_answer_was_lost_is_adopted_by_the_reconciler(
+    client: Any,
+    state: GatewayState,
+    upstream: FakeBackend,
+    store: Store,
+    tester: Tester,
+    key: IssuedKey,
+    approver: IssuedToken,
+) -> None:
+    video = hold(client, key)
+    upstream.lost_answers = 1
+
+    decided = ok(decide(client, approver, approval_for(store, video["id"]).id, "approve"))
+
+    assert decided["video"] is None
+    assert ledger(store, tester.id) == RESERVED_4S
+    report = Reconciler(store, UpstreamBackend(state.upstream)).run()
+    (adopted,) = report.actions
+    assert (adopted.action, adopted.video_id) == ("adopted", video["id"])
+    with store.read() as tx:
+        assert tx.videos.upstream_id(video["id"], tester.id) == adopted.upstream_id
+    upstream.finish(str(adopted.upstream_id))
+    assert ok(retrieve(client, key, video["id"]))["status"] == "completed"
+    assert ledger(store, tester.id)["generations_per_day"] == 1
+
+
+def test_a_worker_dying_right_after_the_approval_leaves_nothing_queued_forever(
+    client: Any,
+    state: GatewayState,
+    clock: FakeClock,
+    upstream: FakeBackend,
+    store: Store,
+    tester: Tester,
+    key: IssuedKey,
+) -> None:
+    video = hold(client, key)
+    approval = approval_for(store, video["id"])
+    # What the approval does before its upstream call, and then the worker is gone.
+    with store.transaction() as tx:
+        approved = tx.approvals.decide(approval.id, True, "test:approver", None)
+        lease_submission(state, tx, approved)
+    clock.advance(seconds=state.settings.reservation_lease_seconds + 1)
+
+    report = Reconciler(store, UpstreamBackend(state.upstream)).run()
+
+    assert [action.action for action in report.actions] == ["refunded"]
+    failed = ok(retrieve(client, key, video["id"]))
+    assert failed["status"] == "failed"
+    assert ledger(store, tester.id) == ZERO
+    assert upstream.creates == []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from keys.lifecycle import IssuedKey
 from keys.policies import Policy
@@ -230,7 +231,9 @@ def test_connection_errors_are_502(
     client: Any, key: IssuedKey, upstream: responses.RequestsMock
 ) -> None:
     for failure in (
-        requests.exceptions.ConnectionError("refused"),
+        requests.exceptions.ConnectionError(
+            MaxRetryError(None, VIDEOS, NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+        ),
         requests.exceptions.ChunkedEncodingError("cut"),
         requests.exceptions.SSLError("bad cert"),
     ):

@@ -7,20 +7,25 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 import responses
 from sqlalchemy import func, select
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from gateway.reconciler import UpstreamBackend
+from gateway.state import GatewayState
 from keys.lifecycle import IssuedKey, Principal
 from keys.models import Tester, UsageEvent, Video
 from keys.policies import Policy
 from keys.quotas import METRIC_ORDER, Cost, QuotaExceeded, quotas_for
+from keys.reconcile import Reconciler
 from keys.store import Store
 from tests.flows import (
+    VIDEOS,
     FakeBackend,
     assert_error,
     create_video,
@@ -232,10 +237,17 @@ def test_a_full_set_of_job_slots_is_429_with_a_retry_after(
     [
         (500, 502, "upstream_error"),
         (503, 502, "upstream_error"),
-        (requests.exceptions.ReadTimeout(), 504, "upstream_timeout"),
-        (requests.exceptions.ConnectTimeout(), 504, "upstream_timeout"),
-        (requests.exceptions.ConnectionError(), 502, "upstream_error"),
         (400, 400, None),
+        # Failures before anything was sent: the backend cannot have made the job.
+        (requests.exceptions.ConnectTimeout(), 504, "upstream_timeout"),
+        (requests.exceptions.SSLError("bad cert"), 502, "upstream_error"),
+        (
+            requests.exceptions.ConnectionError(
+                MaxRetryError(None, VIDEOS, NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+            ),
+            502,
+            "upstream_error",
+        ),
     ],
 )
 def test_an_upstream_failure_refunds_everything(
@@ -262,6 +274,64 @@ def test_an_upstream_failure_refunds_everything(
     # The refund is real: the one generation of the day is still there to spend.
     ok(create_video(client, key, seconds="8"))
     assert ledger(store, tester.id)["generations_per_day"] == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (requests.exceptions.ReadTimeout(), 504, "upstream_timeout"),
+        (requests.exceptions.ConnectionError("reset by peer"), 502, "upstream_error"),
+        (requests.exceptions.ChunkedEncodingError("cut"), 502, "upstream_error"),
+    ],
+)
+def test_a_lost_answer_is_refunded_by_the_reconciler(
+    client: Any,
+    state: GatewayState,
+    upstream: FakeBackend,
+    store: Store,
+    tester: Tester,
+    key: IssuedKey,
+    failure: Exception,
+    status: int,
+    code: str,
+) -> None:
+    set_overrides(store, tester.id, generations_per_day=1, concurrent_jobs=1)
+    upstream.failures.append(failure)
+
+    assert_error(create_video(client, key, seconds="8"), status, code)
+
+    # The backend may have made the job: nothing is decided until the reconciler looks.
+    assert ledger(store, tester.id)["generations_per_day"] == 1
+    report = Reconciler(store, UpstreamBackend(state.upstream)).run()
+    assert [action.action for action in report.actions] == ["refunded"]
+    assert ledger(store, tester.id) == ZERO
+    (event,) = billable_events(store, tester.id)
+    assert (event.outcome, event.status) == ("refunded", status)
+    ok(create_video(client, key, seconds="8"))
+
+
+def test_a_job_whose_answer_was_lost_becomes_the_testers_video(
+    client: Any,
+    state: GatewayState,
+    upstream: FakeBackend,
+    store: Store,
+    tester: Tester,
+    key: IssuedKey,
+) -> None:
+    upstream.lost_answers = 1
+
+    assert_error(
+        create_video(client, key, prompt="a lighthouse", seconds="8"), 504, "upstream_timeout"
+    )
+
+    report = Reconciler(store, UpstreamBackend(state.upstream)).run()
+    (adopted,) = report.actions
+    assert adopted.action == "adopted"
+    page = ok(client.get("/v1/videos", headers=bearer(key.secret)))
+    assert [item["id"] for item in page["data"]] == [adopted.upstream_id]
+    assert ledger(store, tester.id)["generations_per_day"] == 1
+    (event,) = billable_events(store, tester.id)
+    assert (event.outcome, event.video_id) == ("created", adopted.upstream_id)
 
 
 def test_a_failed_generation_refunds_when_it_is_retrieved(
@@ -478,7 +548,7 @@ def test_usage_of_a_principal_is_recorded_with_the_reservation(
         tester_id=tester.id,
     )
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        tx.generations.admit(principal, Cost(1, 4), event)
+        tx.generations.admit(principal, Cost(1, 4), event, {}, timedelta(seconds=120))
         raise RuntimeError("the worker dies before commit")
     assert ledger(store, tester.id) == {} or set(ledger(store, tester.id).values()) == {0}
     assert billable_events(store, tester.id) == []
