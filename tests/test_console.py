@@ -15,6 +15,7 @@ import pytest
 
 from gateway.console.session import COOKIE
 from keys.admin_tokens import IssuedToken
+from keys.leaks import LeakedSecret
 from keys.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
@@ -412,3 +413,20 @@ def test_cookie_is_secure_behind_a_trusted_tls_proxy(
     browser.client.environ_base["HTTP_X_FORWARDED_PROTO"] = "https"
     response = browser.sign_in(make_token("admin").secret)
     assert "Secure" in browser.set_cookie_header(response)
+
+
+def test_incidents_lists_leaks_and_anomalies_only(
+    operator: Callable[[str], tuple[Console, IssuedToken]],
+    make_key: Callable[..., IssuedKey],
+    store: Store,
+) -> None:
+    odd, leaked, plain = make_key(), make_key(), make_key()
+    with store.transaction() as tx:
+        tx.audit.append("system:anomaly-detector", "anomaly.detected", odd.key.id, "rate")
+        tx.keys.revoke(plain.key.id, "test", "no longer needed")
+    with store.transaction() as tx:
+        tx.leaks.report([LeakedSecret(leaked.secret, "https://gist.example/x", "gist")], "test")
+    auditor, _ = operator("auditor")
+    page = auditor.get("/incidents").get_data(as_text=True)
+    assert odd.key.id in page and leaked.key.id in page and "https://gist.example/x" in page
+    assert plain.key.id not in page and leaked.secret not in page

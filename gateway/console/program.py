@@ -49,9 +49,15 @@ def set_lockdown() -> WerkzeugResponse:
 @for_roles(*ANY_ROLE)
 def cohorts() -> str:
     with current_state().store.read() as tx:
+        stored = tx.policies.cohorts()
+        # Cohorts testers are in, and "default", have a policy even when none is stored.
+        names = {"default", *stored, *(tester.cohort for tester in tx.testers.list())}
         policies = {
-            name: json.dumps(policy.to_json(), indent=2)
-            for name, policy in sorted(tx.policies.cohorts().items())
+            name: (
+                json.dumps((stored.get(name) or tx.policies.policy(name)).to_json(), indent=2),
+                name in stored,
+            )
+            for name in sorted(names)
         }
     return render("cohorts.html", policies=policies)
 

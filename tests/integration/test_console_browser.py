@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,6 +345,9 @@ def test_lockdown_on_and_off(
     key = live_gateway.new_tester_key()
     page = console.sign_in(tokens["admin"])
     page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(console.url("/cohorts"))
+    assert page.get_by_role("button", name="Save default").count() == 1
+    screenshot(page, "cohorts")
     page.goto(console.url("/lockdown"))
     page.get_by_label("Reason").fill("investigating a leak")
     page.get_by_label(re.compile("refuse every tester request")).check()
@@ -361,7 +366,11 @@ def test_lockdown_on_and_off(
 
 
 def test_auditor_reads_usage_exports_it_and_sees_the_trail_verified(
-    console: Console, tokens: dict[str, str], held_tester: TesterKey, tmp_path: Path
+    console: Console,
+    tokens: dict[str, str],
+    held_tester: TesterKey,
+    live_gateway: LiveGateway,
+    tmp_path: Path,
 ) -> None:
     page = console.sign_in(tokens["auditor"])
     page.goto(console.url("/usage"))
@@ -381,9 +390,29 @@ def test_auditor_reads_usage_exports_it_and_sees_the_trail_verified(
     page.goto(console.url("/audit"))
     assert "Verified: the trail is intact" in console.look(page)
     screenshot(page, "audit")
-    for name in ("cohorts", "incidents"):
-        page.goto(console.url(f"/{name}"))
-        console.look(page)
+
+    # A key found in a public file, revoked by the leak scanner: an incident with a report.
+    leaked = live_gateway.new_tester_key()
+    notes = tmp_path / "notes.md"
+    notes.write_text(f"deploy with OPENAI_API_KEY={leaked.secret}\n")
+    scan = subprocess.run(
+        [sys.executable, "-m", "gateway", "leaks", "scan", str(notes), "--revoke"],
+        env=live_gateway.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert scan.returncode == 1 and "revoked now: 1" in scan.stderr, scan  # 1: keys found
+    page.goto(console.url("/incidents"))
+    row = page.locator("tr", has_text=leaked.key_id)
+    assert "leak" in row.inner_text() and str(notes) in row.inner_text()
+    screenshot(page, "incidents")
+    row.get_by_role("link", name=leaked.key_id).click()
+    assert "Blast radius" in console.look(page)
+    page.goto(console.url("/cohorts"))
+    assert page.get_by_role("button", name=re.compile("Save")).count() == 0  # read-only
+    console.look(page)
     page.goto(console.url("/testers"))
     assert page.get_by_role("button", name="Issue a key").count() == 0  # read-only
     phone = console.sign_in(tokens["approver"], viewport=PHONE)
