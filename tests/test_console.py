@@ -430,3 +430,10 @@ def test_incidents_lists_leaks_and_anomalies_only(
     page = auditor.get("/incidents").get_data(as_text=True)
     assert odd.key.id in page and leaked.key.id in page and "https://gist.example/x" in page
     assert plain.key.id not in page and leaked.secret not in page
+
+
+def test_static_files_are_served_without_touching_the_session(client: Any) -> None:
+    css = client.get("/console/static/console.css")
+    assert css.status_code == 200 and ":focus-visible" in css.get_data(as_text=True)
+    assert not css.headers.getlist("Set-Cookie")
+    assert client.get("/console/static/console.js").status_code == 200

@@ -86,8 +86,13 @@ def notify(message: str) -> None:
     set_session(replace(console_session(), notice=message))
 
 
+_STATIC = "console.static"
+
+
 @bp.before_request
 def _load_session() -> WerkzeugResponse | tuple[str, int] | None:
+    if request.endpoint == _STATIC:
+        return None  # the stylesheet and script neither need nor renew a session
     now = current_state().store.clock()
     session = codec().loads(request.cookies.get(COOKIE), now)
     if session is None:
@@ -106,6 +111,8 @@ def _load_session() -> WerkzeugResponse | tuple[str, int] | None:
 
 @bp.after_request
 def _write_session(response: WerkzeugResponse) -> WerkzeugResponse:
+    if request.endpoint == _STATIC:
+        return response
     session = g.get("console_session")
     if session is not None:
         now = int(current_state().store.clock().timestamp())
