@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -223,6 +224,16 @@ def for_tester(view: Callable[P, R]) -> Callable[P, R | Any]:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+@bp.app_template_filter("console_time")
+def console_time(value: datetime | str | None) -> str:
+    """A time as people read it on a page: ``2026-12-04 14:05 UTC`` (empty when unknown)."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def may(*roles: str) -> bool:

@@ -311,7 +311,8 @@ def test_admin_issues_and_revokes_a_key_and_the_api_refuses_it(
     page = console.sign_in(tokens["admin"])
     page.goto(console.url("/testers"))
     section = page.locator("section.tester", has=page.locator(f"#tester-{tester_id}"))
-    section.get_by_role("button", name="Issue a key").click()
+    with page.expect_navigation():
+        section.get_by_role("button", name="Issue a key").click()
     field = page.locator("[data-secret]")
     secret = field.input_value()
     live_gateway.issued_secrets.append(secret)
@@ -334,7 +335,8 @@ def test_admin_issues_and_revokes_a_key_and_the_api_refuses_it(
     refused = api_me(live_gateway, key)
     assert refused.status_code == 401 and error_of(refused)["code"] == "key_revoked"
 
-    page.locator(f'li.key[data-key="{key_id}"]').get_by_role("link", name="Report").click()
+    with page.expect_navigation():
+        page.locator(f'li.key[data-key="{key_id}"]').get_by_role("link", name="Report").click()
     assert "Blast radius" in console.look(page)
     screenshot(page, "key-report", full_page=True)
 
@@ -408,7 +410,8 @@ def test_auditor_reads_usage_exports_it_and_sees_the_trail_verified(
     row = page.locator("tr", has_text=leaked.key_id)
     assert "leak" in row.inner_text() and str(notes) in row.inner_text()
     screenshot(page, "incidents")
-    row.get_by_role("link", name=leaked.key_id).click()
+    with page.expect_navigation():
+        row.get_by_role("link", name=leaked.key_id).click()
     assert "Blast radius" in console.look(page)
     page.goto(console.url("/cohorts"))
     assert page.get_by_role("button", name=re.compile("Save")).count() == 0  # read-only
