@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit integration bench clean front-proxy
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test lint unit integration bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +16,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# Debian packages some tests drive: chromium + chromium-driver for the console's browser
+# tests (Playwright never downloads a browser) and nginx for the front-proxy tests
+# (config/nginx.conf). Installed when missing and we are root with apt-get; otherwise those
+# tests skip with a message saying so (and fail under CI=true).
+system-packages:
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium chromium-driver"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "note: missing Debian packages:$$missing; the tests that need them will skip"; fi
+
 demo: $(VENV)/.installed  ## install, then run gateway + simulator on SQLite
 	$(BIN)/drawbridge demo
 
@@ -22,19 +37,14 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check keys gateway tests bench
 	$(BIN)/mypy
 
-test: lint front-proxy  ## install, lint, type-check, then the whole suite (unit + integration)
+test: lint system-packages  ## install, lint, type-check, then the whole suite (unit + integration)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest --ignore=tests/integration $(PYTEST_ARGS)
 
-integration: $(VENV)/.installed front-proxy
+integration: $(VENV)/.installed system-packages
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
-
-front-proxy:  ## nginx for config/nginx.conf (docs/isolation.md), installed if missing (root)
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
-	  { test "$$(id -u)" = 0 && apt-get install -y -q nginx-light; } || \
-	  echo "nginx is missing and cannot be installed here: the front-proxy tests will skip"
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.proxy

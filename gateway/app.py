@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from gateway import (
     admin_api,
     approvals_api,
+    console,
     health,
     me,
     metrics,
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
         health.bp,
         secret_scanning.bp,
         usage_api.bp,
+        console.bp,
     ):
         app.register_blueprint(blueprint)
     return app

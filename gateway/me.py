@@ -16,10 +16,23 @@ from gateway.views import approval_view, iso, key_view
 from keys.approvals import MAX_LIST
 from keys.durations import parse_duration
 from keys.errors import InvalidInput
+from keys.models import Approval
+from keys.store import Transaction
 
 bp = Blueprint("me", __name__, url_prefix="/v1")
 
 MAX_SELF_GRACE = timedelta(hours=24)
+
+
+def requests_of(tx: Transaction, tester_id: str) -> list[Approval]:
+    """A tester's held requests, oldest first: every pending one, and the latest decisions
+    (a long history must not push what is still waiting out of view)."""
+    pending = tx.approvals.list("pending", tester_id=tester_id, limit=MAX_LIST)
+    recent = tx.approvals.list(tester_id=tester_id, limit=100, newest_first=True)
+    return sorted(
+        pending + [a for a in recent if a.status != "pending"],
+        key=lambda a: (a.created_at, a.id),
+    )
 
 
 @bp.get("/me")
@@ -32,14 +45,7 @@ def me() -> Response:
         key = tx.keys.get(principal.key_id)
         tester = tx.testers.get(principal.tester_id)
         quotas = tx.quotas.status(principal.tester_id, policy)
-        # Every pending request, and the latest decisions: a long history must not push
-        # what is still waiting out of view.
-        pending = tx.approvals.list("pending", tester_id=principal.tester_id, limit=MAX_LIST)
-        recent = tx.approvals.list(tester_id=principal.tester_id, limit=100, newest_first=True)
-        approvals = sorted(
-            pending + [a for a in recent if a.status != "pending"],
-            key=lambda a: (a.created_at, a.id),
-        )
+        approvals = requests_of(tx, principal.tester_id)
         body: dict[str, Any] = {
             "object": "me",
             "key": key_view(key, store.clock()),

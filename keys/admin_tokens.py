@@ -105,6 +105,18 @@ class AdminTokenService:
         ).first()
         if token is None or not self._digester.matches(secret, token.digest):
             raise InvalidKey("Unknown admin token.", code="invalid_admin_token")
+        return self._usable(token)
+
+    def operator(self, token_id: str) -> Operator:
+        """The operator of a token verified earlier (a console session), checked again now.
+
+        Raises InvalidKey (no such token), KeyRejected (revoked or expired since)."""
+        token = self._session.get(AdminToken, token_id)
+        if token is None:
+            raise InvalidKey("Unknown admin token.", code="invalid_admin_token")
+        return self._usable(token)
+
+    def _usable(self, token: AdminToken) -> Operator:
         if token.revoked_at is not None:
             raise KeyRejected("This admin token has been revoked.", code="token_revoked")
         if token.expires_at is not None and self._clock() >= token.expires_at:

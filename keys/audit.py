@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -376,6 +376,13 @@ class AuditTrail:
         query = select(AuditEntry).where(AuditEntry.seq > after_seq).order_by(AuditEntry.seq)
         if limit is not None:
             query = query.limit(limit)
+        return list(self._session.scalars(query))
+
+    def latest(self, limit: int, actions: Sequence[str] | None = None) -> list[AuditEntry]:
+        """The newest ``limit`` entries (of ``actions``, when given), newest first."""
+        query = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
+        if actions is not None:
+            query = query.where(AuditEntry.action.in_(actions))
         return list(self._session.scalars(query))
 
     def checkpoints(self, after_seq: int = 0, limit: int | None = None) -> list[SignedCheckpoint]:

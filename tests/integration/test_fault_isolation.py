@@ -244,7 +244,7 @@ def test_slow_clients_wait_in_the_front_proxy_not_in_gateway_threads(
     gateway: LiveGateway,
 ) -> None:
     if nginx_binary() is None:
-        service_unavailable("nginx", "not installed; `make front-proxy` installs it")
+        service_unavailable("nginx", "not installed; `make system-packages` installs it")
     port = int(gateway.base.rsplit(":", 1)[1])
     proxy = start_front_proxy(port)
     stop, opened = threading.Event(), []

@@ -1,0 +1,69 @@
+"""``/console/me``: a tester's own page, signed in with their key — quotas left and when
+they reset, held requests with their decisions and reasons, and revoking or rotating the
+key (for a tester who exposed it)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import g, redirect, request, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from gateway.console.access import TesterSession, for_tester, render, set_session, sign_out
+from gateway.console.blueprint import bp
+from gateway.console.session import signed_in
+from gateway.me import requests_of
+from gateway.state import current_state
+from keys.lifecycle import effective_status
+
+
+def _tester() -> TesterSession:
+    tester: TesterSession = g.tester
+    return tester
+
+
+def _actor(signed: TesterSession) -> str:
+    return f"tester:{signed.tester.id}"
+
+
+@bp.get("/me")
+@for_tester
+def me() -> str:
+    signed = _tester()
+    store = current_state().store
+    with store.read() as tx:
+        policy, _ = tx.policies.for_tester(signed.tester.id)
+        quotas = tx.quotas.status(signed.tester.id, policy)
+        requests = requests_of(tx, signed.tester.id)
+    return render(
+        "me.html",
+        key=signed.key,
+        status=effective_status(signed.key, store.clock()),
+        tester=signed.tester,
+        policy=policy,
+        quotas=quotas,
+        requests=list(reversed(requests)),
+    )
+
+
+@bp.post("/me/revoke")
+@for_tester
+def me_revoke() -> WerkzeugResponse:
+    signed = _tester()
+    reason = (request.form.get("reason") or "").strip() or "revoked by its holder"
+    with current_state().store.transaction() as tx:
+        tx.keys.revoke(signed.key.id, _actor(signed), reason)
+    sign_out(f"Your key {signed.key.hint} is revoked; it no longer works anywhere.")
+    return redirect(url_for("console.me_sign_in"))
+
+
+@bp.post("/me/rotate")
+@for_tester
+def me_rotate() -> str:
+    """A new key at once; the old one stops now (no grace: it may have leaked)."""
+    signed = _tester()
+    store = current_state().store
+    with store.transaction() as tx:
+        issued = tx.keys.rotate(signed.key.id, _actor(signed), timedelta(0))
+    set_session(signed_in("tester", issued.key.id, store.clock()))
+    return render("secret.html", key=issued.key, secret=issued.secret, what="rotated")
