@@ -32,6 +32,11 @@ _OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, int]] = [
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "email": {"type": "string", "format": "email"},
                 "cohort": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+                "create_cohort": {
+                    "type": "boolean",
+                    "description": "Accept a cohort that does not exist yet (else 400 "
+                    "unknown_cohort).",
+                },
             },
         },
         201,
