@@ -158,8 +158,10 @@ def test_kill_9_mid_create_then_reconcile_leaves_nothing_stuck(
         },
     )
     assert fleet.process is not None
-    workers = sorted(child_pids(fleet.process.pid))
-    assert len(workers) == WORKERS
+    master = fleet.process.pid
+    # Ready means one worker answers; the others may still be booting on a loaded machine.
+    wait_for(lambda: len(child_pids(master)) == WORKERS, 30, "every worker to be up")
+    workers = sorted(child_pids(master))
     victim = workers[0]
 
     def kill() -> int:
