@@ -123,6 +123,12 @@ def build_anomaly_watch(
 
 def build_state(settings: Settings) -> GatewayState:
     """Everything a gateway process holds, built from settings."""
+    if settings.reservation_lease_seconds <= settings.upstream_deadline:
+        # A live request's reservation could be reconciled under it (docs/reconcile.md).
+        raise SettingsError(
+            "reservation_lease_seconds must be longer than upstream_deadline "
+            f"({settings.reservation_lease_seconds} <= {settings.upstream_deadline})"
+        )
     vault = Vault(root_secret_of(settings))
     store = build_store(settings, vault)
     upstream = UpstreamClient(

@@ -3,6 +3,7 @@ however many reconcilers run (keys/reconcile.py), against the real simulator ove
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,10 +17,10 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from gateway.app import build_store
+from gateway.app import build_state, build_store
 from gateway.cli import main
 from gateway.reconciler import ReconcileSweep, UpstreamBackend
-from gateway.settings import Secret, Settings
+from gateway.settings import Secret, Settings, SettingsError
 from gateway.simulator import SimulatorOptions, create_simulator_app
 from gateway.upstream import UpstreamClient
 from keys.generations import ReservationSettled, cost_of, intent_of
@@ -533,3 +534,9 @@ def test_drawbridge_reconcile(
     assert down.exit_code == 1 and "the generation backend" in down.output
     # The claim is given back: the next run (here, with the backend back) settles it.
     assert json.loads(runner.invoke(main, ["reconcile", "--json"], env=env).output)["expired"] == 1
+
+
+def test_a_lease_shorter_than_the_upstream_deadline_is_refused(settings: Settings) -> None:
+    too_short = dataclasses.replace(settings, reservation_lease_seconds=settings.upstream_deadline)
+    with pytest.raises(SettingsError, match="reservation_lease_seconds"):
+        build_state(too_short)
