@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+import keys.commit_notices
 import keys.db
 from keys.commit_notices import CommitNotices
 from keys.db import Base, Database, PreparedRead, normalise_url
@@ -287,3 +288,25 @@ def test_not_found_is_never_reused(
         tx.videos.record("video_later1", key.key.tester_id, key.key.id, {"id": "video_later1"})
     _, video = store.check_key(key.secret, "video_later1")
     assert video is not None and video.visible_to(key.key.tester_id)
+
+
+def test_a_listener_that_stops_answering_is_not_trusted(
+    store: Store,
+    notices: CommitNotices,
+    make_key: Callable[..., IssuedKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A half-open connection looks live to its thread; only its heartbeats tell. Past three
+    # missed heartbeats nothing is reused, even though no error was seen.
+    monkeypatch.setattr(keys.db, "REUSE_SECONDS", 30.0)
+    key = make_key()
+    _settled(notices)
+    fetched = _count_fetches(_check_read(store), monkeypatch)
+    store.check_key(key.secret)
+    store.check_key(key.secret)
+    assert len(fetched) == 1
+    monkeypatch.setattr(keys.commit_notices, "HEARTBEAT_SECONDS", 0.0)
+    assert notices.current() is None
+    store.check_key(key.secret)
+    store.check_key(key.secret)
+    assert len(fetched) == 3
