@@ -70,8 +70,7 @@ class CommitNotices:
         return self._generation
 
     def wait_until_live(self, timeout: float) -> bool:
-        """Start listening (if not yet) and wait until notices are received; for tests and
-        for callers that want reuse from their first request."""
+        """Start listening (if not yet) and wait until notices are received (for tests)."""
         deadline = time.monotonic() + timeout
         while self.current() is None:
             if time.monotonic() > deadline:

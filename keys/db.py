@@ -261,6 +261,8 @@ class Database:
     def _announce(self, session: Session) -> int:
         """Before the commit: send the commit notice if this transaction wrote a hot table
         (PostgreSQL delivers it once the commit is durable). Returns what was written."""
+        # Changes still pending in the session are written now, so that they are counted.
+        session.flush()
         connection = session.connection()
         hot_write: int = connection.info.get(_HOT_WRITE, 0)
         if hot_write:
