@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -13,6 +14,7 @@ from keys.audit import AuditTrail
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
 from keys.models import Tester
+from keys.pages import keyset_page
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 COHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -57,7 +59,14 @@ class TesterService:
         return tester
 
     def list(self, cohort: str | None = None) -> list[Tester]:
-        query = select(Tester).order_by(Tester.created_at, Tester.id)
+        return self.page(cohort)[0]
+
+    def page(
+        self, cohort: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[Tester], bool]:
+        """Testers oldest first, after the tester ``after``; and whether more follow.
+        Raises NotFound (an unknown ``after``)."""
+        query = select(Tester)
         if cohort is not None:
             query = query.where(Tester.cohort == cohort)
-        return list(self._session.scalars(query))
+        return keyset_page(self._session, query, Tester, after, limit, "tester")

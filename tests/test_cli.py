@@ -91,7 +91,7 @@ def test_tokens_and_listings(run: Run) -> None:
 
 def test_audit_verify_and_db_upgrade(run: Run) -> None:
     run("testers", "add", "Ola", "--email", "ola@example.com")
-    assert "OK: 1 entries, 0 checkpoints verified" in run("audit", "verify").output
+    assert "OK: 1 entry, 0 checkpoints verified" in run("audit", "verify").output
     assert "is current" in run("db", "upgrade").output
 
 

@@ -9,6 +9,7 @@ import click
 from gateway.cli.base import (
     Context,
     domain_errors,
+    emit,
     main,
 )
 from gateway.settings import root_secret_of
@@ -24,14 +25,16 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def db_upgrade(ctx: click.Context) -> None:
+def db_upgrade(ctx: click.Context, as_json: bool) -> None:
     """Migrate the configured database to the current schema."""
     context: Context = ctx.obj
     with domain_errors():
         engine = context.store.database.engine
         upgrade(engine)
-        click.echo(f"database at {engine.url.render_as_string(hide_password=True)} is current")
+        url = engine.url.render_as_string(hide_password=True)
+    emit({"database": url, "current": True}, as_json, lambda v: f"database at {url} is current")
 
 
 @main.group()
@@ -40,14 +43,16 @@ def secrets() -> None:
 
 
 @secrets.command("new-root")
-def secrets_new_root() -> None:
+@click.option("--json", "as_json", is_flag=True)
+def secrets_new_root(as_json: bool) -> None:
     """Print a fresh root secret (store it as DRAWBRIDGE_ROOT_SECRET or in root_secret_file)."""
-    click.echo(new_root_secret())
+    emit({"root_secret": new_root_secret()}, as_json, lambda v: str(v["root_secret"]))
 
 
 @secrets.command("encrypt")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def secrets_encrypt(ctx: click.Context) -> None:
+def secrets_encrypt(ctx: click.Context, as_json: bool) -> None:
     """Encrypt a credential read from stdin, for upstream.api_key_encrypted."""
     context: Context = ctx.obj
     with domain_errors():
@@ -55,4 +60,4 @@ def secrets_encrypt(ctx: click.Context) -> None:
     plaintext = sys.stdin.readline().strip()
     if not plaintext:
         raise click.ClickException("nothing to encrypt on stdin")
-    click.echo(vault.encrypt(plaintext))
+    emit({"encrypted": vault.encrypt(plaintext)}, as_json, lambda v: str(v["encrypted"]))
