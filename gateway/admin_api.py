@@ -38,7 +38,7 @@ from gateway.openapi import (
 from gateway.state import current_state
 from gateway.usage_api import time_window
 from gateway.usage_views import key_report_view
-from gateway.views import iso, key_view, tester_view, token_view
+from gateway.views import iso, key_view, rotation_view, tester_view, token_view
 from keys.errors import InvalidInput
 from keys.policies import PolicyError, policy_from_mapping
 from keys.testers import COHORT_NAME
@@ -231,8 +231,8 @@ def rotate_key(key_id: str) -> tuple[Response, int]:
         issued = tx.keys.rotate(
             key_id, current_operator().actor, parse_duration(grace_value, "grace_seconds")
         )
-        view = key_view(issued.key, state.store.clock())
-    view["secret"] = issued.secret
+        old = tx.keys.get(key_id)
+        view = rotation_view(old, issued.key, issued.secret, state.store.clock())
     return jsonify(view), 201
 
 

@@ -829,7 +829,15 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "TesterList": _list_of("Tester", paged=True),
     "ApiKey": _object(_KEY_REQUIRED, **_KEY_PROPERTIES),
-    "IssuedKey": _object([*_KEY_REQUIRED, "secret"], **_KEY_PROPERTIES, secret=_STRING),
+    "IssuedKey": _object(
+        [*_KEY_REQUIRED, "secret"],
+        **_KEY_PROPERTIES,
+        secret=_STRING,
+        rotated_from_grace_until={
+            **_NULLABLE_TIME,
+            "description": "After a rotation: when the old key's grace ends",
+        },
+    ),
     "KeyList": _list_of("ApiKey", paged=True),
     "Revoked": _object(
         ["revoked"],

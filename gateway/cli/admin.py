@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.usage_views import daily_view, export_chunks, key_report_view
-from gateway.views import approval_view, key_view, tester_view
+from gateway.views import approval_view, key_view, rotation_view, tester_view
 from keys.audit import Verification
 from keys.usage_reports import UsageFilter, parse_time
 
@@ -80,7 +80,7 @@ class LocalAdmin:
     def rotate_key(self, key_id: str, grace: timedelta) -> dict[str, Any]:
         with self._store.transaction() as tx:
             issued = tx.keys.rotate(key_id, self._actor, grace)
-            return {**key_view(issued.key, tx.clock()), "secret": issued.secret}
+            return rotation_view(tx.keys.get(key_id), issued.key, issued.secret, tx.clock())
 
     def revoke_key(self, key_id: str, reason: str) -> list[str]:
         with self._store.transaction() as tx:

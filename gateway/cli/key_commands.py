@@ -111,7 +111,7 @@ def keys_show(ctx: click.Context, key_id: str, as_json: bool) -> None:
 
 
 def _rotated(view: dict[str, Any]) -> str:
-    grace_until = view.get("grace_until")
+    grace_until = view.get("rotated_from_grace_until")
     old = view.get("rotated_from")
     ends = (
         f"The old key {old} works until {grace_until} (its grace ends then)."
