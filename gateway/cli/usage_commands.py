@@ -35,11 +35,12 @@ class Progress:
 
     def __init__(self, enabled: bool | None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last = time.monotonic()
+        self._last: float | None = None
 
     def update(self, message: str, *, final: bool = False) -> None:
         now = time.monotonic()
-        if self.enabled and (final or now - self._last >= PROGRESS_EVERY):
+        due = self._last is None or now - self._last >= PROGRESS_EVERY
+        if self.enabled and (final or due):
             self._last = now
             click.echo(message, err=True)
 
