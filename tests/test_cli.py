@@ -214,3 +214,20 @@ def test_prune_reports_progress_on_stderr_when_asked(run: Run) -> None:
     assert "deleted 0 usage events so far" in result.stderr
     assert "so far" not in result.stdout
     assert "so far" not in run("usage", "prune").stderr
+
+
+def test_audit_export_reports_progress_on_stderr_when_asked(
+    run: Run, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("keys.audit_export.PROGRESS_EVERY", 1)
+    run("testers", "add", "Mo", "--email", "mo@example.com")
+
+    result = run("audit", "export", str(tmp_path / "export"), "--progress", "--json")
+
+    assert "exported 1 entry so far" in result.stderr
+    assert json.loads(result.stdout) == {
+        "directory": str(tmp_path / "export"),
+        "entries": 1,
+        "checkpoints": 0,
+        "key_id": as_json(run("audit", "verify", "--json"))["key_id"],
+    }

@@ -17,6 +17,7 @@ from gateway.cli.base import (
     plural,
     transaction,
 )
+from gateway.cli.progress import Progress, progress_option
 from keys.audit import Verification
 from keys.audit_export import (
     ExportError,
@@ -96,13 +97,20 @@ def audit_verify(ctx: click.Context, against: Path | None, as_json: bool) -> Non
 
 @audit.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@progress_option
 @json_option
 @click.pass_context
-def audit_export(ctx: click.Context, directory: Path, as_json: bool) -> None:
+def audit_export(ctx: click.Context, directory: Path, progress: bool | None, as_json: bool) -> None:
     """Write the trail, its checkpoints and public key to DIRECTORY for offline checks."""
     with domain_errors(), transaction(ctx, write=False) as tx:
         try:
-            summary = write_export(tx.audit, directory, tx.clock())
+            meter = Progress(progress)
+            summary = write_export(
+                tx.audit,
+                directory,
+                tx.clock(),
+                lambda done: meter.update(f"exported {plural(done, 'entry', 'entries')} so far"),
+            )
         except (ExportError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
     view = {

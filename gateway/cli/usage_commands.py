@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import IO, Any
@@ -22,35 +21,9 @@ from gateway.cli.base import (
     table,
 )
 from gateway.cli.key_commands import keys_group
+from gateway.cli.progress import Progress, progress_option
 from gateway.usage_views import FORMATS
 from keys.usage_reports import PRUNE_BATCH
-
-# At most one progress line per this many seconds: enough to see a long job move.
-PROGRESS_EVERY = 1.0
-
-
-class Progress:
-    """Progress lines on stderr for long jobs: with ``--progress``, or by default when stderr
-    is a terminal. Never on stdout, which may be the export itself."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last: float | None = None
-
-    def update(self, message: str, *, final: bool = False) -> None:
-        now = time.monotonic()
-        due = self._last is None or now - self._last >= PROGRESS_EVERY
-        if self.enabled and (final or due):
-            self._last = now
-            click.echo(message, err=True)
-
-
-def progress_option(function: Callable[..., None]) -> Callable[..., None]:
-    return click.option(
-        "--progress/--no-progress",
-        default=None,
-        help="Progress lines on stderr (default: when stderr is a terminal).",
-    )(function)
 
 
 @main.group("usage")

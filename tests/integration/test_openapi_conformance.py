@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TEST_ROOT_SECRET, free_port
-from tests.integration.live import LiveGateway, LiveSimulator, clean_env, start_gateway
+from tests.integration.live import (
+    HTTP_TIMEOUT,
+    LiveGateway,
+    LiveSimulator,
+    clean_env,
+    http_session,
+    start_gateway,
+)
 
 # Bounded: about a minute on a quiet machine. A fixed seed makes a failure reproducible;
 # DRAWBRIDGE_SCHEMATHESIS_SEED explores other inputs.
@@ -79,9 +86,27 @@ def conformance_gateway(
     gateway.issue_key(gateway.new_tester(via="cli"), via="cli")
     gateway.process = start_gateway(gateway, port, tmp, workers=1, threads=8)
     try:
+        _hold_generations(gateway)
         yield gateway
     finally:
         gateway.process.stop()
+
+
+def _hold_generations(gateway: LiveGateway) -> None:
+    """Held requests in the approval queue, so the approvers' operations meet real ones."""
+    held = gateway.new_tester_key()
+    gateway.admin_ok("PUT", f"/testers/{held.tester_id}/policy", json={"hold_generations": True})
+    for prompt in ("a lighthouse at dawn", "a fox in the snow", "rain on a tin roof"):
+        with http_session() as session:
+            response = session.post(
+                f"{gateway.api_url}/videos",
+                json={"prompt": prompt, "seconds": "4"},
+                headers={"Authorization": f"Bearer {held.secret}"},
+                timeout=HTTP_TIMEOUT,
+            )
+        assert response.status_code < 300, response.text
+    pending = gateway.admin_ok("GET", "/approvals?status=pending")["data"]
+    assert len(pending) == 3
 
 
 def test_admin_api_conforms_to_its_openapi_document(
