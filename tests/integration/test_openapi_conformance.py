@@ -141,8 +141,15 @@ def test_admin_api_conforms_to_its_openapi_document(
         "--no-color",
     ]
     env = {**os.environ, "NO_COLOR": "1"}
+    # In tmp_path: schemathesis keeps a cache of crashes in its working directory.
     result = subprocess.run(
-        argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env, check=False
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
+        cwd=tmp_path,
+        check=False,
     )
     output = result.stdout + result.stderr
     # Never print the admin token: schemathesis filters it, but say so here too.
