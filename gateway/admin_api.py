@@ -6,49 +6,90 @@ methods back the CLI.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify
 
+from gateway.admin_plane import (
+    admin_blueprint,
+    body,
+    flag,
+    page_size,
+    query_value,
+    query_values,
+    text,
+)
 from gateway.auth import current_operator, require_role
 from gateway.errors import ApiError
-from gateway.inputs import (
-    json_body,
-    optional_string,
-    query_int,
-    required_string,
+from gateway.openapi import (
+    COHORT_PATTERN,
+    DURATION_PATTERN,
+    EMAIL_PATTERN,
+    MAX_EMAIL,
+    MAX_EXPIRES_IN,
+    MAX_NAME,
+    MAX_REASON,
+    openapi_document,
 )
-from gateway.openapi import openapi_document
 from gateway.state import current_state
-from gateway.usage_api import query_params, time_window
+from gateway.usage_api import time_window
 from gateway.usage_views import key_report_view
-from gateway.views import iso, key_view, tester_view, token_view
+from gateway.views import iso, key_view, rotation_view, tester_view, token_view
 from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
 from keys.lifecycle import MAX_ROTATION_GRACE
 from keys.policies import PolicyError, policy_from_mapping
 from keys.testers import COHORT_NAME
 
-bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
+bp = admin_blueprint("admin", __name__, "/admin/v1")
 
 ADMIN = ("admin",)
 READERS = ("admin", "auditor")
 ANY_ROLE = ("admin", "approver", "auditor")
-MAX_AUDIT_PAGE = 1000
 
 
 def _listing(items: list[dict[str, Any]]) -> Response:
     return jsonify({"object": "list", "data": items})
 
 
+def _page(items: list[dict[str, Any]], has_more: bool) -> Response:
+    """A keyset page: pass the last item's id as ``?after=`` for the next one."""
+    return jsonify(
+        {
+            "object": "list",
+            "data": items,
+            "has_more": has_more,
+            "next_after": items[-1]["id"] if has_more else None,
+        }
+    )
+
+
+def reason(payload: dict[str, Any], *, required: bool = True) -> str | None:
+    """The ``reason`` of a decision: text of at most MAX_REASON characters. Raises
+    InvalidInput."""
+    return text(payload, "reason", required=required, max_length=MAX_REASON)
+
+
 def _expiry(payload: dict[str, Any], now: datetime) -> datetime | None:
-    if payload.get("expires_at") is not None and payload.get("expires_in") is not None:
+    if "expires_at" in payload and "expires_in" in payload:
         raise InvalidInput("give expires_at or expires_in, not both", param="expires_at")
-    if payload.get("expires_at") is not None:
-        return parse_timestamp(payload["expires_at"], "expires_at")
-    if payload.get("expires_in") is not None:
-        return now + parse_duration(payload["expires_in"], "expires_in")
+    if "expires_at" in payload:
+        value = payload["expires_at"]
+        if not isinstance(value, str):
+            raise InvalidInput("expires_at must be an ISO 8601 time", param="expires_at")
+        return parse_timestamp(value, "expires_at")
+    if "expires_in" in payload:
+        value = payload["expires_in"]
+        in_range = (
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_EXPIRES_IN
+        )
+        if not in_range and not (isinstance(value, str) and re.match(DURATION_PATTERN, value)):
+            raise InvalidInput(
+                "expires_in must be seconds or a duration such as 12h or 30d", param="expires_in"
+            )
+        return now + parse_duration(value, "expires_in")
     return None
 
 
@@ -70,9 +111,12 @@ def whoami() -> Response:
 @bp.get("/testers")
 @require_role(*READERS)
 def list_testers() -> Response:
+    """``?cohort&limit&after``, oldest first."""
     with current_state().store.read() as tx:
-        testers = tx.testers.list(cohort=request.args.get("cohort"))
-        return _listing([tester_view(tester) for tester in testers])
+        testers, has_more = tx.testers.page(
+            query_value("cohort"), query_value("after"), page_size()
+        )
+        return _page([tester_view(tester) for tester in testers], has_more)
 
 
 @bp.post("/testers")
@@ -80,22 +124,22 @@ def list_testers() -> Response:
 def add_tester() -> tuple[Response, int]:
     """An unknown cohort is refused unless ``"create_cohort": true`` (then it gets the
     default policy)."""
-    payload = json_body()
+    payload = body()
     create_cohort = payload.get("create_cohort", False)
     if not isinstance(create_cohort, bool):
         raise InvalidInput("create_cohort must be true or false", param="create_cohort")
     with current_state().store.transaction() as tx:
         tester = tx.testers.add(
-            required_string(payload, "name"),
-            required_string(payload, "email"),
+            str(text(payload, "name", required=True, max_length=MAX_NAME)),
+            str(text(payload, "email", required=True, max_length=MAX_EMAIL, pattern=EMAIL_PATTERN)),
             actor=current_operator().actor,
-            cohort=optional_string(payload, "cohort") or "default",
+            cohort=text(payload, "cohort", max_length=64, pattern=COHORT_PATTERN) or "default",
             create_cohort=create_cohort,
         )
         return jsonify(tester_view(tester)), 201
 
 
-@bp.get("/testers/<tester_id>")
+@bp.get('/testers/<id("tst"):tester_id>')
 @require_role(*READERS)
 def show_tester(tester_id: str) -> Response:
     store = current_state().store
@@ -105,21 +149,21 @@ def show_tester(tester_id: str) -> Response:
         return jsonify(view)
 
 
-@bp.post("/testers/<tester_id>/keys")
+@bp.post('/testers/<id("tst"):tester_id>/keys')
 @require_role(*ADMIN)
 def issue_key(tester_id: str) -> tuple[Response, int]:
-    payload = json_body()
+    payload = body()
     store = current_state().store
-    metadata = payload.get("metadata")
-    honeytoken = payload.get("honeytoken", False)
-    if not isinstance(honeytoken, bool):
-        raise InvalidInput("honeytoken must be true or false", param="honeytoken")
+    metadata = payload.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object of strings", param="metadata")
+    honeytoken = bool(flag(payload, "honeytoken"))
     with store.transaction() as tx:
         issued = tx.keys.issue(
             tester_id,
             actor=current_operator().actor,
             expires_at=_expiry(payload, store.clock()),
-            metadata=metadata if metadata is not None else {},
+            metadata=metadata,
             honeytoken=honeytoken,
         )
         view = key_view(issued.key, store.clock())
@@ -127,13 +171,13 @@ def issue_key(tester_id: str) -> tuple[Response, int]:
     return jsonify(view), 201
 
 
-@bp.post("/testers/<tester_id>/revoke-keys")
+@bp.post('/testers/<id("tst"):tester_id>/revoke-keys')
 @require_role(*ADMIN)
 def revoke_tester_keys(tester_id: str) -> Response:
-    payload = json_body()
+    payload = body()
     with current_state().store.transaction() as tx:
         revoked = tx.keys.revoke_all_for_tester(
-            tester_id, current_operator().actor, required_string(payload, "reason")
+            tester_id, current_operator().actor, str(reason(payload))
         )
     return jsonify({"tester_id": tester_id, "revoked": revoked})
 
@@ -144,13 +188,14 @@ def revoke_tester_keys(tester_id: str) -> Response:
 @bp.get("/keys")
 @require_role(*READERS)
 def list_keys() -> Response:
+    """``?tester_id&limit&after``, oldest first."""
     store = current_state().store
     with store.read() as tx:
-        keys = tx.keys.list(tester_id=request.args.get("tester_id"))
-        return _listing([key_view(key, store.clock()) for key in keys])
+        keys, has_more = tx.keys.page(query_value("tester_id"), query_value("after"), page_size())
+        return _page([key_view(key, store.clock()) for key in keys], has_more)
 
 
-@bp.get("/keys/<key_id>")
+@bp.get('/keys/<id("key"):key_id>')
 @require_role(*READERS)
 def show_key(key_id: str) -> Response:
     store = current_state().store
@@ -158,21 +203,21 @@ def show_key(key_id: str) -> Response:
         return jsonify(key_view(tx.keys.get(key_id), store.clock()))
 
 
-@bp.get("/keys/<key_id>/report")
+@bp.get('/keys/<id("key"):key_id>/report')
 @require_role(*READERS)
 def key_report(key_id: str) -> Response:
     """Blast radius: everything the key did ``?since=`` (default: its creation) ``&until=``."""
     store = current_state().store
-    since, until = time_window(query_params(("since", "until")), store.clock())
+    since, until = time_window(query_values(), store.clock())
     with store.read() as tx:
         report = tx.usage_reports.key_report(key_id, since, until)
     return jsonify(key_report_view(report))
 
 
-@bp.post("/keys/<key_id>/rotate")
+@bp.post('/keys/<id("key"):key_id>/rotate')
 @require_role(*ADMIN)
 def rotate_key(key_id: str) -> tuple[Response, int]:
-    payload = json_body()
+    payload = body()
     state = current_state()
     grace_value = payload.get("grace_seconds", state.settings.rotation_grace_seconds)
     if not isinstance(grace_value, int) or isinstance(grace_value, bool):
@@ -180,38 +225,38 @@ def rotate_key(key_id: str) -> tuple[Response, int]:
     grace = parse_duration(grace_value, "grace_seconds", maximum=MAX_ROTATION_GRACE)
     with state.store.transaction() as tx:
         issued = tx.keys.rotate(key_id, current_operator().actor, grace)
-        view = key_view(issued.key, state.store.clock())
-    view["secret"] = issued.secret
+        old = tx.keys.get(key_id)
+        view = rotation_view(old, issued.key, issued.secret, state.store.clock())
     return jsonify(view), 201
 
 
 def _key_action(key_id: str, action: str) -> Response:
-    payload = json_body()
+    payload = body()
     store = current_state().store
     actor = current_operator().actor
     with store.transaction() as tx:
         if action == "revoke":
-            key = tx.keys.revoke(key_id, actor, required_string(payload, "reason"))
+            key = tx.keys.revoke(key_id, actor, str(reason(payload)))
         elif action == "suspend":
-            key = tx.keys.suspend(key_id, actor, required_string(payload, "reason"))
+            key = tx.keys.suspend(key_id, actor, str(reason(payload)))
         else:
-            key = tx.keys.resume(key_id, actor, optional_string(payload, "reason"))
+            key = tx.keys.resume(key_id, actor, reason(payload, required=False))
         return jsonify(key_view(key, store.clock()))
 
 
-@bp.post("/keys/<key_id>/revoke")
+@bp.post('/keys/<id("key"):key_id>/revoke')
 @require_role(*ADMIN)
 def revoke_key(key_id: str) -> Response:
     return _key_action(key_id, "revoke")
 
 
-@bp.post("/keys/<key_id>/suspend")
+@bp.post('/keys/<id("key"):key_id>/suspend')
 @require_role(*ADMIN)
 def suspend_key(key_id: str) -> Response:
     return _key_action(key_id, "suspend")
 
 
-@bp.post("/keys/<key_id>/resume")
+@bp.post('/keys/<id("key"):key_id>/resume')
 @require_role(*ADMIN)
 def resume_key(key_id: str) -> Response:
     return _key_action(key_id, "resume")
@@ -223,19 +268,21 @@ def resume_key(key_id: str) -> Response:
 @bp.get("/tokens")
 @require_role(*ADMIN)
 def list_tokens() -> Response:
+    """``?limit&after``, oldest first."""
     with current_state().store.read() as tx:
-        return _listing([token_view(token) for token in tx.tokens.list()])
+        tokens, has_more = tx.tokens.page(query_value("after"), page_size())
+        return _page([token_view(token) for token in tokens], has_more)
 
 
 @bp.post("/tokens")
 @require_role(*ADMIN)
 def create_token() -> tuple[Response, int]:
-    payload = json_body()
+    payload = body()
     store = current_state().store
     with store.transaction() as tx:
         issued = tx.tokens.create(
-            required_string(payload, "name"),
-            required_string(payload, "role"),
+            str(text(payload, "name", required=True, max_length=MAX_NAME)),
+            str(text(payload, "role", required=True, max_length=20)),
             current_operator().actor,
             expires_at=_expiry(payload, store.clock()),
         )
@@ -244,14 +291,12 @@ def create_token() -> tuple[Response, int]:
     return jsonify(view), 201
 
 
-@bp.post("/tokens/<token_id>/revoke")
+@bp.post('/tokens/<id("adm"):token_id>/revoke')
 @require_role(*ADMIN)
 def revoke_token(token_id: str) -> Response:
-    payload = json_body()
+    payload = body()
     with current_state().store.transaction() as tx:
-        token = tx.tokens.revoke(
-            token_id, current_operator().actor, required_string(payload, "reason")
-        )
+        token = tx.tokens.revoke(token_id, current_operator().actor, str(reason(payload)))
         return jsonify(token_view(token))
 
 
@@ -259,15 +304,8 @@ def revoke_token(token_id: str) -> Response:
 
 
 def _audit_page() -> tuple[int, int]:
-    """``after_seq`` and ``limit`` of a page of the audit trail. Raises ApiError (400)."""
-    after = query_int("after_seq", 0)
-    limit = query_int("limit", 100, maximum=MAX_AUDIT_PAGE)
-    assert after is not None and limit is not None
-    if limit < 1:
-        raise ApiError(
-            400, f"limit must be between 1 and {MAX_AUDIT_PAGE}", "invalid_value", param="limit"
-        )
-    return after, limit
+    """``after_seq`` and ``limit`` of a page of the audit trail (checked by the plane)."""
+    return int(query_value("after_seq") or 0), page_size()
 
 
 @bp.get("/audit")
@@ -339,13 +377,13 @@ def audit_public_key() -> Response:
 @require_role(*ADMIN)
 def revoke_keys_in_bulk() -> Response:
     """Revoke every live key of a cohort and/or issued before a time."""
-    payload = json_body()
-    issued_before = payload.get("issued_before")
+    payload = body()
+    issued_before = text(payload, "issued_before", max_length=40)
     with current_state().store.transaction() as tx:
         revoked = tx.keys.revoke_matching(
             current_operator().actor,
-            required_string(payload, "reason"),
-            cohort=optional_string(payload, "cohort"),
+            str(reason(payload)),
+            cohort=text(payload, "cohort", max_length=64, pattern=COHORT_PATTERN),
             issued_before=(
                 parse_timestamp(issued_before, "issued_before") if issued_before else None
             ),
@@ -353,7 +391,7 @@ def revoke_keys_in_bulk() -> Response:
     return jsonify({"revoked": revoked})
 
 
-def _lockdown_view(state: Any) -> dict[str, Any]:
+def lockdown_view(state: Any) -> dict[str, Any]:
     return {
         "object": "lockdown",
         "lockdown": bool(state.lockdown),
@@ -367,22 +405,18 @@ def _lockdown_view(state: Any) -> dict[str, Any]:
 @require_role(*ANY_ROLE)
 def lockdown_state() -> Response:
     with current_state().store.read() as tx:
-        return jsonify(_lockdown_view(tx.program.state()))
+        return jsonify(lockdown_view(tx.program.state()))
 
 
 @bp.post("/lockdown")
 @require_role(*ADMIN)
 def set_lockdown() -> Response:
     """``{"lockdown": true, "reason": "..."}`` refuses all tester traffic at once."""
-    payload = json_body()
-    on = payload.get("lockdown")
-    if not isinstance(on, bool):
-        raise InvalidInput("lockdown must be true or false", param="lockdown")
+    payload = body()
+    on = bool(flag(payload, "lockdown", required=True))
     with current_state().store.transaction() as tx:
-        state = tx.program.set_lockdown(
-            on, current_operator().actor, optional_string(payload, "reason")
-        )
-        return jsonify(_lockdown_view(state))
+        state = tx.program.set_lockdown(on, current_operator().actor, reason(payload, required=on))
+        return jsonify(lockdown_view(state))
 
 
 # -- policies --------------------------------------------------------------------------
@@ -405,7 +439,7 @@ def set_cohort_policy(cohort: str) -> Response:
     if not COHORT_NAME.fullmatch(cohort):
         raise InvalidInput("cohort must be lowercase letters, digits, - or _", param="cohort")
     try:
-        policy = policy_from_mapping(json_body())
+        policy = policy_from_mapping(body())
     except PolicyError as exc:
         raise InvalidInput(str(exc), param=exc.field) from None
     with current_state().store.transaction() as tx:
@@ -413,7 +447,7 @@ def set_cohort_policy(cohort: str) -> Response:
     return jsonify({"cohort": cohort, "policy": policy.to_json(), "changed": changed})
 
 
-@bp.get("/testers/<tester_id>/policy")
+@bp.get('/testers/<id("tst"):tester_id>/policy')
 @require_role(*READERS)
 def tester_policy(tester_id: str) -> Response:
     with current_state().store.read() as tx:
@@ -421,17 +455,17 @@ def tester_policy(tester_id: str) -> Response:
     return jsonify({"tester_id": tester_id, "overrides": overrides, "policy": policy.to_json()})
 
 
-@bp.put("/testers/<tester_id>/policy")
+@bp.put('/testers/<id("tst"):tester_id>/policy')
 @require_role(*ADMIN)
 def set_tester_policy(tester_id: str) -> Response:
     """Replace a tester's overrides on top of their cohort's policy."""
-    overrides = json_body()
+    overrides = body()
     with current_state().store.transaction() as tx:
         policy = tx.policies.set_overrides(tester_id, overrides, current_operator().actor)
     return jsonify({"tester_id": tester_id, "overrides": overrides, "policy": policy.to_json()})
 
 
-@bp.delete("/testers/<tester_id>/policy")
+@bp.delete('/testers/<id("tst"):tester_id>/policy')
 @require_role(*ADMIN)
 def clear_tester_policy(tester_id: str) -> Response:
     with current_state().store.transaction() as tx:

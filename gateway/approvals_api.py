@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Response, g, jsonify
 
+from gateway.admin_plane import admin_blueprint, body, page_size, query_value, text
 from gateway.auth import current_operator, require_role
 from gateway.generations import lease_submission, submit_approved
-from gateway.inputs import json_body, optional_string, query_int
+from gateway.openapi import MAX_REASON
 from gateway.state import GatewayState, current_state
 from gateway.views import approval_view
 
-bp = Blueprint("approvals", __name__, url_prefix="/admin/v1/approvals")
+bp = admin_blueprint("approvals", __name__, "/admin/v1/approvals")
+MAX_LISTED = 500
 
 DECIDERS = ("admin", "approver")
 READERS = ("admin", "approver", "auditor")
@@ -23,18 +25,18 @@ READERS = ("admin", "approver", "auditor")
 @bp.get("")
 @require_role(*READERS)
 def list_approvals() -> Response:
-    limit = query_int("limit", 100)
+    limit = page_size(maximum=MAX_LISTED)
     with current_state().store.read() as tx:
         approvals = tx.approvals.list(
-            status=request.args.get("status"),
-            kind=request.args.get("kind"),
-            tester_id=request.args.get("tester_id"),
-            limit=limit or 0,
+            status=query_value("status"),
+            kind=query_value("kind"),
+            tester_id=query_value("tester_id"),
+            limit=limit,
         )
         return jsonify({"object": "list", "data": [approval_view(a) for a in approvals]})
 
 
-@bp.get("/<approval_id>")
+@bp.get('/<id("apr"):approval_id>')
 @require_role(*READERS)
 def show_approval(approval_id: str) -> Response:
     with current_state().store.read() as tx:
@@ -71,19 +73,20 @@ def decide(
     return view
 
 
-@bp.post("/<approval_id>/approve")
+@bp.post('/<id("apr"):approval_id>/approve')
 @require_role(*DECIDERS)
 def approve(approval_id: str) -> Response:
-    reason = optional_string(json_body(), "reason")
+    reason = text(body(), "reason", max_length=MAX_REASON)
     return jsonify(
         decide(current_state(), approval_id, True, current_operator().actor, reason, g.request_id)
     )
 
 
-@bp.post("/<approval_id>/reject")
+@bp.post('/<id("apr"):approval_id>/reject')
 @require_role(*DECIDERS)
 def reject(approval_id: str) -> Response:
-    reason = optional_string(json_body(), "reason")
+    # Missing: the domain says why a rejection needs one (the tester sees it).
+    reason = text(body(), "reason", max_length=MAX_REASON)
     return jsonify(
         decide(current_state(), approval_id, False, current_operator().actor, reason, g.request_id)
     )

@@ -1,45 +1,29 @@
 """The auditor plane for usage: ``/admin/v1/usage`` (admins and auditors, read-only).
 
 Events filtered and paged by keyset, per-tester daily totals, and streamed CSV / JSON Lines
-exports. Every query parameter is checked: an unknown or repeated one is a 400, so a typo
-(``?tester=``) never silently widens a report to everyone.
+exports. Every query parameter is checked (gateway/admin_plane.py): an unknown or repeated
+one is a 400, so a typo (``?tester=``) never silently widens a report to everyone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify
 
+from gateway.admin_plane import admin_blueprint, query_values
 from gateway.auth import require_role
 from gateway.errors import ApiError
 from gateway.state import current_state
 from gateway.usage_views import CONTENT_TYPES, FORMATS, daily_view, event_view, export_chunks
 from keys.store import Store
-from keys.usage_reports import DEFAULT_PAGE, FILTERS, MAX_PAGE, UsageFilter
+from keys.usage_reports import DEFAULT_PAGE, MAX_PAGE, UsageFilter
 
-bp = Blueprint("usage", __name__, url_prefix="/admin/v1/usage")
+bp = admin_blueprint("usage", __name__, "/admin/v1/usage")
 
 READERS = ("admin", "auditor")
-
-
-def query_params(allowed: Iterable[str]) -> dict[str, str]:
-    """The query string as single values. Raises ApiError (400) for an unknown or repeated
-    parameter."""
-    allowed = set(allowed)
-    for name in request.args:
-        if name not in allowed:
-            raise ApiError(
-                400,
-                f"Unknown parameter {name!r}; this endpoint takes {', '.join(sorted(allowed))}.",
-                "unknown_parameter",
-                param=name,
-            )
-        if len(request.args.getlist(name)) > 1:
-            raise ApiError(400, f"{name} is given more than once", "invalid_value", param=name)
-    return request.args.to_dict()
 
 
 def _integer(params: dict[str, str], name: str, default: int | None) -> int | None:
@@ -63,7 +47,7 @@ def time_window(params: dict[str, str], now: datetime) -> tuple[datetime | None,
 @require_role(*READERS)
 def list_usage() -> Response:
     """``?tester_id&key_id&cohort&route&status&outcome&since&until&after&limit``."""
-    params = query_params((*FILTERS, "after", "limit"))
+    params = query_values()
     limit = _integer(params, "limit", DEFAULT_PAGE)
     if limit is None or not 1 <= limit <= MAX_PAGE:
         raise ApiError(
@@ -88,7 +72,7 @@ def list_usage() -> Response:
 @require_role(*READERS)
 def daily_usage() -> Response:
     """``?since=YYYY-MM-DD&until=YYYY-MM-DD&tester_id&cohort`` (UTC days, inclusive)."""
-    params = query_params(("since", "until", "tester_id", "cohort"))
+    params = query_values()
     with current_state().store.read() as tx:
         reports = tx.usage_reports
         first, last = reports.daily_range(params.get("since"), params.get("until"))
@@ -116,7 +100,7 @@ def _export(
 @require_role(*READERS)
 def export_usage() -> Response:
     """``?format=csv|jsonl`` and the filters of ``GET /usage``; streamed, memory stays flat."""
-    params = query_params((*FILTERS, "after", "format"))
+    params = query_values()
     format = params.get("format", "csv")
     if format not in FORMATS:
         raise ApiError(400, "format must be csv or jsonl", "invalid_value", param="format")
@@ -138,4 +122,4 @@ def export_usage() -> Response:
     )
 
 
-__all__ = ["bp", "query_params", "time_window"]
+__all__ = ["bp", "time_window"]

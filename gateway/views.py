@@ -41,6 +41,16 @@ def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
     }
 
 
+def rotation_view(old: ApiKey, new: ApiKey, secret: str, now: datetime) -> dict[str, Any]:
+    """A rotation's result: the successor (with its secret, shown once) and when the old
+    key's grace ends."""
+    return {
+        **key_view(new, now),
+        "secret": secret,
+        "rotated_from_grace_until": iso(old.grace_until),
+    }
+
+
 def tester_view(tester: Tester) -> dict[str, Any]:
     return {
         "id": tester.id,

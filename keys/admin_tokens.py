@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFoun
 from keys.ids import new_id
 from keys.keyformat import KeyFormat
 from keys.models import ROLES, AdminToken
+from keys.pages import keyset_page
 from keys.text import checked_text, clean_text
 
 
@@ -94,7 +96,14 @@ class AdminTokenService:
         return token
 
     def list(self) -> list[AdminToken]:
-        return list(self._session.scalars(select(AdminToken).order_by(AdminToken.created_at)))
+        return self.page()[0]
+
+    def page(
+        self, after: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[AdminToken], bool]:
+        """Tokens oldest first, after the token ``after``; and whether more follow.
+        Raises NotFound (an unknown ``after``)."""
+        return keyset_page(self._session, select(AdminToken), AdminToken, after, limit, "token")
 
     def verify(self, secret: str) -> Operator:
         """Raises InvalidKey (malformed or unknown), KeyRejected (revoked or expired)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ ENTRIES_FILE = "entries.jsonl"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
 PUBLIC_KEY_FILE = "public_key.pem"
 README_FILE = "README.txt"
+PROGRESS_EVERY = 1000
 
 _ENTRY_FIELDS = {
     "seq": int,
@@ -78,9 +79,15 @@ def _json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def write_export(trail: AuditTrail, directory: Path, exported_at: datetime) -> ExportSummary:
+def write_export(
+    trail: AuditTrail,
+    directory: Path,
+    exported_at: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> ExportSummary:
     """Write the trail into ``directory`` (created; must be empty), streaming from the
-    database. Raises ExportError when the directory is in use or no signer is configured."""
+    database; ``progress`` hears the count of entries written every PROGRESS_EVERY entries.
+    Raises ExportError when the directory is in use or no signer is configured."""
     signer = trail.signer
     if signer is None:
         raise ExportError("no audit signing key is configured: the export would be unverifiable")
@@ -94,6 +101,8 @@ def write_export(trail: AuditTrail, directory: Path, exported_at: datetime) -> E
         for link in snapshot.entries:
             stream.write(_json_line(link.as_record()))
             entries, head_hash = entries + 1, link.hash
+            if progress is not None and entries % PROGRESS_EVERY == 0:
+                progress(entries)
     checkpoints = 0
     with (directory / CHECKPOINTS_FILE).open("w", encoding="utf-8", newline="\n") as stream:
         for checkpoint in snapshot.checkpoints:

@@ -6,6 +6,7 @@ row and in the audit trail.
 
 from __future__ import annotations
 
+import builtins
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from keys.errors import (
 from keys.ids import new_id
 from keys.keyformat import KeyFormat
 from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, Tester
+from keys.pages import keyset_page
 from keys.policies import Policy
 from keys.program import PROGRAM_ROW, Lockdown
 from keys.text import checked_text, clean_text
@@ -367,10 +369,17 @@ class KeyService:
         return key
 
     def list(self, tester_id: str | None = None) -> list[ApiKey]:
-        query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        return self.page(tester_id)[0]
+
+    def page(
+        self, tester_id: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[ApiKey], bool]:
+        """Keys oldest first, after the key ``after``; and whether more follow.
+        Raises NotFound (an unknown ``after``)."""
+        query = select(ApiKey)
         if tester_id is not None:
             query = query.where(ApiKey.tester_id == tester_id)
-        return list(self._session.scalars(query))
+        return keyset_page(self._session, query, ApiKey, after, limit, "key")
 
     def verify(self, secret: str) -> Principal:
         """The principal behind a secret (see ``verify_secret``)."""

@@ -293,9 +293,16 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     path = Path(path)
     try:
         text = path.read_text()
-        table = tomllib.loads(text)
     except OSError as exc:
         raise PolicyError(f"{path}: {exc.strerror}") from None
+    return load_policy_text(text, path)
+
+
+def load_policy_text(text: str, path: Path) -> PolicyFile:
+    """Parse and validate the text of a policies file (``path`` names it in messages, e.g.
+    ``<stdin>``). Raises PolicyError with ``file:line: message``."""
+    try:
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: {exc}") from None
     extra = sorted(set(table) - {"cohorts"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -14,6 +15,7 @@ from keys.cohorts import DEFAULT_COHORT, UnknownCohort, cohort_exists, known_coh
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
 from keys.models import Tester
+from keys.pages import keyset_page
 from keys.text import checked_text
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -78,7 +80,14 @@ class TesterService:
         return tester
 
     def list(self, cohort: str | None = None) -> list[Tester]:
-        query = select(Tester).order_by(Tester.created_at, Tester.id)
+        return self.page(cohort)[0]
+
+    def page(
+        self, cohort: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[Tester], bool]:
+        """Testers oldest first, after the tester ``after``; and whether more follow.
+        Raises NotFound (an unknown ``after``)."""
+        query = select(Tester)
         if cohort is not None:
             query = query.where(Tester.cohort == cohort)
-        return list(self._session.scalars(query))
+        return keyset_page(self._session, query, Tester, after, limit, "tester")

@@ -737,3 +737,136 @@ def test_openapi_needs_no_token(client: Any) -> None:
 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
+
+
+def test_openapi_names_tags_and_types_every_operation(client: Any) -> None:
+    document = client.get(f"{API}/openapi.json").get_json()
+    tags = {tag["name"] for tag in document["tags"]}
+    ids = []
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            ids.append(operation["operationId"])
+            assert operation["tags"] and set(operation["tags"]) <= tags, (path, method)
+            responses = operation["responses"]
+            success = next(status for status in responses if status.startswith("2"))
+            assert responses[success]["content"], (path, method)
+            for status in ("400", "401", "403", "429"):
+                schema = responses[status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+            assert "Retry-After" in responses["429"]["headers"]
+    assert len(ids) == len(set(ids))
+    export = document["paths"]["/usage/export"]["get"]["responses"]["200"]["content"]
+    assert set(export) == {"text/csv", "application/jsonl"}
+    reason = document["paths"]["/keys/{key_id}/revoke"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]["properties"]["reason"]
+    assert reason["minLength"] == 1 and reason["maxLength"] == 2000
+
+
+def _get_operations(client: Any) -> list[str]:
+    document = client.get(f"{API}/openapi.json").get_json()
+    return [path for path, operations in document["paths"].items() if "get" in operations]
+
+
+def test_every_endpoint_refuses_an_unknown_query_parameter(
+    client: Any, admin: IssuedToken, objects: dict[str, str]
+) -> None:
+    ids = {**objects, "approval_id": "apr_unknown", "cohort": "default"}
+    for path in _get_operations(client):
+        response = call(client, admin, "GET", path.format(**ids) + "?bogus=1")
+
+        assert_error(response, 400, "unknown_parameter", "bogus")
+    for method, path, body in WRITES:
+        response = call(client, admin, method, path.format(**ids) + "?dry_run=1", body)
+        assert_error(response, 400, "unknown_parameter", "dry_run")
+
+
+def test_a_typo_in_a_filter_never_lists_everything(
+    client: Any, admin: IssuedToken, make_key: Callable[..., IssuedKey]
+) -> None:
+    make_key(), make_key()
+
+    response = call(client, admin, "GET", "/keys?tester=tst_nobody")
+
+    assert_error(response, 400, "unknown_parameter", "tester")
+    assert "tester_id" in response.get_json()["error"]["message"]
+    assert_error(call(client, admin, "GET", "/keys?tester_id=nobody"), 400, "invalid_value")
+    assert_error(call(client, admin, "GET", "/keys?limit=5&limit=6"), 400, "invalid_value")
+    assert ok(call(client, admin, "GET", "/keys?tester_id=tst_nobody"))["data"] == []
+
+
+@pytest.mark.parametrize("path", ["/testers", "/keys", "/tokens"])
+def test_listings_come_in_keyset_pages(
+    client: Any,
+    admin: IssuedToken,
+    path: str,
+    make_key: Callable[..., IssuedKey],
+    make_token: Callable[..., IssuedToken],
+    clock: FakeClock,
+) -> None:
+    for _ in range(4):
+        make_key(), make_token("auditor")
+        clock.advance(seconds=1)
+    everything = [item["id"] for item in ok(call(client, admin, "GET", path))["data"]]
+
+    seen, query = [], "?limit=2"
+    while True:
+        page = ok(call(client, admin, "GET", path + query))
+        seen += [item["id"] for item in page["data"]]
+        assert len(page["data"]) <= 2
+        if not page["has_more"]:
+            assert page["next_after"] is None
+            break
+        query = f"?limit=2&after={page['next_after']}"
+
+    assert seen == everything and len(everything) >= 4
+    kind = {"/testers": "tst", "/keys": "key", "/tokens": "adm"}[path]
+    assert_error(call(client, admin, "GET", f"{path}?after={kind}_gone"), 404, "not_found", "after")
+    assert_error(call(client, admin, "GET", f"{path}?limit=0"), 400, "invalid_value", "limit")
+
+
+def test_reasons_are_text_of_bounded_length(
+    client: Any, admin: IssuedToken, make_key: Callable[..., IssuedKey]
+) -> None:
+    key = make_key().key
+    path = f"/keys/{key.id}/suspend"
+
+    assert_error(call(client, admin, "POST", path, {"reason": None}), 400, "invalid_value")
+    blank = call(client, admin, "POST", path, {"reason": "\x1f "})
+    assert_error(blank, 400, "missing_required_parameter", "reason")
+    assert_error(call(client, admin, "POST", path, {"reason": "x" * 2001}), 400, "invalid_value")
+    assert_error(
+        call(client, admin, "POST", "/lockdown", {"lockdown": False, "reason": None}),
+        400,
+        "invalid_value",
+        "reason",
+    )
+    assert_error(
+        call(client, admin, "POST", "/testers", {"name": "A", "email": "a@b.co", "cohort": ""}),
+        400,
+        "invalid_value",
+        "cohort",
+    )
+    ok(call(client, admin, "POST", path, {"reason": "x" * 2000}))
+
+
+def test_405_allow_names_only_the_methods_of_that_path(client: Any, admin: IssuedToken) -> None:
+    # /keys/revoke is not a key id: only POST is served there.
+    response = call(client, admin, "GET", "/keys/revoke")
+
+    assert_error(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["Allow"].split(",")} <= {"POST", "OPTIONS"}
+
+
+def test_rotation_says_when_the_old_keys_grace_ends(
+    client: Any, admin: IssuedToken, make_key: Callable[..., IssuedKey], clock: FakeClock
+) -> None:
+    key = make_key().key
+
+    rotated = ok(call(client, admin, "POST", f"/keys/{key.id}/rotate", {"grace_seconds": 60}), 201)
+
+    assert rotated["rotated_from"] == key.id
+    assert rotated["rotated_from_grace_until"] == (
+        clock() + timedelta(seconds=60)
+    ).isoformat().replace("+00:00", "Z")

@@ -254,7 +254,7 @@ def test_truncation_is_caught_against_an_earlier_export_only(
     assert "matches all 3 anchors" in run("audit", "verify", "--against", str(export)).output
     truncate(trail, keep=8)
 
-    assert "OK: 8 entries, 1 checkpoints verified" in run("audit", "verify").output
+    assert "OK: 8 entries, 1 checkpoint verified" in run("audit", "verify").output
     result = run("audit", "verify", "--against", str(export), ok=False)
     assert "broken at seq 10:" in result.output and "ends at seq 8" in result.output
     checkpoint_file = export / "checkpoints.jsonl"

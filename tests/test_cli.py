@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -91,7 +93,7 @@ def test_tokens_and_listings(run: Run) -> None:
 
 def test_audit_verify_and_db_upgrade(run: Run) -> None:
     run("testers", "add", "Ola", "--email", "ola@example.com")
-    assert "OK: 1 entries, 0 checkpoints verified" in run("audit", "verify").output
+    assert "OK: 1 entry, 0 checkpoints verified" in run("audit", "verify").output
     assert "is already at" in run("db", "upgrade").output
 
 
@@ -102,3 +104,130 @@ def test_secrets_encrypt_round_trips(run: Run, store: Store) -> None:
 
     assert Vault(TEST_ROOT_SECRET).decrypt(token) == "sk-master-credential"
     assert len(run("secrets", "new-root").output.strip()) >= 43
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+# Servers run until stopped: there is no result to print as JSON.
+SERVERS = {("serve",), ("simulator",), ("demo",)}
+
+
+def test_every_command_takes_json() -> None:
+    missing = [
+        " ".join(path)
+        for path in _commands(main)
+        if path not in SERVERS
+        and "--json" not in {opt for param in _command(path).params for opt in param.opts}
+    ]
+
+    assert missing == []
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = main
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+def test_version(run: Run) -> None:
+    output = run("--version").output
+
+    assert output.startswith("drawbridge, version ") and output.strip()[-1].isdigit()
+
+
+def test_human_output_has_no_python_reprs(run: Run) -> None:
+    tester = as_json(run("testers", "add", "Ines", "--email", "ines@example.com", "--json"))
+    key = as_json(run("keys", "issue", tester["id"], "--json"))
+    run("keys", "suspend", key["id"], "--reason", "checking")
+
+    outputs = [
+        run("keys", "show", key["id"]).output,
+        run("keys", "list").output,
+        run("lockdown", "status").output,
+        run("approvals", "list").output,
+    ]
+
+    for output in outputs:
+        assert not re.search(r"\bNone\b|\{'|\['|\bTrue\b|\bFalse\b", output), output
+    shown = outputs[0]
+    assert "suspended: at=" in shown and "reason=checking" in shown
+    assert "metadata" not in shown or "metadata: -" in shown
+
+
+def test_action_commands_print_json_on_request(run: Run) -> None:
+    tester = as_json(run("testers", "add", "Jo", "--email", "jo@example.com", "--json"))
+    key = as_json(run("keys", "issue", tester["id"], "--json"))
+
+    suspended = as_json(run("keys", "suspend", key["id"], "--reason", "x", "--json"))
+    revoked = as_json(run("keys", "revoke", key["id"], "--reason", "x", "--json"))
+    lockdown = as_json(run("lockdown", "on", "--reason", "drill", "--json"))
+    verified = as_json(run("audit", "verify", "--json"))
+
+    assert suspended["status"] == "suspended" and revoked == {"revoked": [key["id"]]}
+    assert lockdown["lockdown"] is True and lockdown["reason"] == "drill"
+    assert verified["ok"] is True and verified["entries"] == 5
+    assert as_json(run("lockdown", "off", "--json"))["lockdown"] is False
+
+
+def test_rotate_says_when_the_old_keys_grace_ends(run: Run) -> None:
+    tester = as_json(run("testers", "add", "Kai", "--email", "kai@example.com", "--json"))
+    key = as_json(run("keys", "issue", tester["id"], "--json"))
+
+    output = run("keys", "rotate", key["id"], "--grace", "2h").output
+
+    shown = as_json(run("keys", "show", key["id"], "--json"))
+    assert f"The old key {key['id']} works until {shown['grace_until']}" in output
+
+
+def test_policies_apply_reads_stdin(run: Run) -> None:
+    policies = '[cohorts.press]\ngenerations_per_day = 3\nmodels = ["sora-2"]\n'
+
+    result = run("policies", "apply", "-", "--json", stdin=policies)
+
+    assert as_json(result) == [{"cohort": "press", "changed": True}]
+    shown = as_json(run("policies", "show", "press", "--json"))
+    assert shown["policy"]["generations_per_day"] == 3
+    bad = run("policies", "apply", "-", stdin="[cohorts.press]\nbogus = 1\n", ok=False)
+    assert bad.exit_code == 1 and "<stdin>:" in bad.output
+
+
+def test_singular_and_plural(run: Run) -> None:
+    run("testers", "add", "Lu", "--email", "lu@example.com")
+
+    assert "OK: 1 entry, 0 checkpoints verified" in run("audit", "verify").output
+    assert "would delete 0 usage events" in run("usage", "prune", "--dry-run").output
+
+
+def test_prune_reports_progress_on_stderr_when_asked(run: Run) -> None:
+    result = run("usage", "prune", "--progress")
+
+    assert "deleted 0 usage events so far" in result.stderr
+    assert "so far" not in result.stdout
+    assert "so far" not in run("usage", "prune").stderr
+
+
+def test_audit_export_reports_progress_on_stderr_when_asked(
+    run: Run, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("keys.audit_export.PROGRESS_EVERY", 1)
+    run("testers", "add", "Mo", "--email", "mo@example.com")
+
+    result = run("audit", "export", str(tmp_path / "export"), "--progress", "--json")
+
+    assert "exported 1 entry so far" in result.stderr
+    assert json.loads(result.stdout) == {
+        "directory": str(tmp_path / "export"),
+        "entries": 1,
+        "checkpoints": 0,
+        "key_id": as_json(run("audit", "verify", "--json"))["key_id"],
+    }

@@ -912,7 +912,7 @@ def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
     with store.read() as tx:
         totals_before = tx.session.scalar(select(func.sum(UsageDaily.requests)))
 
-    assert "would delete 7 events" in run("usage", "prune", "--dry-run").output
+    assert "would delete 7 usage events" in run("usage", "prune", "--dry-run").output
     output = run("usage", "prune", "--batch-size", "3").output
 
     assert "deleted 7 usage events" in output

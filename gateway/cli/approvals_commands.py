@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 import click
 
-from gateway.approvals_api import decide
-from gateway.cli.base import (
-    Context,
-    cli_actor,
-    domain_errors,
-    emit,
-    main,
-    pretty,
-    table,
-    transaction,
-)
-from gateway.views import approval_view
+from gateway.cli.base import admin, domain_errors, emit, json_option, main, pretty, table
 
 
 @main.group()
@@ -34,14 +21,14 @@ def approvals() -> None:
 )
 @click.option("--kind", type=click.Choice(["generation", "share", "download"]), default=None)
 @click.option("--tester", "tester_id", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def approvals_list(
     ctx: click.Context, status: str, kind: str | None, tester_id: str | None, as_json: bool
 ) -> None:
     """List requests, oldest first."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        rows = [approval_view(a) for a in tx.approvals.list(status, kind, tester_id, limit=500)]
+    with domain_errors():
+        rows = admin(ctx).list_approvals(status, kind, tester_id)
     emit(
         rows,
         as_json,
@@ -52,23 +39,15 @@ def approvals_list(
 def _decide(
     ctx: click.Context, approval_id: str, approve: bool, reason: str | None, as_json: bool
 ) -> None:
-    context: Context = ctx.obj
     with domain_errors():
-        view = decide(
-            context.gateway_state(),
-            approval_id,
-            approve,
-            cli_actor(),
-            reason,
-            f"req_cli_{uuid.uuid4().hex}",
-        )
+        view = admin(ctx).decide(approval_id, approve, reason)
     emit(view, as_json, pretty)
 
 
 @approvals.command("approve")
 @click.argument("approval_id")
 @click.option("--reason", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def approvals_approve(
     ctx: click.Context, approval_id: str, reason: str | None, as_json: bool
@@ -80,7 +59,7 @@ def approvals_approve(
 @approvals.command("reject")
 @click.argument("approval_id")
 @click.option("--reason", required=True, help="The tester sees it")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def approvals_reject(ctx: click.Context, approval_id: str, reason: str, as_json: bool) -> None:
     """Reject with a reason."""

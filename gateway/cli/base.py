@@ -12,13 +12,16 @@ import json
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from gateway.cli.exits import EXIT_NOT_ALLOWED, EXIT_UNREACHABLE
 from keys.errors import DomainError
 
 if TYPE_CHECKING:
+    from gateway.cli.admin import Admin
     from gateway.settings import Settings
     from gateway.state import GatewayState
     from keys.store import Store
@@ -96,10 +99,31 @@ def cli_actor() -> str:
     return f"cli:{user}@{socket.gethostname()}"
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 class Context:
-    def __init__(self, config_file: str | None) -> None:
+    def __init__(
+        self, config_file: str | None, server: str | None = None, token: str | None = None
+    ) -> None:
         self.config_file = config_file
+        self.server = server
+        self._token = token
         self._store: Store | None = None
+
+    def admin(self) -> Admin:
+        """The admin actions: on the server with ``--server``, else on the database here."""
+        if self.server:
+            if not self._token:
+                raise click.UsageError(
+                    "--server needs a token: DRAWBRIDGE_TOKEN, --token-file or --token"
+                )
+            from gateway.cli.remote import AdminClient, RemoteAdmin
+
+            return RemoteAdmin(AdminClient(self.server, self._token))
+        from gateway.cli.admin import LocalAdmin
+
+        return LocalAdmin(self, cli_actor())
 
     @property
     def settings(self) -> Settings:
@@ -109,6 +133,10 @@ class Context:
 
     @property
     def store(self) -> Store:
+        if self.server:
+            raise click.UsageError(
+                "this command needs the database and root secret; it does not run with --server"
+            )
         if self._store is None:
             from gateway.app import build_store
             from gateway.settings import root_secret_of
@@ -131,6 +159,7 @@ class Context:
 @contextmanager
 def domain_errors() -> Iterator[None]:
     """Turn expected failures into one clear line and exit status 1."""
+    from gateway.cli.remote import RemoteError
     from gateway.settings import SettingsError
     from keys.vault import VaultError
 
@@ -140,6 +169,37 @@ def domain_errors() -> Iterator[None]:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
     except (SettingsError, VaultError) as exc:
         raise click.ClickException(str(exc)) from None
+    except RemoteError as exc:
+        failure = _REMOTE_FAILURES.get(exc.exit_code, click.ClickException)
+        raise failure(f"{exc.message} ({exc.code})") from None
+
+
+class NotAllowed(click.ClickException):
+    """The server refused the token or its role (401, 403): exit status 3."""
+
+    exit_code = EXIT_NOT_ALLOWED
+
+
+class Unreachable(click.ClickException):
+    """The server is out of reach or failing (5xx): exit status 4."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+_REMOTE_FAILURES: dict[int, type[click.ClickException]] = {
+    EXIT_NOT_ALLOWED: NotAllowed,
+    EXIT_UNREACHABLE: Unreachable,
+}
+
+
+def admin(ctx: click.Context) -> Admin:
+    context: Context = ctx.obj
+    return context.admin()
+
+
+def json_option(command: F) -> F:
+    """``--json``: the command's result as JSON on stdout, for scripts."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
 
 
 def transaction(ctx: click.Context, *, write: bool = True) -> Any:
@@ -154,13 +214,28 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
         click.echo(render(data))
 
 
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """``1 checkpoint``, ``2 checkpoints``, ``0 entries`` (with ``plural_noun``)."""
+    return f"{count} {noun if count == 1 else (plural_noun or noun + 's')}"
+
+
+def cell(value: Any) -> str:
+    """A value as a person reads it: ``-`` for nothing, never a Python repr."""
+    if value is None or value == {} or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{name}={cell(item)}" for name, item in value.items())
+    if isinstance(value, list):
+        return ", ".join(cell(item) for item in value)
+    return str(value)
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "(none)"
-    cells = [
-        [str(row.get(column) if row.get(column) is not None else "-") for column in columns]
-        for row in rows
-    ]
+    cells = [[cell(row.get(column)) for column in columns] for row in rows]
     widths = [
         max(len(column), *(len(cell[i]) for cell in cells)) for i, column in enumerate(columns)
     ]
@@ -177,10 +252,11 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def pretty(data: dict[str, Any]) -> str:
-    return "\n".join(f"{name}: {value}" for name, value in data.items() if value is not None)
+    return "\n".join(f"{name}: {cell(value)}" for name, value in data.items() if value is not None)
 
 
 @click.group(cls=LazyGroup)
+@click.version_option(package_name="drawbridge", prog_name="drawbridge")
 @click.option(
     "--config",
     "config_file",
@@ -188,7 +264,42 @@ def pretty(data: dict[str, Any]) -> str:
     type=click.Path(dir_okay=False),
     help="TOML settings file (default: DRAWBRIDGE_CONFIG).",
 )
+@click.option(
+    "--server",
+    envvar="DRAWBRIDGE_SERVER",
+    default=None,
+    metavar="URL",
+    help="Run through this gateway's admin API with a role token instead of the database "
+    "(default: DRAWBRIDGE_SERVER).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding the admin, approver or auditor token for --server.",
+)
+@click.option(
+    "--token",
+    envvar="DRAWBRIDGE_TOKEN",
+    default=None,
+    show_envvar=True,
+    help="The token for --server. Prefer DRAWBRIDGE_TOKEN or --token-file: a command line "
+    "is visible to other users and kept in shell history.",
+)
 @click.pass_context
-def main(ctx: click.Context, config_file: str | None) -> None:
+def main(
+    ctx: click.Context,
+    config_file: str | None,
+    server: str | None,
+    token_file: Path | None,
+    token: str | None,
+) -> None:
     """Drawbridge: personal keys, limits and leak response for an early-access API."""
-    ctx.obj = Context(config_file)
+    if token_file is not None:
+        from gateway.cli.remote import RemoteError, read_token_file
+
+        try:
+            token = read_token_file(token_file)
+        except RemoteError as exc:
+            raise click.UsageError(exc.message) from None
+    ctx.obj = Context(config_file, server, token)

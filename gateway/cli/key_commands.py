@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import click
 
 from gateway.cli.base import (
+    admin,
     cli_actor,
     domain_errors,
     emit,
+    json_option,
     main,
     pretty,
     table,
@@ -57,7 +60,7 @@ def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="A key only to be watched: any use is refused as unknown, suspends it and alerts",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def keys_issue(
     ctx: click.Context,
@@ -83,12 +86,12 @@ def keys_issue(
 
 @keys_group.command("list")
 @click.option("--tester", "tester_id", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def keys_list(ctx: click.Context, tester_id: str | None, as_json: bool) -> None:
     """List keys (never their secrets)."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        rows = [key_view(key, tx.clock()) for key in tx.keys.list(tester_id=tester_id)]
+    with domain_errors():
+        rows = admin(ctx).list_keys(tester_id)
     emit(
         rows,
         as_json,
@@ -98,26 +101,36 @@ def keys_list(ctx: click.Context, tester_id: str | None, as_json: bool) -> None:
 
 @keys_group.command("show")
 @click.argument("key_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def keys_show(ctx: click.Context, key_id: str, as_json: bool) -> None:
     """Show one key."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        view = key_view(tx.keys.get(key_id), tx.clock())
+    with domain_errors():
+        view = admin(ctx).show_key(key_id)
     emit(view, as_json, pretty)
+
+
+def _rotated(view: dict[str, Any]) -> str:
+    grace_until = view.get("rotated_from_grace_until")
+    old = view.get("rotated_from")
+    ends = (
+        f"The old key {old} works until {grace_until} (its grace ends then)."
+        if grace_until
+        else f"The old key {old} stopped working now (no grace)."
+    )
+    return f"{pretty(view)}\n\n{ends}\nThe secret is shown once; hand it over now."
 
 
 @keys_group.command("rotate")
 @click.argument("key_id")
 @click.option("--grace", default="24h", show_default=True, help="How long the old secret works")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def keys_rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> None:
     """Rotate a key: a new secret now, the old one until the grace period ends."""
-    with domain_errors(), transaction(ctx) as tx:
-        issued = tx.keys.rotate(key_id, cli_actor(), parse_duration(grace, "grace"))
-        view = {**key_view(issued.key, tx.clock()), "secret": issued.secret}
-    emit(view, as_json, lambda v: f"{pretty(v)}\n\nThe secret is shown once; hand it over now.")
+    with domain_errors():
+        view = admin(ctx).rotate_key(key_id, parse_duration(grace, "grace"))
+    emit(view, as_json, _rotated)
 
 
 @keys_group.command("revoke")
@@ -126,6 +139,7 @@ def keys_rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> N
 @click.option("--cohort", default=None, help="Every key of this cohort")
 @click.option("--issued-before", default=None, help="Every key issued before this ISO time")
 @click.option("--reason", required=True)
+@json_option
 @click.pass_context
 def keys_revoke(
     ctx: click.Context,
@@ -134,39 +148,47 @@ def keys_revoke(
     cohort: str | None,
     issued_before: str | None,
     reason: str,
+    as_json: bool,
 ) -> None:
     """Revoke a key; or every key of a tester; or of a cohort and/or issued before a time."""
     bulk = bool(cohort or issued_before)
     if sum((bool(key_id), bool(tester_id), bulk)) != 1:
         raise click.UsageError("give a KEY_ID, --tester, or --cohort/--issued-before")
-    with domain_errors(), transaction(ctx) as tx:
+    with domain_errors():
+        plane = admin(ctx)
         if tester_id:
-            revoked = tx.keys.revoke_all_for_tester(tester_id, cli_actor(), reason)
+            revoked = plane.revoke_tester_keys(tester_id, reason)
         elif bulk:
             before = parse_timestamp(issued_before, "issued_before") if issued_before else None
-            revoked = tx.keys.revoke_matching(cli_actor(), reason, cohort, before)
+            revoked = plane.revoke_matching(reason, cohort, before)
         else:
-            revoked = [tx.keys.revoke(str(key_id), cli_actor(), reason).id]
-    click.echo("revoked " + (", ".join(revoked) if revoked else "nothing (no live keys)"))
+            revoked = plane.revoke_key(str(key_id), reason)
+    emit(
+        {"revoked": revoked},
+        as_json,
+        lambda v: "revoked " + (", ".join(v["revoked"]) or "nothing (no live keys)"),
+    )
 
 
 @keys_group.command("suspend")
 @click.argument("key_id")
 @click.option("--reason", required=True)
+@json_option
 @click.pass_context
-def keys_suspend(ctx: click.Context, key_id: str, reason: str) -> None:
+def keys_suspend(ctx: click.Context, key_id: str, reason: str, as_json: bool) -> None:
     """Suspend a key until resumed."""
-    with domain_errors(), transaction(ctx) as tx:
-        tx.keys.suspend(key_id, cli_actor(), reason)
-    click.echo(f"suspended {key_id}")
+    with domain_errors():
+        view = admin(ctx).suspend_key(key_id, reason)
+    emit(view, as_json, lambda v: f"suspended {v['id']}")
 
 
 @keys_group.command("resume")
 @click.argument("key_id")
 @click.option("--reason", default=None)
+@json_option
 @click.pass_context
-def keys_resume(ctx: click.Context, key_id: str, reason: str | None) -> None:
+def keys_resume(ctx: click.Context, key_id: str, reason: str | None, as_json: bool) -> None:
     """Resume a suspended key."""
-    with domain_errors(), transaction(ctx) as tx:
-        tx.keys.resume(key_id, cli_actor(), reason)
-    click.echo(f"resumed {key_id}")
+    with domain_errors():
+        view = admin(ctx).resume_key(key_id, reason)
+    emit(view, as_json, lambda v: f"resumed {v['id']}")

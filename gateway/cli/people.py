@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway.cli.base import (
+    admin,
     cli_actor,
     domain_errors,
     emit,
@@ -54,12 +55,13 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
 @tokens.command("revoke")
 @click.argument("token_id")
 @click.option("--reason", required=True)
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def tokens_revoke(ctx: click.Context, token_id: str, reason: str) -> None:
+def tokens_revoke(ctx: click.Context, token_id: str, reason: str, as_json: bool) -> None:
     """Revoke a token."""
     with domain_errors(), transaction(ctx) as tx:
-        tx.tokens.revoke(token_id, cli_actor(), reason)
-    click.echo(f"revoked {token_id}")
+        view = token_view(tx.tokens.revoke(token_id, cli_actor(), reason))
+    emit(view, as_json, lambda v: f"revoked {v['id']}")
 
 
 # -- testers ---------------------------------------------------------------------------
@@ -99,6 +101,6 @@ def testers_add(
 @click.pass_context
 def testers_list(ctx: click.Context, cohort: str | None, as_json: bool) -> None:
     """List testers."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        rows = [tester_view(tester) for tester in tx.testers.list(cohort=cohort)]
+    with domain_errors():
+        rows = admin(ctx).list_testers(cohort)
     emit(rows, as_json, lambda r: table(r, ["id", "name", "email", "cohort", "status"]))

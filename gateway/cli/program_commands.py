@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-from gateway.cli.base import cli_actor, domain_errors, emit, main, transaction
-from keys.policies import PolicyError, load_policy_file
+from gateway.cli.base import (
+    admin,
+    cell,
+    cli_actor,
+    domain_errors,
+    emit,
+    json_option,
+    main,
+    transaction,
+)
+from keys.policies import PolicyError, load_policy_file, load_policy_text
 
 
 @main.group()
@@ -15,46 +27,50 @@ def lockdown() -> None:
     """The global kill switch: refuse all tester traffic, keep the admin planes working."""
 
 
+def _lockdown_line(view: dict[str, Any]) -> str:
+    if not view["lockdown"]:
+        return "lockdown off: tester traffic is served"
+    return f"lockdown ON: all tester traffic is refused ({view['reason']}, by {view['changed_by']})"
+
+
 @lockdown.command("on")
 @click.option("--reason", required=True)
+@json_option
 @click.pass_context
-def lockdown_on(ctx: click.Context, reason: str) -> None:
+def lockdown_on(ctx: click.Context, reason: str, as_json: bool) -> None:
     """Refuse all tester traffic (503 lockdown) on every worker and instance."""
-    with domain_errors(), transaction(ctx) as tx:
-        tx.program.set_lockdown(True, cli_actor(), reason)
-    click.echo("lockdown ON: all tester traffic is refused")
+    with domain_errors():
+        view = admin(ctx).set_lockdown(True, reason)
+    emit(view, as_json, _lockdown_line)
 
 
 @lockdown.command("off")
 @click.option("--reason", default=None)
+@json_option
 @click.pass_context
-def lockdown_off(ctx: click.Context, reason: str | None) -> None:
+def lockdown_off(ctx: click.Context, reason: str | None, as_json: bool) -> None:
     """Let tester traffic through again."""
-    with domain_errors(), transaction(ctx) as tx:
-        tx.program.set_lockdown(False, cli_actor(), reason)
-    click.echo("lockdown off: tester traffic resumes")
+    with domain_errors():
+        view = admin(ctx).set_lockdown(False, reason)
+    emit(view, as_json, _lockdown_line)
 
 
 @lockdown.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def lockdown_status(ctx: click.Context, as_json: bool) -> None:
     """Whether the kill switch is raised, why, and by whom."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        state = tx.program.state()
-        view = {
-            "lockdown": bool(state.lockdown),
-            "reason": state.lockdown_reason,
-            "changed_by": state.lockdown_by,
-        }
-    emit(
-        view,
-        as_json,
-        lambda v: (
-            ("ON" if v["lockdown"] else "off")
-            + (f" ({v['reason']}, by {v['changed_by']})" if v["changed_by"] else "")
-        ),
-    )
+    with domain_errors():
+        view = admin(ctx).lockdown_state()
+    emit(view, as_json, _status_line)
+
+
+def _status_line(view: dict[str, Any]) -> str:
+    state = "ON" if view["lockdown"] else "off"
+    if not view["changed_by"]:
+        return state
+    reason, at = cell(view["reason"]), cell(view["changed_at"])
+    return f"{state} ({reason}, by {view['changed_by']} at {at})"
 
 
 @main.group()
@@ -63,24 +79,37 @@ def policies() -> None:
 
 
 @policies.command("apply")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@json_option
 @click.pass_context
-def policies_apply(ctx: click.Context, path: str) -> None:
-    """Validate a policies file (config/policies.toml) and store every cohort in it."""
+def policies_apply(ctx: click.Context, path: str, as_json: bool) -> None:
+    """Validate a policies file (config/policies.toml; - reads stdin) and store every cohort
+    in it."""
     try:
-        loaded = load_policy_file(path)
+        if path == "-":
+            loaded = load_policy_text(sys.stdin.read(), Path("<stdin>"))
+        else:
+            loaded = load_policy_file(path)
     except PolicyError as exc:
         raise click.ClickException(str(exc)) from None
     with domain_errors(), transaction(ctx) as tx:
-        for cohort, policy in loaded.cohorts.items():
-            changed = tx.policies.set_policy(cohort, policy, cli_actor())
-            click.echo(f"{cohort}: {'updated' if changed else 'unchanged'}")
+        changes = {
+            cohort: tx.policies.set_policy(cohort, policy, cli_actor())
+            for cohort, policy in loaded.cohorts.items()
+        }
+    emit(
+        [{"cohort": cohort, "changed": changed} for cohort, changed in changes.items()],
+        as_json,
+        lambda rows: "\n".join(
+            f"{row['cohort']}: {'updated' if row['changed'] else 'unchanged'}" for row in rows
+        ),
+    )
 
 
 @policies.command("show")
 @click.argument("cohort", required=False)
 @click.option("--tester", "tester_id", default=None, help="A tester's effective policy")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def policies_show(
     ctx: click.Context, cohort: str | None, tester_id: str | None, as_json: bool
@@ -106,8 +135,11 @@ def policies_show(
     required=True,
     help="NAME=VALUE with VALUE in JSON (e.g. generations_per_day=5)",
 )
+@json_option
 @click.pass_context
-def policies_override(ctx: click.Context, tester_id: str, pairs: tuple[str, ...]) -> None:
+def policies_override(
+    ctx: click.Context, tester_id: str, pairs: tuple[str, ...], as_json: bool
+) -> None:
     """Replace a tester's overrides on top of their cohort's policy."""
     overrides = {}
     for pair in pairs:
@@ -119,16 +151,25 @@ def policies_override(ctx: click.Context, tester_id: str, pairs: tuple[str, ...]
         except ValueError:
             overrides[name] = raw
     with domain_errors(), transaction(ctx) as tx:
-        tx.policies.set_overrides(tester_id, overrides, cli_actor())
-    click.echo(f"{tester_id}: overrides set ({', '.join(sorted(overrides))})")
+        policy = tx.policies.set_overrides(tester_id, overrides, cli_actor())
+    emit(
+        {"tester_id": tester_id, "overrides": overrides, "policy": policy.to_json()},
+        as_json,
+        lambda v: f"{tester_id}: overrides set ({', '.join(sorted(overrides))})",
+    )
 
 
 @policies.command("clear-override")
 @click.argument("tester_id")
+@json_option
 @click.pass_context
-def policies_clear_override(ctx: click.Context, tester_id: str) -> None:
+def policies_clear_override(ctx: click.Context, tester_id: str, as_json: bool) -> None:
     """Remove a tester's overrides."""
     with domain_errors(), transaction(ctx) as tx:
         tx.testers.get(tester_id)
         tx.policies.clear_overrides(tester_id, cli_actor())
-    click.echo(f"{tester_id}: overrides cleared")
+    emit(
+        {"tester_id": tester_id, "overrides": {}},
+        as_json,
+        lambda v: f"{tester_id}: overrides cleared",
+    )

@@ -11,6 +11,7 @@ import click
 from gateway.cli.base import (
     Context,
     domain_errors,
+    emit,
     main,
 )
 from gateway.settings import root_secret_of
@@ -27,8 +28,9 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def db_upgrade(ctx: click.Context) -> None:
+def db_upgrade(ctx: click.Context, as_json: bool) -> None:
     """Migrate the configured database to the current schema (creates a SQLite file)."""
     context: Context = ctx.obj
     with domain_errors():
@@ -39,10 +41,16 @@ def db_upgrade(ctx: click.Context) -> None:
             done = upgrade(database.engine)
         finally:
             database.dispose()
-    if done.changed:
-        click.echo(f"migrated {display_url(url)} from {done.before or 'empty'} to {done.after}")
-    else:
-        click.echo(f"{display_url(url)} is already at {done.after}")
+    shown = display_url(url)
+    emit(
+        {"database": shown, "before": done.before, "after": done.after, "changed": done.changed},
+        as_json,
+        lambda _: (
+            f"migrated {shown} from {done.before or 'empty'} to {done.after}"
+            if done.changed
+            else f"{shown} is already at {done.after}"
+        ),
+    )
 
 
 @main.group()
@@ -51,14 +59,16 @@ def secrets() -> None:
 
 
 @secrets.command("new-root")
-def secrets_new_root() -> None:
+@click.option("--json", "as_json", is_flag=True)
+def secrets_new_root(as_json: bool) -> None:
     """Print a fresh root secret (store it as DRAWBRIDGE_ROOT_SECRET or in root_secret_file)."""
-    click.echo(new_root_secret())
+    emit({"root_secret": new_root_secret()}, as_json, lambda v: str(v["root_secret"]))
 
 
 @secrets.command("encrypt")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def secrets_encrypt(ctx: click.Context) -> None:
+def secrets_encrypt(ctx: click.Context, as_json: bool) -> None:
     """Encrypt a credential read from stdin, for upstream.api_key_encrypted."""
     context: Context = ctx.obj
     with domain_errors():
@@ -66,7 +76,7 @@ def secrets_encrypt(ctx: click.Context) -> None:
     plaintext = sys.stdin.readline().strip()
     if not plaintext:
         raise click.ClickException("nothing to encrypt on stdin")
-    click.echo(vault.encrypt(plaintext))
+    emit({"encrypted": vault.encrypt(plaintext)}, as_json, lambda v: str(v["encrypted"]))
 
 
 # -- example files ---------------------------------------------------------------------
@@ -75,6 +85,7 @@ EXAMPLES = {
     "drawbridge.toml": "every setting, documented (use with --config or DRAWBRIDGE_CONFIG)",
     "policies.toml": "cohort policies (`drawbridge policies apply FILE`)",
     "gunicorn.conf.py": "gunicorn settings (`drawbridge serve --gunicorn-config FILE`)",
+    "nginx.conf": "a front proxy that buffers slow clients (docs/isolation.md)",
 }
 
 
@@ -90,21 +101,40 @@ def examples_dir() -> Path:
     default=None,
     help="Copy them into this folder (files already there are kept).",
 )
-def examples(copy_to: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def examples(copy_to: str | None, as_json: bool) -> None:
     """Where the example settings, cohort policies and gunicorn config are."""
     folder = examples_dir()
     if copy_to is None:
-        click.echo(f"Example files, installed with Drawbridge in {folder}:")
-        for name, purpose in EXAMPLES.items():
-            click.echo(f"  {folder / name}\n      {purpose}")
-        click.echo("Copy them with `drawbridge examples --copy-to DIR` and edit the copies.")
+        files = [
+            {"name": name, "path": str(folder / name), "purpose": purpose}
+            for name, purpose in EXAMPLES.items()
+        ]
+        emit(
+            {"folder": str(folder), "files": files},
+            as_json,
+            lambda _: "\n".join(
+                [f"Example files, installed with Drawbridge in {folder}:"]
+                + [f"  {f['path']}\n      {f['purpose']}" for f in files]
+                + ["Copy them with `drawbridge examples --copy-to DIR` and edit the copies."]
+            ),
+        )
         return
     target = Path(copy_to)
     target.mkdir(parents=True, exist_ok=True)
+    results = []
     for name in EXAMPLES:
         destination = target / name
         if destination.exists():
-            click.echo(f"kept {destination} (exists)")
+            results.append({"path": str(destination), "action": "kept"})
             continue
         shutil.copyfile(folder / name, destination)
-        click.echo(f"wrote {destination}")
+        results.append({"path": str(destination), "action": "wrote"})
+    emit(
+        {"files": results},
+        as_json,
+        lambda _: "\n".join(
+            f"kept {r['path']} (exists)" if r["action"] == "kept" else f"wrote {r['path']}"
+            for r in results
+        ),
+    )

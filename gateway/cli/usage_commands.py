@@ -9,12 +9,23 @@ from typing import IO, Any
 
 import click
 
-from gateway.cli.base import Context, cli_actor, domain_errors, emit, main, table, transaction
+from gateway.cli.base import (
+    Context,
+    admin,
+    cli_actor,
+    domain_errors,
+    emit,
+    json_option,
+    main,
+    plural,
+    table,
+)
 from gateway.cli.key_commands import keys_group
-from gateway.usage_views import FORMATS, daily_view, export_chunks, key_report_view
+from gateway.cli.progress import Progress, progress_option
+from gateway.usage_views import FORMATS
 from keys.durations import describe, parse_duration
 from keys.errors import InvalidInput
-from keys.usage_reports import PRUNE_BATCH, UsageFilter, parse_time
+from keys.usage_reports import PRUNE_BATCH
 
 
 @main.group("usage")
@@ -27,7 +38,7 @@ def usage_group() -> None:
 @click.option("--until", default=None, help="Last UTC day, inclusive (default: today)")
 @click.option("--tester", "tester_id", default=None)
 @click.option("--cohort", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def usage_report(
     ctx: click.Context,
@@ -39,9 +50,8 @@ def usage_report(
 ) -> None:
     """Per-tester totals per day: requests, generations, video-seconds, rejections, failures,
     approvers' decisions."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        first, last = tx.usage_reports.daily_range(since, until)
-        rows = [daily_view(row) for row in tx.usage_reports.daily(first, last, tester_id, cohort)]
+    with domain_errors():
+        rows = admin(ctx).daily_usage(since, until, tester_id, cohort)
     columns = [
         "day",
         "tester_id",
@@ -84,36 +94,47 @@ def _with_filters(function: Callable[..., None]) -> Callable[..., None]:
     help="File to write (default: standard output)",
 )
 @_with_filters
+@progress_option
+@json_option
 @click.pass_context
-def usage_export(ctx: click.Context, /, format: str, output: str, **filters: str | None) -> None:
-    """Stream usage events as CSV or JSON Lines, oldest first (memory stays flat)."""
-    context: Context = ctx.obj
+def usage_export(
+    ctx: click.Context,
+    /,
+    format: str,
+    output: str,
+    progress: bool | None,
+    as_json: bool,
+    **filters: str | None,
+) -> None:
+    """Stream usage events as CSV or JSON Lines, oldest first (memory stays flat).
+
+    With --json and --output FILE, a summary of the export is printed as JSON."""
+    if as_json and output == "-":
+        raise click.UsageError("--json needs --output FILE: standard output is the export")
+    meter = Progress(progress)
     with domain_errors():
-        store = context.store
-        usage_filter = UsageFilter.parse(filters, store.clock())
-        with store.read() as tx:
-            count = 0
-
-            def counted(events: Iterator[Any]) -> Iterator[Any]:
-                nonlocal count
-                for event in events:
-                    count += 1
-                    yield event
-
-            chunks = export_chunks(counted(tx.usage_reports.stream(usage_filter)), format)
-            if output == "-":
-                _write(sys.stdout, chunks)
-            else:
-                with open(output, "w", encoding="utf-8", newline="") as stream:
-                    _write(stream, chunks)
+        chunks = admin(ctx).export_usage(filters, format)
+        if output == "-":
+            events = _write(sys.stdout, chunks, format, meter)
+        else:
+            with open(output, "w", encoding="utf-8", newline="") as stream:
+                events = _write(stream, chunks, format, meter)
+    meter.update(f"exported {plural(events, 'event')}", final=True)
     if output != "-":
-        click.echo(f"exported {count} events to {output}", err=True)
+        summary = {"events": events, "output": output, "format": format}
+        emit(summary, as_json, lambda s: f"exported {plural(events, 'event')} to {output}")
 
 
-def _write(stream: IO[str], chunks: Iterator[str]) -> None:
+def _write(stream: IO[str], chunks: Iterator[str], format: str, meter: Progress) -> int:
+    """Write the export; returns how many events it holds."""
+    lines = 0
     for chunk in chunks:
         stream.write(chunk)
+        lines += chunk.count("\n")
+        meter.update(f"exported {plural(max(lines - (format == 'csv'), 0), 'event')} so far")
     stream.flush()
+    # A CSV export starts with its header line.
+    return max(lines - 1, 0) if format == "csv" else lines
 
 
 @usage_group.command("prune")
@@ -125,8 +146,17 @@ def _write(stream: IO[str], chunks: Iterator[str]) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=PRUNE_BATCH)
 @click.option("--dry-run", is_flag=True, help="Only count what would go")
+@progress_option
+@json_option
 @click.pass_context
-def usage_prune(ctx: click.Context, older_than: str | None, batch_size: int, dry_run: bool) -> None:
+def usage_prune(
+    ctx: click.Context,
+    older_than: str | None,
+    batch_size: int,
+    dry_run: bool,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
     """Delete usage events past the retention, in batches (the audit trail is never pruned;
     daily totals stay)."""
     context: Context = ctx.obj
@@ -142,14 +172,21 @@ def usage_prune(ctx: click.Context, older_than: str | None, batch_size: int, dry
         before = store.clock() - keep
         if dry_run:
             with store.read() as tx:
-                click.echo(f"would delete {tx.usage_reports.count_before(before)} events")
+                count = tx.usage_reports.count_before(before)
+            emit(
+                {"would_delete": count, "before": before.isoformat()},
+                as_json,
+                lambda _: f"would delete {plural(count, 'usage event')}",
+            )
             return
+        meter = Progress(progress)
         deleted = 0
         while True:
             # One transaction per batch: writers never wait long for the lock.
             with store.transaction() as tx:
                 done = tx.usage_reports.prune_batch(before, batch_size)
             deleted += done
+            meter.update(f"deleted {plural(deleted, 'usage event')} so far")
             if done < batch_size:
                 break
         if deleted:
@@ -161,24 +198,25 @@ def usage_prune(ctx: click.Context, older_than: str | None, batch_size: int, dry
                     f"retention {describe(keep)}",
                     details={"before": before.isoformat(), "deleted": deleted},
                 )
-    click.echo(f"deleted {deleted} usage events older than {before.isoformat()}")
+    emit(
+        {"deleted": deleted, "before": before.isoformat()},
+        as_json,
+        lambda _: f"deleted {plural(deleted, 'usage event')} older than {before.isoformat()}",
+    )
 
 
 @keys_group.command("report")
 @click.argument("key_id")
 @click.option("--since", default=None, help="ISO time, date, or span ago (default: key creation)")
 @click.option("--until", default=None, help="Same forms (default: now)")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def keys_report(
     ctx: click.Context, key_id: str, since: str | None, until: str | None, as_json: bool
 ) -> None:
     """Blast radius: everything a key did since a time, for the incident write-up."""
-    with domain_errors(), transaction(ctx, write=False) as tx:
-        now = tx.clock()
-        start = parse_time(since, "since", now) if since else None
-        end = parse_time(until, "until", now) if until else None
-        view = key_report_view(tx.usage_reports.key_report(key_id, start, end))
+    with domain_errors():
+        view = admin(ctx).key_report(key_id, since, until)
     emit(view, as_json, _render_key_report)
 
 
