@@ -31,6 +31,7 @@ from gateway.openapi import (
     MAX_EXPIRES_IN,
     MAX_NAME,
     MAX_REASON,
+    REVOCATION_REASON_BYTES,
     openapi_document,
 )
 from gateway.state import current_state
@@ -70,6 +71,14 @@ def reason(payload: dict[str, Any], *, required: bool = True) -> str | None:
     """The ``reason`` of a decision: text of at most MAX_REASON characters. Raises
     InvalidInput."""
     return text(payload, "reason", required=required, max_length=MAX_REASON)
+
+
+def revocation_reason(payload: dict[str, Any]) -> str:
+    """The ``reason`` of a revocation: required, but never refused for its length or what it
+    holds. A revocation is carried out whatever its free text says; the domain clips the text
+    to MAX_REASON characters and cleans it before it is stored. Raises InvalidInput (missing,
+    blank or not a string)."""
+    return str(text(payload, "reason", required=True, max_length=REVOCATION_REASON_BYTES))
 
 
 def _expiry(payload: dict[str, Any], now: datetime) -> datetime | None:
@@ -177,7 +186,7 @@ def revoke_tester_keys(tester_id: str) -> Response:
     payload = body()
     with current_state().store.transaction() as tx:
         revoked = tx.keys.revoke_all_for_tester(
-            tester_id, current_operator().actor, str(reason(payload))
+            tester_id, current_operator().actor, revocation_reason(payload)
         )
     return jsonify({"tester_id": tester_id, "revoked": revoked})
 
@@ -236,7 +245,7 @@ def _key_action(key_id: str, action: str) -> Response:
     actor = current_operator().actor
     with store.transaction() as tx:
         if action == "revoke":
-            key = tx.keys.revoke(key_id, actor, str(reason(payload)))
+            key = tx.keys.revoke(key_id, actor, revocation_reason(payload))
         elif action == "suspend":
             key = tx.keys.suspend(key_id, actor, str(reason(payload)))
         else:
@@ -382,7 +391,7 @@ def revoke_keys_in_bulk() -> Response:
     with current_state().store.transaction() as tx:
         revoked = tx.keys.revoke_matching(
             current_operator().actor,
-            str(reason(payload)),
+            revocation_reason(payload),
             cohort=text(payload, "cohort", max_length=64, pattern=COHORT_PATTERN),
             issued_before=(
                 parse_timestamp(issued_before, "issued_before") if issued_before else None

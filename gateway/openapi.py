@@ -25,6 +25,9 @@ from keys.usage import OUTCOMES
 
 # Limits on text the admin plane accepts; gateway/admin_plane.py enforces the same values.
 MAX_REASON = 2000
+# A revocation's reason is clipped to MAX_REASON, never refused for its length (only the
+# request size limit bounds it): a revocation is carried out whatever its free text holds.
+REVOCATION_REASON_BYTES = 1_000_000
 MAX_NAME = 200
 MAX_EMAIL = 320
 MAX_PAGE = 1000
@@ -82,6 +85,16 @@ _REASON = {
     "properties": {"reason": _REASON_TEXT},
 }
 _OPTIONAL_REASON = {"type": "object", "properties": {"reason": _REASON_TEXT}}
+_REVOCATION_REASON_TEXT = _text(
+    REVOCATION_REASON_BYTES,
+    description=f"Why; recorded in the audit trail, clipped to {MAX_REASON} characters "
+    "(a revocation is never refused for its reason's length)",
+)
+_REVOCATION_REASON = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {"reason": _REVOCATION_REASON_TEXT},
+}
 _EXPIRY = {
     "expires_at": {**_TIME, "description": "When it stops working"},
     "expires_in": {
@@ -292,7 +305,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "Revoke every key of a tester",
         "admin",
         _ref("Revoked"),
-        body=_REASON,
+        body=_REVOCATION_REASON,
         errors=(404,),
     ),
     Operation(
@@ -344,7 +357,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "Revoke a key",
         "admin",
         _ref("ApiKey"),
-        body=_REASON,
+        body=_REVOCATION_REASON,
         errors=_WRITE_ERRORS,
     ),
     Operation(
@@ -433,7 +446,7 @@ _OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "required": ["reason"],
             "properties": {
-                "reason": _REASON_TEXT,
+                "reason": _REVOCATION_REASON_TEXT,
                 "cohort": {"type": "string", "pattern": COHORT_PATTERN},
                 "issued_before": _TIME,
             },

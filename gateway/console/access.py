@@ -70,7 +70,12 @@ def codec() -> SessionCodec:
 
 
 def console_session() -> ConsoleSession:
-    session: ConsoleSession = g.console_session
+    """The browser's session; an anonymous one when the request was refused before its
+    cookie was read (a path trick, an oversized body)."""
+    session: ConsoleSession | None = g.get("console_session")
+    if session is None:
+        session = anonymous(current_state().store.clock())
+        set_session(session)
     return session
 
 
