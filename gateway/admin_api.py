@@ -254,10 +254,9 @@ def revoke_token(token_id: str) -> Response:
 
 def _audit_page() -> tuple[int, int]:
     """``after_seq`` and ``limit`` of a page of the audit trail. Raises ApiError (400)."""
-    after = query_int("after_seq", 0)
+    after = query_int("after_seq") or 0
     limit = query_int("limit", 100, maximum=MAX_AUDIT_PAGE)
-    assert after is not None and limit is not None
-    if limit < 1:
+    if limit is None or limit < 1:
         raise ApiError(
             400, f"limit must be between 1 and {MAX_AUDIT_PAGE}", "invalid_value", param="limit"
         )
