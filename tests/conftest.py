@@ -260,16 +260,20 @@ def make_token(store: Store) -> Callable[..., IssuedToken]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Grep every log, dump, export and metrics file the tests wrote for raw secrets; any
     found fails the run (tests/leak_sweep.py)."""
-    from tests.leak_sweep import sweep
+    from tests.leak_sweep import outputs, sweep
 
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is None or session.config.option.collectonly or not session.testscollected:
         return
-    leaks = sweep(factory.getbasetemp())
+    root = factory.getbasetemp()
+    leaks = sweep(root)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        files = sum(1 for _ in outputs(root))
+        reporter.write_line(
+            f"leak sweep: {files} log/export/dump/metrics files, {len(leaks)} raw secrets"
+        )
+        for line in leaks:
+            reporter.write_line(line, red=True)
     if leaks:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_sep("=", "raw secrets in the suite's logs, dumps and exports", red=True)
-            for line in leaks:
-                reporter.write_line(line)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -758,6 +758,7 @@ def test_openapi_names_tags_and_types_every_operation(client: Any) -> None:
     assert len(ids) == len(set(ids))
     export = document["paths"]["/usage/export"]["get"]["responses"]["200"]["content"]
     assert set(export) == {"text/csv", "application/jsonl"}
+
     def reason_of(path: str) -> dict[str, Any]:
         body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         schema: dict[str, Any] = body["schema"]["properties"]["reason"]

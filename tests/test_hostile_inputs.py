@@ -382,13 +382,15 @@ JSON_LEAVES = st.one_of(
     st.text(st.characters(codec=None, categories=None), max_size=40),
     st.sampled_from(HOSTILE_VALUES),
 )
-JSON_VALUES = st.recursive(
-    JSON_LEAVES,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=8,
-)
+
+
+def json_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=3) | st.dictionaries(
+        st.text(max_size=8), children, max_size=3
+    )
+
+
+JSON_VALUES = st.recursive(JSON_LEAVES, json_containers, max_leaves=8)
 
 
 @pytest.mark.both_databases

@@ -68,6 +68,10 @@ def live_gateway(
         DRAWBRIDGE_ROOT_SECRET=TEST_ROOT_SECRET,
         DRAWBRIDGE_UPSTREAM_URL=simulator.api_url,
         DRAWBRIDGE_UPSTREAM_API_KEY=simulator.master,
+        # Every test of the session calls this one gateway from 127.0.0.1, many with refused
+        # keys on purpose: the per-address block (tests/test_rate_limits.py pins it) would
+        # otherwise refuse whichever test comes next within the same minute.
+        DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE="1000000",
     )
     gateway = LiveGateway(
         backend=backend,
