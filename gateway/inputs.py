@@ -76,9 +76,9 @@ def json_document() -> Any:
 def json_body() -> dict[str, Any]:
     """The request's JSON object (an empty body counts as ``{}``). Raises ApiError (400)."""
     payload = json_document()
-    if payload is None:
+    if payload is None and not request.get_data(cache=True).strip():
         return {}
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict):  # ``null`` too: a body that is there must be an object
         raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
     return dict(payload)
 

@@ -38,7 +38,19 @@ COHORT_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
 # regular expressions and the ECMA ones that OpenAPI tools use (U+001C-U+001F).
 _SPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # White space around the address is dropped (" Ada@Example.com " is ada@example.com).
-EMAIL_PATTERN = f"^[{_SPACE}]*[^@{_SPACE}]+@[^@{_SPACE}]+\\.[^@{_SPACE}]+[{_SPACE}]*$"
+# What the domain refuses in text it stores as given (keys/text.py: names, emails, policy
+# strings, metadata): control characters and non-characters. (Unpaired surrogates too, which
+# no JSON Schema pattern can name portably: a JSON string with one is refused all the same.)
+_UNSAFE = r"\x00-\x1f\x7f-\x9f\ufffe\uffff"
+# White space that is not a control character (stripped around names and addresses).
+_SAFE_SPACE = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMAIL_PATTERN = (
+    f"^[{_SAFE_SPACE}]*[^@{_SPACE}{_UNSAFE}]+@[^@{_SPACE}{_UNSAFE}]+"
+    f"\\.[^@{_SPACE}{_UNSAFE}]+[{_SAFE_SPACE}]*$"
+)
+# Stored text: no unsafe character; and not blank.
+SAFE_TEXT = f"^[^{_UNSAFE}]*$"
+SAFE_NOT_BLANK = f"^[^{_UNSAFE}]*[^{_UNSAFE}{_SPACE}][^{_UNSAFE}]*$"
 # Not blank: at least one character that is not white space.
 NOT_BLANK = f"[^{_SPACE}]"
 ID_PATTERNS = {
@@ -126,7 +138,7 @@ _POLICY_PROPERTIES: dict[str, Any] = {
                 # A plain word or phrase here; any Python regular expression is accepted.
                 "pattern": {"type": "string", "pattern": "^[a-z ]{1,40}$"},
                 "action": {"enum": list(RULE_ACTIONS)},
-                "reason": {"type": "string", "pattern": NOT_BLANK},
+                "reason": {"type": "string", "maxLength": 500, "pattern": SAFE_NOT_BLANK},
             },
         },
     },
@@ -245,7 +257,7 @@ _OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "required": ["name", "email"],
             "properties": {
-                "name": _text(MAX_NAME),
+                "name": _text(MAX_NAME, pattern=SAFE_NOT_BLANK),
                 "email": {"type": "string", "maxLength": MAX_EMAIL, "pattern": EMAIL_PATTERN},
                 "cohort": {"type": "string", "pattern": COHORT_PATTERN},
                 "create_cohort": {
@@ -283,8 +295,12 @@ _OPERATIONS: tuple[Operation, ...] = (
                 "metadata": {
                     "type": "object",
                     "maxProperties": 20,
-                    "propertyNames": {"minLength": 1, "maxLength": 64},
-                    "additionalProperties": {"type": "string", "maxLength": 500},
+                    "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": SAFE_NOT_BLANK},
+                    "additionalProperties": {
+                        "type": "string",
+                        "maxLength": 500,
+                        "pattern": SAFE_TEXT,
+                    },
                 },
                 "honeytoken": {
                     "type": "boolean",
@@ -405,7 +421,7 @@ _OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "required": ["name", "role"],
             "properties": {
-                "name": _text(MAX_NAME),
+                "name": _text(MAX_NAME, pattern=SAFE_NOT_BLANK),
                 "role": {"enum": ["admin", "approver", "auditor"]},
                 **_EXPIRY,
             },

@@ -17,7 +17,7 @@ from keys.ids import new_id
 from keys.lifecycle import refusal
 from keys.models import ApiKey, Approval, ProgramState, Tester
 from keys.program import PROGRAM_ROW
-from keys.text import checked_text
+from keys.text import clean_text
 
 KINDS = ("generation", "share", "download")
 STATUSES = ("pending", "approved", "rejected")
@@ -150,7 +150,8 @@ class ApprovalService:
         that has since been revoked, suspended or expired, or during a lockdown: a leaked
         key's held requests must not run because an approver clicked through the queue).
         """
-        reason = checked_text(reason or "", "reason", 2000, multiline=True) or None
+        # Cleaned, not refused: a decision is never lost to a stray control character.
+        reason = clean_text(reason or "", 2000) or None
         if not approve and not reason:
             raise InvalidInput("a rejection needs a reason (the tester sees it)", param="reason")
         if reason and len(reason) > 2000:

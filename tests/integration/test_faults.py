@@ -70,7 +70,7 @@ def pg_gateway(
         ),
         log_path=tmp / "gateway.log",
     )
-    assert "is current" in gateway.cli("db", "upgrade")
+    assert "from empty to" in gateway.cli("db", "upgrade")
     token = gateway.cli("tokens", "create", "--name", "faults", "--role", "admin", "--json")
     gateway.admin_token, gateway.admin_token_id = token["secret"], token["id"]
     gateway.process = start_gateway(gateway, port, tmp)
