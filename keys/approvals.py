@@ -154,8 +154,6 @@ class ApprovalService:
         reason = clean_text(reason or "", 2000) or None
         if not approve and not reason:
             raise InvalidInput("a rejection needs a reason (the tester sees it)", param="reason")
-        if reason and len(reason) > 2000:
-            raise InvalidInput("reason must be at most 2000 characters", param="reason")
         approval = self._session.get(Approval, approval_id, with_for_update=True)
         if approval is None:
             raise NotFound(f"no approval request {approval_id}")
