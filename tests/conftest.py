@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 from sqlalchemy import create_engine, text
 
 from gateway.app import build_state, create_app
@@ -213,6 +214,14 @@ def app(state: GatewayState) -> Any:
 @pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
+
+
+@pytest.fixture
+def upstream() -> Iterator[responses.RequestsMock]:
+    """The generation backend, faked at the HTTP layer for unit tests (a module that needs
+    more, such as a stateful backend, defines its own ``upstream``)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
 
 
 # -- factories -------------------------------------------------------------------------

@@ -3,7 +3,7 @@ one more refused with 429 at once; every place is given back, also by streamed d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,12 +21,6 @@ CAP = 2
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"max_inflight_per_key": CAP}
-
-
-@pytest.fixture
-def upstream() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ backend call or a second charge; a reused key with another request is refused.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,12 +20,6 @@ from tests.helpers import UPSTREAM_URL, FakeClock, bearer
 pytestmark = pytest.mark.both_databases
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
-
-
-@pytest.fixture
-def upstream() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
@@ -163,12 +163,6 @@ def test_cli_refuses_an_unknown_cohort_unless_asked_to_create_it(
 
 
 # -- the upstream refusing the gateway's credential ------------------------------------
-
-
-@pytest.fixture
-def upstream() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def test_a_refused_upstream_credential_is_logged_counted_and_shown_in_readyz(

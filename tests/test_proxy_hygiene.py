@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,12 +28,6 @@ VIDEOS = f"{UPSTREAM_URL}/videos"
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"upstream_max_json_bytes": MAX_JSON, "max_request_bytes": MAX_REQUEST}
-
-
-@pytest.fixture
-def upstream() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture

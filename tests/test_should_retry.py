@@ -6,7 +6,7 @@ The openai SDK obeys the header before its own rules, which would retry every 40
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,12 +21,6 @@ from tests.flows import set_overrides
 from tests.helpers import UPSTREAM_URL, bearer
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
-
-
-@pytest.fixture
-def upstream() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture

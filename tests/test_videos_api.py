@@ -8,7 +8,7 @@ costs an upstream call.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,12 +20,6 @@ from keys.store import Store
 from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, forwarded_fields
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
-
-
-@pytest.fixture
-def upstream() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture
