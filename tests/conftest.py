@@ -34,6 +34,7 @@ from tests.helpers import (
     FakeClock,
     service_unavailable,
 )
+from tests.private_services import PrivatePostgres
 
 POSTGRES_SERVER_URL = os.environ.get(
     "DRAWBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -155,6 +156,18 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield redis_server
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the module's own (tests/private_services.py), for fault tests
+    that stop and start it: never the machine's server."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
 
 
 # -- the gateway -----------------------------------------------------------------------

@@ -20,16 +20,6 @@ pytestmark = pytest.mark.fault
 ONE = select(literal(1).label("one"))
 
 
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
-
-
 @pytest.fixture
 def database(private_postgres: PrivatePostgres) -> Iterator[Database]:
     database = Database(private_postgres.url(), pool_size=5)

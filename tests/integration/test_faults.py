@@ -38,16 +38,6 @@ RECOVERY_BOUND_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
-
-
-@pytest.fixture(scope="module")
 def pg_gateway(
     private_postgres: PrivatePostgres,
     simulator: LiveSimulator,
