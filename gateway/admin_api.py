@@ -34,10 +34,10 @@ from gateway.openapi import (
     REVOCATION_REASON_BYTES,
     openapi_document,
 )
+from gateway.presenters import iso, key_view, rotation_view, tester_view, token_view
 from gateway.state import current_state
 from gateway.usage_api import time_window
 from gateway.usage_views import key_report_view
-from gateway.views import iso, key_view, rotation_view, tester_view, token_view
 from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
 from keys.lifecycle import MAX_ROTATION_GRACE
@@ -414,7 +414,7 @@ def lockdown_view(state: Any) -> dict[str, Any]:
 @require_role(*ANY_ROLE)
 def lockdown_state() -> Response:
     with current_state().store.read() as tx:
-        return jsonify(lockdown_view(tx.program.state()))
+        return jsonify(lockdown_view(tx.lockdown.state()))
 
 
 @bp.post("/lockdown")
@@ -424,7 +424,7 @@ def set_lockdown() -> Response:
     payload = body()
     on = bool(flag(payload, "lockdown", required=True))
     with current_state().store.transaction() as tx:
-        state = tx.program.set_lockdown(on, current_operator().actor, reason(payload, required=on))
+        state = tx.lockdown.set_lockdown(on, current_operator().actor, reason(payload, required=on))
         return jsonify(lockdown_view(state))
 
 

@@ -53,8 +53,9 @@ from keys.counters import (
 )
 from keys.db import Database
 from keys.digests import SecretDigester
+from keys.errors import DatabaseUnreachable
 from keys.keyformat import KeyFormat
-from keys.migrate import DatabaseUnreachable, require_current_schema
+from keys.migrate import require_current_schema
 from keys.process import unique_hex
 from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.store import Store

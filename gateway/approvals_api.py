@@ -12,8 +12,8 @@ from gateway.admin_plane import admin_blueprint, body, page_size, query_value, t
 from gateway.auth import current_operator, require_role
 from gateway.generations import lease_submission, submit_approved
 from gateway.openapi import MAX_REASON
+from gateway.presenters import approval_view
 from gateway.state import GatewayState, current_state
-from gateway.views import approval_view
 
 bp = admin_blueprint("approvals", __name__, "/admin/v1/approvals")
 MAX_LISTED = 500

@@ -19,10 +19,18 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from keys.errors import Conflict, DomainError, InvalidInput, InvalidKey, KeyRejected, NotFound
-from keys.program import Lockdown
-from keys.quotas import QuotaExceeded
-from keys.share_links import InvalidShareLink, ShareLinkExpired
+from keys.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    InvalidKey,
+    InvalidShareLink,
+    KeyRejected,
+    Lockdown,
+    NotFound,
+    QuotaExceeded,
+    ShareLinkExpired,
+)
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",

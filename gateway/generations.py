@@ -19,12 +19,12 @@ from gateway.errors import ApiError
 from gateway.state import GatewayState, current_state
 from gateway.upstream import VIDEO_ID, UpstreamJSON, UpstreamUnanswered, video_path
 from gateway.usage import usage_record
-from keys.errors import NotFound
+from keys.errors import NotFound, QuotaExceeded
 from keys.generations import ReservationSettled, cost_of, intent_of, present
 from keys.lifecycle import Principal
 from keys.models import Approval
 from keys.policies import GenerationRequest, decide
-from keys.quotas import Cost, QuotaExceeded
+from keys.quotas import Cost
 from keys.store import Transaction
 
 log = logging.getLogger("drawbridge.generations")

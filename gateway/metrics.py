@@ -482,7 +482,7 @@ def _database_gauges() -> list[tuple[str, str, list[tuple[Labels, float]]]]:
     store = current_state().store
     try:
         with store.read() as tx:
-            lockdown = bool(tx.program.state().lockdown)
+            lockdown = bool(tx.lockdown.state().lockdown)
             by_status = key_counts(tx.session)
     except Exception as exc:
         log.warning("metrics: database unavailable (%s)", type(exc).__name__)

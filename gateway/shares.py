@@ -12,9 +12,8 @@ from gateway.errors import ApiError
 from gateway.state import current_state
 from gateway.upstream import CONTENT_VARIANTS, video_path
 from gateway.videos import stream_content
+from keys.errors import InvalidShareLink, Lockdown
 from keys.models import ApiKey, Approval, Tester
-from keys.program import Lockdown
-from keys.share_links import InvalidShareLink
 
 bp = Blueprint("shares", __name__)
 
@@ -98,7 +97,7 @@ def shared_content(token: str) -> Response:
         if approval.expires_at is None or approval.expires_at <= state.store.clock():
             raise InvalidShareLink("This share link is no longer valid.")
         # A link stops with what stands behind it: the kill switch, the tester, the key.
-        if tx.program.state().lockdown:
+        if tx.lockdown.state().lockdown:
             raise Lockdown("The program is locked down; shared links are paused.")
         key = tx.session.get(ApiKey, approval.key_id)
         tester = tx.session.get(Tester, approval.tester_id)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from gateway.views import iso
+from gateway.presenters import iso
 from keys.usage_reports import EVENT_COLUMNS, DailyRow, KeyReport
 
 FORMATS = ("csv", "jsonl")

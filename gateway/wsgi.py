@@ -14,7 +14,7 @@ from gunicorn.errors import AppImportError
 
 from gateway.app import create_app
 from gateway.metrics import share_with_sibling_workers
-from keys.migrate import SchemaNotCurrent
+from keys.errors import SchemaNotCurrent
 
 try:
     app = create_app()

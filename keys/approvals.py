@@ -15,8 +15,8 @@ from keys.audit import AuditTrail
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
 from keys.lifecycle import refusal
+from keys.lockdown import PROGRAM_ROW
 from keys.models import ApiKey, Approval, ProgramState, Tester
-from keys.program import PROGRAM_ROW
 from keys.text import clean_text
 
 KINDS = ("generation", "share", "download")

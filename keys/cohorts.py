@@ -23,25 +23,6 @@ from keys.policies import Policy, PolicyError, policy_from_mapping
 
 DEFAULT_POLICY = Policy()
 DEFAULT_COHORT = "default"
-_LISTED_COHORTS = 20
-
-
-class UnknownCohort(InvalidInput):
-    """A cohort that has neither a policy nor a tester."""
-
-    code = "unknown_cohort"
-
-    def __init__(self, cohort: str, known: list[str]) -> None:
-        shown = ", ".join(known[:_LISTED_COHORTS]) + (
-            ", ..." if len(known) > _LISTED_COHORTS else ""
-        )
-        super().__init__(
-            f"no cohort '{cohort}' (known: {shown}); check the spelling, store its policy "
-            "first, or create it with the default policy (--create-cohort on the CLI, "
-            '"create_cohort": true in the admin API)',
-            param="cohort",
-        )
-        self.known = known
 
 
 def known_cohorts(session: Session) -> list[str]:

@@ -1,15 +1,35 @@
-"""Domain exceptions. Each carries a stable ``code``; the HTTP edge decides the status.
+"""Domain exceptions, all of them. Each carries a stable ``code``; the HTTP edge
+(gateway/errors.py) decides the status, from a table keyed by these classes.
 
 DomainError
-├── NotFound            an object does not exist, or is not the caller's to see
-├── InvalidInput        a value the domain refuses (``param`` names it)
-├── Conflict            the action does not fit the object's state (resume a revoked key)
-├── InvalidKey          malformed, badly checksummed or unknown secret
-│   └── HoneytokenUsed  a honeytoken key: refused like an unknown one, and watched
-└── KeyRejected         a known key that may not be used now (revoked, expired, ...)
+├── NotFound               an object does not exist, or is not the caller's to see
+├── InvalidInput           a value the domain refuses (``param`` names it)
+│   └── UnknownCohort      a cohort with neither a policy nor a tester
+├── Conflict               the action does not fit the object's state (resume a revoked key)
+├── InvalidKey             malformed, badly checksummed or unknown secret
+│   └── HoneytokenUsed     a honeytoken key: refused like an unknown one, and watched
+├── KeyRejected            a known key that may not be used now (revoked, expired, ...)
+├── Lockdown               the kill switch is on: tester traffic is refused program-wide
+├── Refused                admission said no for now; ``retry_after`` seconds say when to return
+│   ├── QuotaExceeded      a quota of the key's cohort is used up
+│   ├── RateLimited        too many requests per minute (or too many failed sign-ins)
+│   └── TooManyInFlight    too many of the key's requests are still running
+├── InvalidShareLink       a share link that is forged, revoked or unknown
+├── ShareLinkExpired       a genuine share link past its time
+├── SchemaNotCurrent       the database is missing or behind the code's migrations
+└── DatabaseUnreachable    the database did not answer, so its schema could not be checked
 """
 
 from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keys.quotas import Quota
+
+_LISTED_COHORTS = 20
 
 
 class DomainError(Exception):
@@ -60,3 +80,99 @@ class KeyRejected(DomainError):
     code = "key_revoked"
     #: The refused key's id, so the refusal can be logged against it (never the secret).
     key_id: str | None = None
+
+
+class UnknownCohort(InvalidInput):
+    """A cohort that has neither a policy nor a tester."""
+
+    code = "unknown_cohort"
+
+    def __init__(self, cohort: str, known: list[str]) -> None:
+        shown = ", ".join(known[:_LISTED_COHORTS]) + (
+            ", ..." if len(known) > _LISTED_COHORTS else ""
+        )
+        super().__init__(
+            f"no cohort '{cohort}' (known: {shown}); check the spelling, store its policy "
+            "first, or create it with the default policy (--create-cohort on the CLI, "
+            '"create_cohort": true in the admin API)',
+            param="cohort",
+        )
+        self.known = known
+
+
+class Lockdown(DomainError):
+    """Tester traffic is refused program-wide."""
+
+    code = "lockdown"
+
+
+class Refused(DomainError):
+    """Admission refused the request for now; ``retry_after`` is how many seconds until the
+    same request can succeed."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, retry_after: int, *, code: str | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after = retry_after
+
+
+# How long a client is asked to wait when every job slot is taken: long enough for a short
+# video to finish, short enough for the openai SDK's retry to honour it.
+JOB_SLOT_RETRY_SECONDS = 10
+
+
+class QuotaExceeded(Refused):
+    code = "quota_exceeded"
+
+    def __init__(self, quota: Quota, used: int, now: datetime | None = None) -> None:
+        when = (
+            f"It resets at {quota.resets_at.isoformat().replace('+00:00', 'Z')}"
+            if quota.resets_at
+            else "A slot frees up when one of your running videos finishes"
+        )
+        # Seconds until a retry can succeed, by the clock that decided (for Retry-After).
+        retry_after = JOB_SLOT_RETRY_SECONDS
+        if quota.resets_at is not None and now is not None:
+            retry_after = max(math.ceil((quota.resets_at - now).total_seconds()), 1)
+        super().__init__(
+            f"Quota exceeded: {quota.metric.replace('_', ' ')} is {quota.limit} and "
+            f"{used} is used; this request needs {quota.amount}. {when}.",
+            retry_after,
+            param=quota.metric,
+        )
+        self.quota = quota
+        self.used = used
+
+
+class RateLimited(Refused):
+    """Too many requests in the window: the key's per-minute limit, or a client address's
+    failed sign-ins."""
+
+
+class TooManyInFlight(Refused):
+    """The key already has as many requests running on this worker as it may."""
+
+    code = "too_many_concurrent_requests"
+
+
+class InvalidShareLink(DomainError):
+    code = "invalid_share_link"
+
+
+class ShareLinkExpired(DomainError):
+    code = "share_link_expired"
+
+
+class SchemaNotCurrent(DomainError):
+    """The database is missing or its schema is behind the code's."""
+
+    code = "schema_not_current"
+
+
+class DatabaseUnreachable(DomainError):
+    """The database did not answer, so its schema could not be checked."""
+
+    code = "database_unavailable"

@@ -26,14 +26,15 @@ from keys.errors import (
     InvalidInput,
     InvalidKey,
     KeyRejected,
+    Lockdown,
     NotFound,
 )
 from keys.ids import new_id
 from keys.keyformat import KeyFormat
+from keys.lockdown import PROGRAM_ROW
 from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, Tester
 from keys.pages import keyset_page
 from keys.policies import Policy
-from keys.program import PROGRAM_ROW, Lockdown
 from keys.text import checked_text, clean_text
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)

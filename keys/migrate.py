@@ -22,22 +22,10 @@ from sqlalchemy.pool import NullPool
 from keys.commit_notices import NOTIFY_SQL
 from keys.commit_stamp import CommitStamp
 from keys.db import normalise_url
-from keys.errors import DomainError
+from keys.errors import DatabaseUnreachable, SchemaNotCurrent
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run `drawbridge db upgrade`"
-
-
-class SchemaNotCurrent(DomainError):
-    """The database is missing or its schema is behind the code's."""
-
-    code = "schema_not_current"
-
-
-class DatabaseUnreachable(DomainError):
-    """The database did not answer, so its schema could not be checked."""
-
-    code = "database_unavailable"
 
 
 @dataclass(frozen=True)

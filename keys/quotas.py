@@ -11,7 +11,6 @@ number of workers and instances can never overspend.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from keys.db import insert_ignoring_duplicates
-from keys.errors import DomainError
+from keys.errors import QuotaExceeded
 from keys.models import QuotaUsage
 from keys.policies import Policy
 
@@ -50,32 +49,6 @@ class QuotaStatus:
     @property
     def remaining(self) -> int:
         return max(self.limit - self.used, 0)
-
-
-# How long a client is asked to wait when every job slot is taken: long enough for a short
-# video to finish, short enough for the openai SDK's retry to honour it.
-JOB_SLOT_RETRY_SECONDS = 10
-
-
-class QuotaExceeded(DomainError):
-    code = "quota_exceeded"
-
-    def __init__(self, quota: Quota, used: int, now: datetime | None = None) -> None:
-        when = (
-            f"It resets at {quota.resets_at.isoformat().replace('+00:00', 'Z')}"
-            if quota.resets_at
-            else "A slot frees up when one of your running videos finishes"
-        )
-        super().__init__(
-            f"Quota exceeded: {quota.metric.replace('_', ' ')} is {quota.limit} and "
-            f"{used} is used; this request needs {quota.amount}. {when}."
-        )
-        self.quota = quota
-        self.used = used
-        # Seconds until a retry can succeed, by the clock that decided (for Retry-After).
-        self.retry_after = JOB_SLOT_RETRY_SECONDS
-        if quota.resets_at is not None and now is not None:
-            self.retry_after = max(math.ceil((quota.resets_at - now).total_seconds()), 1)
 
 
 def _periods(now: datetime) -> tuple[str, datetime, str, datetime]:

@@ -13,18 +13,10 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from keys.errors import DomainError
+from keys.errors import InvalidShareLink, ShareLinkExpired
 
 TAG_BYTES = 20
 SHARE_LINK_PURPOSE = "drawbridge/share-links/v1"
-
-
-class InvalidShareLink(DomainError):
-    code = "invalid_share_link"
-
-
-class ShareLinkExpired(DomainError):
-    code = "share_link_expired"
 
 
 @dataclass(frozen=True)

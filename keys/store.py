@@ -23,7 +23,7 @@ from keys.idempotency import IdempotencyKeys
 from keys.keyformat import KeyFormat
 from keys.leaks import LeakService
 from keys.lifecycle import KeyService, Principal
-from keys.program import ProgramService
+from keys.lockdown import LockdownSwitch
 from keys.quotas import QuotaService
 from keys.testers import TesterService
 from keys.usage import UsageLog
@@ -82,8 +82,8 @@ class Transaction:
         return CohortPolicies(self.session, self.audit, self.clock)
 
     @cached_property
-    def program(self) -> ProgramService:
-        return ProgramService(self.session, self.audit, self.clock)
+    def lockdown(self) -> LockdownSwitch:
+        return LockdownSwitch(self.session, self.audit, self.clock)
 
     @cached_property
     def usage(self) -> UsageLog:

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keys.audit import AuditTrail
-from keys.cohorts import DEFAULT_COHORT, UnknownCohort, cohort_exists, known_cohorts
-from keys.errors import Conflict, InvalidInput, NotFound
+from keys.cohorts import DEFAULT_COHORT, cohort_exists, known_cohorts
+from keys.errors import Conflict, InvalidInput, NotFound, UnknownCohort
 from keys.ids import new_id
 from keys.models import Tester
 from keys.pages import keyset_page

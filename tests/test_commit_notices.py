@@ -204,7 +204,7 @@ def test_lockdown_is_in_force_when_it_returns_even_if_the_notice_is_late(
     store.check_key(key.secret)
     monkeypatch.setattr(notices, "_renew", lambda: None)
     with elsewhere.transaction() as tx:
-        tx.program.set_lockdown(True, "admin", "drill")
+        tx.lockdown.set_lockdown(True, "admin", "drill")
     with pytest.raises(Exception, match="locked down"):
         store.check_key(key.secret)
 
@@ -223,7 +223,7 @@ def test_writes_that_can_take_access_away_wait_and_others_do_not(
         tx.keys.suspend(key.key.id, "admin", reason="looking into it")
     assert len(waits) == 1
     with store.transaction() as tx:
-        tx.program.set_lockdown(True, "admin", "drill")
+        tx.lockdown.set_lockdown(True, "admin", "drill")
     assert len(waits) == 2
     # A change still pending in the session when the block ends (flushed by the commit).
     with store.transaction() as tx:
@@ -236,7 +236,7 @@ def test_writes_that_can_take_access_away_wait_and_others_do_not(
     assert len(waits) == 1
     # A rolled-back change waits for nothing.
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        tx.program.set_lockdown(False, "admin", "never mind")
+        tx.lockdown.set_lockdown(False, "admin", "never mind")
         raise RuntimeError("roll back")
     assert len(waits) == 1
 

@@ -249,7 +249,7 @@ def test_roles_are_refused_what_they_may_not_do(
     with store.read() as tx:
         assert tx.keys.get(key.key.id).status == "active"
         assert tx.approvals.get(approval).status == "pending"
-        assert not tx.program.state().lockdown
+        assert not tx.lockdown.state().lockdown
         assert len(tx.keys.list(key.key.tester_id)) == 1
 
 

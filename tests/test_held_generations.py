@@ -556,7 +556,7 @@ def test_nothing_held_can_be_approved_during_a_lockdown(
     video = hold(client, key)
     approval = approval_for(store, video["id"])
     with store.transaction() as tx:
-        tx.program.set_lockdown(True, "admin:test", "credentials on a public site")
+        tx.lockdown.set_lockdown(True, "admin:test", "credentials on a public site")
 
     assert_error(decide(client, approver, approval.id, "approve"), 409, "lockdown")
     assert upstream.creates == []

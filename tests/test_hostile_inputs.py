@@ -233,7 +233,7 @@ class Caller:
             self.tester_secret = ""
         if path == "/admin/v1/lockdown" and method == "POST":
             with self.store.transaction() as tx:  # tester routes must stay reachable
-                tx.program.set_lockdown(False, "test:hostile", None)
+                tx.lockdown.set_lockdown(False, "test:hostile", None)
         return response
 
 

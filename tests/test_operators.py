@@ -27,8 +27,9 @@ from gateway.app import create_app
 from gateway.cli import main
 from gateway.cli.base import COMMAND_SUMMARIES, load_commands
 from gateway.settings import Settings
+from keys.errors import SchemaNotCurrent
 from keys.lifecycle import IssuedKey
-from keys.migrate import SchemaNotCurrent, display_url, head_revision, upgrade
+from keys.migrate import display_url, head_revision, upgrade
 from keys.models import Tester, UsageEvent
 from keys.policies import Policy
 from keys.store import Store

@@ -18,10 +18,11 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from gateway.reconciler import UpstreamBackend
 from gateway.state import GatewayState
+from keys.errors import QuotaExceeded
 from keys.lifecycle import IssuedKey, Principal
 from keys.models import Tester, UsageEvent, Video
 from keys.policies import Policy
-from keys.quotas import METRIC_ORDER, Cost, QuotaExceeded, quotas_for
+from keys.quotas import METRIC_ORDER, Cost, quotas_for
 from keys.reconcile import Reconciler
 from keys.store import Store
 from tests.flows import (

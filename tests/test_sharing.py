@@ -410,10 +410,10 @@ def test_a_link_stops_when_its_key_is_revoked_or_the_program_locked_down(
 ) -> None:
     assert public(client, shared["token"]).status_code == 200
     with store.transaction() as tx:
-        tx.program.set_lockdown(True, "admin:test", "leak")
+        tx.lockdown.set_lockdown(True, "admin:test", "leak")
     assert_error(public(client, shared["token"]), 503, "lockdown")
     with store.transaction() as tx:
-        tx.program.set_lockdown(False, "admin:test", None)
+        tx.lockdown.set_lockdown(False, "admin:test", None)
         tx.keys.revoke(key.key.id, "admin:test", "posted on a forum")
     assert_error(public(client, shared["token"]), 404, "invalid_share_link")
 

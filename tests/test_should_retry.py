@@ -40,7 +40,7 @@ def should_retry(response: Any) -> str:
 
 def test_a_lockdown_is_not_worth_retrying(client: Any, store: Store, key: IssuedKey) -> None:
     with store.transaction() as tx:
-        tx.program.set_lockdown(True, "admin:test", "drill")
+        tx.lockdown.set_lockdown(True, "admin:test", "drill")
     refused = client.get("/v1/me", headers=bearer(key.secret))
     assert refused.status_code == 503
     assert should_retry(refused) == "false"

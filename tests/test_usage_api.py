@@ -603,7 +603,7 @@ def test_auditors_cannot_write_and_nothing_changes(
     with store.read() as tx:
         assert tx.keys.get(key.key.id).status == "active"
         assert len(tx.keys.list(key.key.tester_id)) == 1
-        assert not tx.program.state().lockdown
+        assert not tx.lockdown.state().lockdown
         assert tx.session.scalar(select(func.count()).select_from(AuditEntry)) == trail_before
 
 

@@ -18,7 +18,7 @@ from gateway.cli.base import (
     table,
     transaction,
 )
-from gateway.views import key_view
+from gateway.presenters import key_view
 from keys.durations import parse_duration, parse_timestamp
 from keys.store import Transaction
 

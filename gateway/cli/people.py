@@ -14,7 +14,7 @@ from gateway.cli.base import (
     table,
     transaction,
 )
-from gateway.views import tester_view, token_view
+from gateway.presenters import tester_view, token_view
 from keys.durations import parse_duration
 
 # -- tokens ----------------------------------------------------------------------------

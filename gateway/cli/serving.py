@@ -18,7 +18,8 @@ from gateway.cli.base import (
 from gateway.logs import install_redaction
 from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
-from keys.migrate import DatabaseUnreachable, require_current_schema
+from keys.errors import DatabaseUnreachable
+from keys.migrate import require_current_schema
 
 # -- serving ---------------------------------------------------------------------------
 

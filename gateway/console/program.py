@@ -25,7 +25,7 @@ INCIDENTS_SHOWN = 200
 @for_roles(*ANY_ROLE)
 def lockdown() -> str:
     with current_state().store.read() as tx:
-        program = tx.program.state()
+        program = tx.lockdown.state()
         return render("lockdown.html", program=program)
 
 
@@ -36,7 +36,7 @@ def set_lockdown() -> WerkzeugResponse:
     if request.form.get("confirm") != "yes":
         raise InvalidInput("tick the box to confirm", param="confirm")
     with current_state().store.transaction() as tx:
-        tx.program.set_lockdown(on, g.operator.actor, (request.form.get("reason") or "").strip())
+        tx.lockdown.set_lockdown(on, g.operator.actor, (request.form.get("reason") or "").strip())
     notify(
         "Lockdown is ON: every tester request is refused."
         if on

@@ -1,4 +1,4 @@
-"""Program-wide state: the global kill switch."""
+"""The program-wide kill switch: lockdown refuses every tester request until lifted."""
 
 from __future__ import annotations
 
@@ -8,20 +8,14 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from keys.audit import AuditTrail
-from keys.errors import DomainError, InvalidInput
+from keys.errors import InvalidInput
 from keys.models import ProgramState
 from keys.text import clean_text
 
 PROGRAM_ROW = 1
 
 
-class Lockdown(DomainError):
-    """Tester traffic is refused program-wide."""
-
-    code = "lockdown"
-
-
-class ProgramService:
+class LockdownSwitch:
     def __init__(self, session: Session, audit: AuditTrail, clock: Callable[[], datetime]):
         self._session = session
         self._audit = audit
