@@ -33,8 +33,8 @@ QUOTAS_OUT_OF_REACH = {
 
 
 def raise_quotas(stack: Stack) -> None:
-    from gateway.app import build_store
     from gateway.settings import load_settings, root_secret_of
+    from gateway.state import build_store
     from keys.policies import Policy
     from keys.vault import Vault
 

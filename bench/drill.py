@@ -86,8 +86,8 @@ def start_balancer(name: str, backends: list[Service], ready_path: str, log_dir:
 
 def set_policy(stack: PropagationStack, cohort: str, **policy: Any) -> None:
     """Give ``cohort`` a policy (as ``drawbridge policies apply`` would)."""
-    from gateway.app import build_store
     from gateway.settings import load_settings, root_secret_of
+    from gateway.state import build_store
     from keys.policies import Policy
     from keys.vault import Vault
 

@@ -345,8 +345,8 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
 
 def prepare_database(settings_env: dict[str, str]) -> tuple[str, str]:
     """Migrate the database and create one tester with one key: (tester id, key secret)."""
-    from gateway.app import build_store
     from gateway.settings import load_settings, root_secret_of
+    from gateway.state import build_store
     from keys.migrate import upgrade
     from keys.vault import Vault
 

@@ -275,8 +275,8 @@ def build_corpus(
 
 def issue_keys(settings_env: dict[str, str], count: int) -> dict[str, str]:
     """Migrate the database, issue ``count`` keys to a few testers: {secret: key id}."""
-    from gateway.app import build_store
     from gateway.settings import load_settings, root_secret_of
+    from gateway.state import build_store
     from keys.migrate import upgrade
     from keys.vault import Vault
 

@@ -256,7 +256,7 @@ def pieces(stack: Stack, args: argparse.Namespace) -> None:
 def _print_floors(app: Any, stack: Stack) -> None:
     import sqlite3
 
-    from gateway.state import EXTENSION
+    from gateway.current import EXTENSION
 
     state = app.extensions[EXTENSION]
     store = state.store

@@ -148,8 +148,8 @@ class PropagationStack:
         self.video_id = self._create_video(seed_secret)
 
     def _create_admin_token(self) -> str:
-        from gateway.app import build_store
         from gateway.settings import load_settings, root_secret_of
+        from gateway.state import build_store
         from keys.vault import Vault
 
         settings = load_settings(environ=self.settings_env)

@@ -261,8 +261,9 @@ def median_ms(function: Callable[[], Any], runs: int, warmup: int = 1) -> tuple[
 
 
 def time_reports(url: str, runs: int) -> dict[str, Any]:
-    from gateway.app import build_state, create_app
+    from gateway.app import create_app
     from gateway.settings import load_settings
+    from gateway.state import build_state
 
     settings = load_settings(
         environ={},

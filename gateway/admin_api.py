@@ -22,6 +22,7 @@ from gateway.admin_plane import (
     text,
 )
 from gateway.auth import current_operator, require_role
+from gateway.current import current_state
 from gateway.errors import ApiError
 from gateway.openapi import (
     COHORT_PATTERN,
@@ -35,7 +36,6 @@ from gateway.openapi import (
     openapi_document,
 )
 from gateway.presenters import iso, key_view, rotation_view, tester_view, token_view
-from gateway.state import current_state
 from gateway.usage_api import time_window
 from gateway.usage_views import key_report_view
 from keys.durations import parse_duration, parse_timestamp

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, request
 from werkzeug.routing import BaseConverter, Map
 
-from gateway.auth import refuse_secrets_in_query
+from gateway.current import current_state
 from gateway.errors import ApiError
 from gateway.inputs import json_body
 from gateway.openapi import (
@@ -23,6 +23,7 @@ from gateway.openapi import (
     NOT_BLANK,
     declared_query_parameters,
 )
+from gateway.services.admission import refuse_secrets_in_query
 from keys.errors import InvalidInput
 
 API_PREFIX = "/admin/v1"
@@ -61,7 +62,8 @@ def refuse_unknown_query_parameters() -> None:
     twice, or a value its schema refuses. A credential in the URL is refused as such first."""
     if not request.args:
         return
-    refuse_secrets_in_query()
+    store = current_state().store
+    refuse_secrets_in_query(request.args.items(multi=True), (store.key_format, store.token_format))
     rule = request.url_rule
     declared = (
         declared_query_parameters(_operation_path(rule.rule), request.method)

@@ -1,19 +1,16 @@
-"""The approver plane: ``/admin/v1/approvals``. Approving a held generation submits it to
-the backend on the tester's behalf; rejecting fails it with the reason the tester sees."""
+"""The approver plane: ``/admin/v1/approvals``, parse, decide (gateway/services/approvals.py)
+and render."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
-from flask import Response, g, jsonify
+from flask import Response, jsonify
 
 from gateway.admin_plane import admin_blueprint, body, page_size, query_value, text
 from gateway.auth import current_operator, require_role
-from gateway.generations import lease_submission, submit_approved
+from gateway.current import current_context, current_state
 from gateway.openapi import MAX_REASON
 from gateway.presenters import approval_view
-from gateway.state import GatewayState, current_state
+from gateway.services.approvals import decide
 
 bp = admin_blueprint("approvals", __name__, "/admin/v1/approvals")
 MAX_LISTED = 500
@@ -43,42 +40,19 @@ def show_approval(approval_id: str) -> Response:
         return jsonify(approval_view(tx.approvals.get(approval_id)))
 
 
-def decide(
-    state: GatewayState,
-    approval_id: str,
-    approve: bool,
-    actor: str,
-    reason: str | None,
-    request_id: str,
-) -> dict[str, Any]:
-    """Record a decision and carry it out. Shared by the API and the CLI.
-
-    Raises NotFound, InvalidInput (a rejection without a reason), Conflict (decided before).
-    """
-    store = state.store
-    with store.transaction() as tx:
-        pending = tx.approvals.get(approval_id)
-        valid_for = None
-        if pending.kind == "share":
-            policy, _ = tx.policies.for_tester(pending.tester_id)
-            valid_for = timedelta(seconds=policy.share_link_seconds)
-        approval = tx.approvals.decide(approval_id, approve, actor, reason, valid_for)
-        if approval.kind == "generation" and not approve:
-            tx.generations.rejected(approval)
-        if approval.kind == "generation" and approve:
-            lease_submission(state, tx, approval)
-    view = approval_view(approval)
-    if approval.kind == "generation" and approve:
-        view["video"] = submit_approved(state, approval, request_id)
-    return view
-
-
 @bp.post('/<id("apr"):approval_id>/approve')
 @require_role(*DECIDERS)
 def approve(approval_id: str) -> Response:
     reason = text(body(), "reason", max_length=MAX_REASON)
     return jsonify(
-        decide(current_state(), approval_id, True, current_operator().actor, reason, g.request_id)
+        decide(
+            current_state(),
+            approval_id,
+            True,
+            current_operator().actor,
+            reason,
+            current_context().request_id,
+        )
     )
 
 
@@ -88,5 +62,12 @@ def reject(approval_id: str) -> Response:
     # Missing: the domain says why a rejection needs one (the tester sees it).
     reason = text(body(), "reason", max_length=MAX_REASON)
     return jsonify(
-        decide(current_state(), approval_id, False, current_operator().actor, reason, g.request_id)
+        decide(
+            current_state(),
+            approval_id,
+            False,
+            current_operator().actor,
+            reason,
+            current_context().request_id,
+        )
     )

@@ -19,10 +19,11 @@ import threading
 from collections.abc import Iterable
 from typing import cast
 
-from flask import Flask, Response, g
+from flask import Flask, Response
 from werkzeug.wsgi import ClosingIterator
 
-from gateway.errors import ApiError
+from gateway.current import current_context
+from keys.errors import TooManyInFlight
 
 # How long a refused client should wait: in-flight requests of a healthy upstream end in
 # well under a second, and a hung one is cut by the upstream read timeout.
@@ -55,7 +56,7 @@ class Bulkhead:
         self._lock = threading.Lock()
 
     def enter(self, key_id: str) -> Slot:
-        """Admit one request of ``key_id``. Raises ApiError 429 when the key is at its cap."""
+        """Admit one request of ``key_id``. Raises TooManyInFlight when the key is at its cap."""
         with self._lock:
             count = self._inflight.get(key_id, 0)
             if self.limit and count >= self.limit:
@@ -64,16 +65,10 @@ class Bulkhead:
                 self._inflight[key_id] = count + 1
                 refused = False
         if refused:
-            raise ApiError(
-                429,
+            raise TooManyInFlight(
                 f"Too many concurrent requests: at most {self.limit} of this key's requests "
                 "may be in progress at once. Retry when one of them has finished.",
-                "too_many_concurrent_requests",
-                headers={
-                    "Retry-After": str(RETRY_AFTER_SECONDS),
-                    "retry-after-ms": str(RETRY_AFTER_SECONDS * 1000),
-                    "x-should-retry": "true",
-                },
+                RETRY_AFTER_SECONDS,
             )
         return Slot(self, key_id)
 
@@ -104,7 +99,8 @@ def init_app(app: Flask) -> None:
 
 def _hand_to_stream(response: Response) -> Response:
     if response.is_streamed:
-        slot: Slot | None = g.pop("bulkhead_slot", None)
+        context = current_context()
+        slot, context.bulkhead_slot = context.bulkhead_slot, None
         if slot is not None:
             # Wrapped around the body itself: a direct_passthrough response hands its body to
             # the server as it is, so Response.call_on_close would never run.
@@ -114,6 +110,7 @@ def _hand_to_stream(response: Response) -> Response:
 
 
 def _release_now(exc: BaseException | None) -> None:
-    slot: Slot | None = g.pop("bulkhead_slot", None)
+    context = current_context()
+    slot, context.bulkhead_slot = context.bulkhead_slot, None
     if slot is not None:
         slot.release()

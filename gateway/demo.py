@@ -21,9 +21,9 @@ from pathlib import Path
 import click
 import requests
 
-from gateway.app import build_store
 from gateway.cli.base import cli_actor
 from gateway.settings import load_settings, root_secret_of
+from gateway.state import build_store
 from keys.errors import Conflict
 from keys.migrate import upgrade
 from keys.vault import Vault, new_root_secret

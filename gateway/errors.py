@@ -12,25 +12,36 @@ a retry cannot change (a bad key, a refusal, a lockdown, a quota that resets hou
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, g, has_request_context, jsonify
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from gateway.current import current_context
+from gateway.limits import LimitState, rate_limit_headers
+from gateway.upstream import UpstreamError
 from keys.errors import (
     Conflict,
+    DatabaseUnreachable,
     DomainError,
+    Forbidden,
     InvalidInput,
     InvalidKey,
     InvalidShareLink,
     KeyRejected,
     Lockdown,
     NotFound,
-    QuotaExceeded,
+    NotReady,
+    RateLimited,
+    Refused,
+    SchemaNotCurrent,
     ShareLinkExpired,
 )
+
+log = logging.getLogger("drawbridge.errors")
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -122,8 +133,9 @@ def error_body(error: ApiError) -> dict[str, Any]:
 
 def error_response(error: ApiError) -> Response:
     if has_request_context():
-        g.error_code = error.code
-        g.error_param = error.param
+        context = current_context()
+        context.error_code = error.code
+        context.error_param = error.param
     response = jsonify(error_body(error))
     response.status_code = error.status
     for name, value in error.headers.items():
@@ -131,36 +143,106 @@ def error_response(error: ApiError) -> Response:
     return response
 
 
+# The HTTP status of each domain exception. An exception takes the entry of the most
+# specific class it is an instance of (the first one in its MRO that is listed), so a new
+# subclass inherits its parent's status until it gets its own line. DomainError itself is not
+# listed: an exception no entry covers is a 500 and logged, never a silent 400
+# (tests/test_error_shape.py checks that every domain exception has an entry).
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    NotReady: 400,
+    InvalidKey: 401,
+    KeyRejected: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    InvalidShareLink: 404,
+    Conflict: 409,
+    ShareLinkExpired: 410,
+    Refused: 429,
+    Lockdown: 503,
+    SchemaNotCurrent: 503,
+    DatabaseUnreachable: 503,
+}
+
+
+def domain_status(exc: DomainError) -> int | None:
+    """The status of the most specific listed class ``exc`` is an instance of, or None."""
+    for cls in type(exc).__mro__:
+        status = DOMAIN_STATUS.get(cls)
+        if status is not None:
+            return status
+    return None
+
+
 def from_domain(exc: DomainError) -> ApiError:
     """The HTTP meaning of a domain exception."""
-    if isinstance(exc, InvalidKey | KeyRejected):
-        return ApiError(401, exc.message, exc.code, param=exc.param)
+    status = domain_status(exc)
+    if status is None:
+        _log_unexpected(f"domain error with no HTTP status: {type(exc).__name__}")
+        return ApiError(500, "The gateway failed to handle the request.", "internal_error")
+    headers: dict[str, str] = {}
+    should_retry: bool | None = None
     if isinstance(exc, Lockdown):
-        return ApiError(
-            503,
-            exc.message,
-            exc.code,
-            headers={"Retry-After": str(LOCKDOWN_RETRY_AFTER_SECONDS)},
-            should_retry=False,
-        )
-    if isinstance(exc, QuotaExceeded):
+        headers["Retry-After"] = str(LOCKDOWN_RETRY_AFTER_SECONDS)
+        should_retry = False
+    elif isinstance(exc, SchemaNotCurrent | DatabaseUnreachable):
+        headers["Retry-After"] = "1"
+    elif isinstance(exc, Refused):
         # Every 429 says when to come back; retry-after-ms is what the openai SDK reads first.
-        headers = {
-            "Retry-After": str(exc.retry_after),
-            "retry-after-ms": str(exc.retry_after * 1000),
-        }
-        return ApiError(429, exc.message, exc.code, param=exc.quota.metric, headers=headers)
-    if isinstance(exc, InvalidShareLink):
-        return ApiError(404, exc.message, exc.code)
-    if isinstance(exc, ShareLinkExpired):
-        return ApiError(410, exc.message, exc.code)
-    if isinstance(exc, NotFound):
-        return ApiError(404, exc.message, exc.code, param=exc.param)
-    if isinstance(exc, InvalidInput):
-        return ApiError(400, exc.message, exc.code, param=exc.param)
-    if isinstance(exc, Conflict):
-        return ApiError(409, exc.message, exc.code, param=exc.param)
-    return ApiError(400, exc.message, exc.code, param=exc.param)
+        headers["Retry-After"] = str(exc.retry_after)
+        headers["retry-after-ms"] = str(exc.retry_after * 1000)
+        if isinstance(exc, RateLimited):
+            window = LimitState(exc.limit, exc.remaining, exc.reset_in)
+            headers.update(rate_limit_headers(window, refused=True))
+    return ApiError(
+        status, exc.message, exc.code, param=exc.param, headers=headers, should_retry=should_retry
+    )
+
+
+def from_upstream(exc: UpstreamError) -> ApiError:
+    """The backend's failure as the tester hears it: 502/504, or its own 4xx passed on."""
+    return ApiError(exc.status, exc.message, exc.code, param=exc.param, error_type=exc.error_type)
+
+
+_STORE_DOWN = ApiError(
+    503,
+    "The gateway cannot reach its key store; retry shortly.",
+    "service_unavailable",
+    headers={"Retry-After": "1"},
+)
+
+
+def api_error(exc: BaseException) -> ApiError:
+    """Any exception as the one error shape: the only translation there is.
+
+    Domain and upstream errors by their tables above; an unreachable database is a 503 (fail
+    closed: without the key store nothing is admitted, and nothing is guessed); werkzeug's
+    HTTP errors by their status; anything else is a 500, logged with its traceback.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, DomainError):
+        return from_domain(exc)
+    if isinstance(exc, UpstreamError):
+        return from_upstream(exc)
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        _log_error("key store unavailable: %s", type(exc).__name__)
+        return ApiError(
+            _STORE_DOWN.status, _STORE_DOWN.message, _STORE_DOWN.code, headers=_STORE_DOWN.headers
+        )
+    if isinstance(exc, HTTPException):
+        return from_http(exc)
+    _log_unexpected("unhandled error")
+    return ApiError(500, "The gateway failed to handle the request.", "internal_error")
+
+
+def _log_error(message: str, *args: object) -> None:
+    (current_app.logger if has_app_context() else log).error(message, *args)
+
+
+def _log_unexpected(message: str) -> None:
+    # Called while the exception is being handled: the traceback goes with the line.
+    (current_app.logger if has_app_context() else log).exception(message)
 
 
 def from_http(exc: HTTPException) -> ApiError:
@@ -174,41 +256,11 @@ def from_http(exc: HTTPException) -> ApiError:
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return error_response(exc)
-
-    @app.errorhandler(DomainError)
-    def _domain_error(exc: DomainError) -> Response:
-        return error_response(from_domain(exc))
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        response = error_response(from_http(exc))
-        if exc.code == 405 and exc.response is None:
+    @app.errorhandler(Exception)
+    def _any_error(exc: Exception) -> Response:
+        response = error_response(api_error(exc))
+        if isinstance(exc, HTTPException) and exc.code == 405 and exc.response is None:
             allowed = getattr(exc, "valid_methods", None)
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
         return response
-
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    @app.errorhandler(PoolTimeout)
-    def _storage_down(exc: SQLAlchemyError) -> Response:
-        # Fail closed: without the key store nothing is admitted, and nothing is guessed.
-        current_app.logger.error("key store unavailable: %s", type(exc).__name__)
-        return error_response(
-            ApiError(
-                503,
-                "The gateway cannot reach its key store; retry shortly.",
-                "service_unavailable",
-                headers={"Retry-After": "1"},
-            )
-        )
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        current_app.logger.exception("unhandled error")
-        return error_response(
-            ApiError(500, "The gateway failed to handle the request.", "internal_error")
-        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from gateway.state import current_state
+from gateway.current import current_state
 from keys.migrate import current_revision, head_revision
 
 bp = Blueprint("health", __name__)

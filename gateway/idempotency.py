@@ -20,11 +20,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from flask import g, request
+from flask import request
 
 from gateway.auth import current_principal
+from gateway.current import current_context, current_state
 from gateway.errors import ApiError
-from gateway.state import current_state
+from gateway.upstream import UpstreamError
 from keys.idempotency import Claim
 
 log = logging.getLogger("drawbridge.idempotency")
@@ -87,13 +88,17 @@ def once_per_key(create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     abandoned_after = timedelta(seconds=10 * current_state().settings.upstream_deadline)
     with store.transaction() as tx:
         claim = tx.idempotency.claim(
-            principal.key_id, key, request_fingerprint(), g.request_id, abandoned_after
+            principal.key_id,
+            key,
+            request_fingerprint(),
+            current_context().request_id,
+            abandoned_after,
         )
     if claim.status != "claimed":
         return _replay(claim)
     try:
         video = create()
-    except ApiError as exc:
+    except UpstreamError as exc:
         _settle_failure(key, exc)
         raise
     except BaseException:
@@ -104,7 +109,7 @@ def once_per_key(create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return video
 
 
-def _settle_failure(key: str, exc: ApiError | None) -> None:
+def _settle_failure(key: str, exc: UpstreamError | None) -> None:
     key_id = current_principal().key_id
     try:
         with current_state().store.transaction() as tx:

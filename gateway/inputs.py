@@ -14,8 +14,9 @@ import math
 import re
 from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, request
 
+from gateway.current import current_context
 from gateway.errors import ApiError
 from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
@@ -67,10 +68,12 @@ def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 def json_document() -> Any:
     """The request's JSON document, None for an empty body. Raises ApiError (400)."""
-    if "json_document" not in g:
+    context = current_context()
+    if not context.json_parsed:
         data = request.get_data(cache=True)
-        g.json_document = parse_json(data) if data.strip() else None
-    return g.json_document
+        context.json_document = parse_json(data) if data.strip() else None
+        context.json_parsed = True
+    return context.json_document
 
 
 def json_body() -> dict[str, Any]:

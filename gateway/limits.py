@@ -29,9 +29,9 @@ from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from redis import RedisError
 
-from gateway.errors import ApiError
 from gateway.rate_storage import LazyMemoryStorage
 from keys.counters import RedisOutage
+from keys.errors import RateLimited
 from keys.policies import Policy
 
 MEMORY_STORAGE_URI = "drawbridge-memory://"
@@ -126,7 +126,7 @@ class RateLimits:
             hooks[None] = [hook for hook in hooks.get(None, []) if not _belongs_to(hook, limiter)]
 
     def admit_key(self, key_id: str, policy: Policy) -> LimitState:
-        """Count one request against the key's limits. Raises ApiError 429 when over."""
+        """Count one request against the key's limits. Raises RateLimited when over."""
         windows: list[tuple[RateLimitItem, int]] = [
             (_per_minute(policy.requests_per_minute), policy.requests_per_minute),
             (_per_day(policy.requests_per_day), policy.requests_per_day),
@@ -134,17 +134,17 @@ class RateLimits:
         counted = self._with_storage(lambda storage: _count(storage, windows, key_id))
         for (item, allowed), (state, admitted) in zip(windows, counted, strict=False):
             if not admitted:
-                raise ApiError(
-                    429,
+                raise RateLimited(
                     f"Rate limit reached: {allowed} requests per {item.GRANULARITY.name} "
                     "for this key. Retry after the reset.",
-                    "rate_limit_exceeded",
-                    headers=rate_limit_headers(state, refused=True),
+                    limit=state.limit,
+                    remaining=state.remaining,
+                    reset_in=state.reset_in,
                 )
         return min((state for state, _ in counted), key=lambda state: state.remaining)
 
     def refuse_blocked_client(self, client_ip: str) -> None:
-        """Raises ApiError 429 when this client has failed authentication too often."""
+        """Raises RateLimited when this client has failed authentication too often."""
         item = self._auth_failures
         reset_time = self._with_strategy(
             lambda strategy: (
@@ -154,12 +154,12 @@ class RateLimits:
             )
         )
         if reset_time is not None:
-            state = LimitState(item.amount, 0, reset_time - time.time())
-            raise ApiError(
-                429,
+            raise RateLimited(
                 "Too many failed authentication attempts from your address; retry later.",
-                "too_many_failed_attempts",
-                headers=rate_limit_headers(state, refused=True),
+                code="too_many_failed_attempts",
+                limit=item.amount,
+                remaining=0,
+                reset_in=reset_time - time.time(),
             )
 
     def record_auth_failure(self, client_ip: str) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from gateway.auth import current_principal, require_tester
+from gateway.current import current_state
 from gateway.inputs import json_body, optional_string
 from gateway.presenters import approval_view, iso, key_view
-from gateway.state import current_state
 from keys.approvals import MAX_LIST
 from keys.durations import parse_duration
 from keys.errors import InvalidInput

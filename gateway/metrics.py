@@ -46,10 +46,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from gateway.current import EXTENSION as STATE_EXTENSION
+from gateway.current import current_context, current_request, current_state
 from gateway.errors import ApiError
 from gateway.settings import Settings
-from gateway.state import EXTENSION as STATE_EXTENSION
-from gateway.state import GatewayState, current_request, current_state, request_globals
+from gateway.state import GatewayState
 from keys.inventory import key_counts
 from keys.process import current_pid
 
@@ -440,15 +441,14 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _count(response: Response) -> Response:
     registry: MetricsRegistry = current_app.extensions[EXTENSION]
-    context, incoming = request_globals(), current_request()
-    started = context.get("started")
+    context, incoming = current_context(), current_request()
     registry.count_response(
         incoming.url_rule.rule if incoming.url_rule is not None else "(unmatched)",
         incoming.method,
         response.status_code,
-        time.perf_counter() - started if started else 0.0,
-        context.get("error_code"),
-        context.get("error_param"),
+        time.perf_counter() - context.started,
+        context.error_code,
+        context.error_param,
     )
     return response
 

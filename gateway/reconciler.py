@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from gateway.errors import ApiError
-from gateway.upstream import UpstreamClient, video_path
+from gateway.upstream import UpstreamClient, UpstreamError, video_path
 from keys.process import current_pid, unique_hex
 from keys.reconcile import Reconciler, ReconcileReport
 from keys.store import Store
@@ -52,7 +51,7 @@ class UpstreamBackend:
     def cancel(self, upstream_id: str) -> None:
         try:
             self._upstream.call_json("DELETE", video_path(upstream_id), request_id=_request_id())
-        except ApiError as exc:
+        except UpstreamError as exc:
             if exc.status != 404:
                 raise
 

@@ -23,6 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from gateway.current import EXTENSION, current_state
 from gateway.errors import ApiError
 from gateway.github_signatures import (
     GitHubSigningKeys,
@@ -31,7 +32,7 @@ from gateway.github_signatures import (
     SigningKeysUnavailable,
 )
 from gateway.inputs import parse_json
-from gateway.state import EXTENSION, GatewayState, current_state
+from gateway.state import GatewayState
 from keys.leaks import LeakedSecret
 
 log = logging.getLogger("drawbridge.secret_scanning")

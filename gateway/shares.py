@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from gateway.auth import current_principal, require_tester
+from gateway.current import current_state
 from gateway.errors import ApiError
-from gateway.state import current_state
 from gateway.upstream import CONTENT_VARIANTS, video_path
 from gateway.videos import stream_content
 from keys.errors import InvalidShareLink, Lockdown

@@ -1,25 +1,37 @@
-"""What one gateway process holds: settings, the domain store and the upstream client."""
+"""What one gateway process holds, and how it is built from settings.
+
+The app factory (gateway/app.py) serves it; the CLI builds the same state to run the same
+services without any HTTP. No Flask here: ``gateway.current`` finds the state of the app
+handling a request.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
 
-from flask import Request, current_app, g, request
-from flask.ctx import _AppCtxGlobals
-
+from gateway.alerts import AlertSender
 from gateway.anomalies import AnomalyWatch
 from gateway.bulkhead import Bulkhead
-from gateway.limits import RateLimits
+from gateway.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.reconciler import ReconcileSweep
-from gateway.settings import Settings
+from gateway.settings import Secret, Settings, SettingsError, root_secret_of
 from gateway.upstream import UpstreamClient
-from keys.share_links import ShareLinkSigner
+from keys.audit import CheckpointPolicy
+from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
+from keys.counters import (
+    Counters,
+    FallbackCounters,
+    MemoryCounters,
+    RedisCounters,
+    RedisOutage,
+)
+from keys.db import Database
+from keys.digests import SecretDigester
+from keys.keyformat import KeyFormat
+from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.store import Store
 from keys.usage import UsageBuffer
 from keys.vault import Vault
-
-EXTENSION = "drawbridge"
 
 
 @dataclass
@@ -36,22 +48,88 @@ class GatewayState:
     sweep: ReconcileSweep | None = None
 
 
-def current_state() -> GatewayState:
-    state: GatewayState = current_app.extensions[EXTENSION]
-    return state
+def upstream_credential(settings: Settings, vault: Vault) -> str:
+    """The master credential, from the environment or decrypted from the settings file."""
+    if settings.upstream_api_key:
+        return settings.upstream_api_key.reveal()
+    if settings.upstream_api_key_encrypted:
+        return vault.decrypt(settings.upstream_api_key_encrypted)
+    raise SettingsError(
+        "no upstream credential: set DRAWBRIDGE_UPSTREAM_API_KEY or upstream.api_key_encrypted "
+        "(encrypt one with `drawbridge secrets encrypt`)"
+    )
 
 
-# Flask's ``g`` and ``request`` are proxies that find the current context on every attribute
-# access. Code that runs for every request and uses them many times takes the objects once.
+def build_store(settings: Settings, vault: Vault) -> Store:
+    """The domain store for these settings (what the CLI needs, without the upstream)."""
+    try:
+        checkpoints = CheckpointPolicy(
+            settings.audit_checkpoint_every, settings.audit_checkpoint_seconds
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return Store(
+        Database(settings.database_url, pool_size=settings.database_pool_size),
+        SecretDigester(vault.key_pepper),
+        KeyFormat(settings.key_prefix),
+        KeyFormat(settings.admin_token_prefix),
+        audit_signer=AuditSigner(vault.derive(AUDIT_SIGNING_PURPOSE)),
+        checkpoint_policy=checkpoints,
+    )
 
 
-def request_globals() -> _AppCtxGlobals:
-    """The current request's ``flask.g`` object itself."""
-    globals_: _AppCtxGlobals = cast(Any, g)._get_current_object()
-    return globals_
+def build_anomaly_watch(
+    settings: Settings, store: Store, outage: RedisOutage | None = None
+) -> AnomalyWatch:
+    """Anomaly detection with counters in Redis when ``redis_url`` is set (in process memory
+    while Redis is unreachable), else in process."""
+    counters: Counters = (
+        FallbackCounters(
+            RedisCounters.from_url(settings.redis_url), outage or RedisOutage(), MemoryCounters()
+        )
+        if settings.redis_url
+        else MemoryCounters()
+    )
+    try:
+        alerts = AlertSender(settings.alert_webhook_urls, settings.alert_timeout_seconds)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return AnomalyWatch(counters, alerts, store)
 
 
-def current_request() -> Request:
-    """The current ``flask.request`` object itself."""
-    incoming: Request = cast(Any, request)._get_current_object()
-    return incoming
+def build_state(settings: Settings) -> GatewayState:
+    """Everything a gateway process holds, built from settings."""
+    if settings.reservation_lease_seconds <= settings.upstream_deadline:
+        # A live request's reservation could be reconciled under it (docs/reconcile.md).
+        raise SettingsError(
+            "reservation_lease_seconds must be longer than upstream_deadline "
+            f"({settings.reservation_lease_seconds} <= {settings.upstream_deadline})"
+        )
+    vault = Vault(root_secret_of(settings))
+    store = build_store(settings, vault)
+    upstream = UpstreamClient(
+        settings.upstream_url,
+        Secret(upstream_credential(settings, vault)),
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        deadline=settings.upstream_deadline,
+        download_deadline=settings.upstream_download_deadline,
+        max_json_bytes=settings.upstream_max_json_bytes,
+        pool_size=settings.upstream_pool_size,
+    )
+    # One view of Redis per process, shared by the two stores that count in it.
+    outage = RedisOutage()
+    return GatewayState(
+        settings=settings,
+        vault=vault,
+        store=store,
+        upstream=upstream,
+        limits=RateLimits(
+            settings.redis_url or MEMORY_STORAGE_URI, settings.auth_failures_per_minute, outage
+        ),
+        usage=UsageBuffer(store, settings.usage_flush_seconds),
+        share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
+        anomalies=build_anomaly_watch(settings, store, outage),
+        bulkhead=Bulkhead(settings.max_inflight_per_key),
+        sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
+    )

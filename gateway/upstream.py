@@ -27,9 +27,9 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
 
-from gateway.errors import ApiError
 from gateway.settings import Secret
 from gateway.upstream_auth import UpstreamAuthWatch
+from keys.errors import NotFound
 
 log = logging.getLogger("drawbridge.upstream")
 
@@ -53,15 +53,40 @@ class UpstreamJSON:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class UpstreamUnanswered(ApiError):
+class UpstreamError(Exception):
+    """The backend failed, lied, timed out or refused the request.
+
+    ``status`` is what the tester is told: 502 or 504 for the backend's own failures, or the
+    backend's 4xx passed on (with its ``code``, ``param`` and ``error_type``, clipped).
+    gateway/errors.py turns it into the error shape.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        param: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type
+
+
+class UpstreamUnanswered(UpstreamError):
     """The backend's answer never arrived (a timeout, a broken connection): whether it acted
     on the request is unknown."""
 
 
 def video_path(video_id: str, suffix: str = "") -> str:
-    """``videos/<id>[/suffix]`` for a validated id. Raises ApiError (404) otherwise."""
+    """``videos/<id>[/suffix]`` for a validated id. Raises NotFound otherwise."""
     if not VIDEO_ID.fullmatch(video_id):
-        raise ApiError(404, f"No video found with id '{video_id[:64]}'.", "not_found")
+        raise NotFound(f"No video found with id '{video_id[:64]}'.")
     return f"videos/{video_id}{suffix}"
 
 
@@ -161,7 +186,7 @@ class UpstreamClient:
             if observe is not None:
                 observe(method, "timeout", None)
             # Nothing was sent: the backend cannot have acted on it.
-            raise ApiError(
+            raise UpstreamError(
                 504, "The generation backend did not answer in time.", "upstream_timeout"
             ) from None
         except requests.Timeout:
@@ -173,7 +198,7 @@ class UpstreamClient:
         except requests.RequestException as exc:
             if observe is not None:
                 observe(method, "error", None)
-            unreached = ApiError if _never_sent(exc) else UpstreamUnanswered
+            unreached = UpstreamError if _never_sent(exc) else UpstreamUnanswered
             raise unreached(
                 502, "The generation backend could not be reached.", "upstream_error"
             ) from None
@@ -181,7 +206,7 @@ class UpstreamClient:
             observe(method, response.status_code, time.perf_counter() - started)
         if 300 <= response.status_code < 400:
             response.close()
-            raise ApiError(
+            raise UpstreamError(
                 502, "The generation backend answered with a redirect.", "upstream_error"
             )
         if response.status_code in (401, 403):
@@ -189,7 +214,9 @@ class UpstreamClient:
             # The backend refused the gateway's own credential: not the tester's business,
             # the operator's (logged, counted, shown in /readyz).
             self.auth.refused(response.status_code)
-            raise ApiError(502, "The generation backend refused the gateway.", "upstream_error")
+            raise UpstreamError(
+                502, "The generation backend refused the gateway.", "upstream_error"
+            )
         self.auth.accepted()
         return response
 
@@ -203,8 +230,8 @@ class UpstreamClient:
         body: bytes | None = None,
         content_type: str | None = None,
     ) -> UpstreamJSON:
-        """A JSON call. Upstream 4xx errors come back as ApiError in our shape; 5xx, lies,
-        oversize answers and deadlines as 502/504."""
+        """A JSON call. Raises UpstreamError: the backend's 4xx with its own fields; 5xx,
+        lies, oversize answers and deadlines as 502/504."""
         started = time.monotonic()
         response = self._send(
             method,
@@ -217,7 +244,7 @@ class UpstreamClient:
         with response:
             raw = self._read_bounded(response, started)
         if response.status_code >= 500:
-            raise ApiError(
+            raise UpstreamError(
                 502,
                 f"The generation backend failed ({response.status_code}).",
                 "upstream_error",
@@ -237,7 +264,9 @@ class UpstreamClient:
             and declared.isdigit()
             and int(declared) > self._max_json_bytes
         ):
-            raise ApiError(502, "The generation backend's answer is too large.", "upstream_error")
+            raise UpstreamError(
+                502, "The generation backend's answer is too large.", "upstream_error"
+            )
         chunks, size = [], 0
         try:
             # Read from the raw stream (decoded, as iter_content would) without the layers
@@ -245,7 +274,7 @@ class UpstreamClient:
             while chunk := response.raw.read(_JSON_CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
                 if size > self._max_json_bytes:
-                    raise ApiError(
+                    raise UpstreamError(
                         502, "The generation backend's answer is too large.", "upstream_error"
                     )
                 if time.monotonic() - started > self._deadline:
@@ -286,7 +315,7 @@ class UpstreamClient:
             with response:
                 raw = self._read_bounded(response, time.monotonic())
             if response.status_code >= 500:
-                raise ApiError(
+                raise UpstreamError(
                     502,
                     f"The generation backend failed ({response.status_code}).",
                     "upstream_error",
@@ -375,11 +404,13 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         payload = None
     if not isinstance(payload, dict):
-        raise ApiError(502, "The generation backend sent an unreadable answer.", "upstream_error")
+        raise UpstreamError(
+            502, "The generation backend sent an unreadable answer.", "upstream_error"
+        )
     return payload
 
 
-def _upstream_client_error(status: int, payload: dict[str, Any]) -> ApiError:
+def _upstream_client_error(status: int, payload: dict[str, Any]) -> UpstreamError:
     """Pass a backend's 4xx on in our shape, keeping only the documented fields."""
     error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
     assert isinstance(error, dict)
@@ -388,7 +419,7 @@ def _upstream_client_error(status: int, payload: dict[str, Any]) -> ApiError:
         value = error.get(name)
         return value[:500] if isinstance(value, str) else default
 
-    return ApiError(
+    return UpstreamError(
         status if status in (400, 404, 409, 413, 415, 422, 429) else 400,
         text("message", "The generation backend refused the request.") or "",
         text("code", "upstream_rejected") or "upstream_rejected",

@@ -13,7 +13,7 @@ import re
 import time
 from functools import lru_cache
 
-from gateway.state import current_request, current_state, request_globals
+from gateway.current import current_context, current_request, current_state
 from gateway.upstream import VIDEO_ID
 from keys.usage import UsageRecord
 
@@ -38,12 +38,12 @@ def _client_ip(value: str | None) -> str | None:
 def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
     """This request as a usage event (status and outcome as known now)."""
     state = current_state()
-    context, incoming = request_globals(), current_request()
+    context, incoming = current_context(), current_request()
     # KeyFormat.embedded, not .pattern: "x_drwb_<body>" still holds the whole key.
     secrets = (state.store.key_format.embedded, state.store.token_format.embedded)
-    principal = context.get("principal")
+    principal = context.principal
     rule = incoming.url_rule.rule if incoming.url_rule is not None else "(unmatched)"
-    started = context.get("started")
+    started = context.started
     video_id = (incoming.view_args or {}).get("video_id")
     if not isinstance(video_id, str) or not VIDEO_ID.fullmatch(video_id):
         video_id = None
@@ -57,13 +57,13 @@ def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
         route=rule[:64],
         status=status,
         outcome=outcome or ("ok" if status < 400 else "refused" if status < 500 else "failed"),
-        key_id=principal.key_id if principal else context.get("attempted_key_id"),
+        key_id=principal.key_id if principal else context.attempted_key_id,
         tester_id=principal.tester_id if principal else None,
         cohort=principal.cohort if principal else None,
         video_id=video_id,
-        error_code=context.get("error_code"),
-        latency_ms=round((time.perf_counter() - started) * 1000, 2) if started else None,
-        upstream_latency_ms=context.get("upstream_ms"),
+        error_code=context.error_code,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        upstream_latency_ms=context.upstream_ms,
         client_ip=_client_ip(incoming.remote_addr),
         user_agent=user_agent,
     )

@@ -6,6 +6,8 @@ DomainError
 ├── InvalidInput           a value the domain refuses (``param`` names it)
 │   └── UnknownCohort      a cohort with neither a policy nor a tester
 ├── Conflict               the action does not fit the object's state (resume a revoked key)
+├── NotReady               the object exists but cannot do that yet (a held video's content)
+├── Forbidden              the caller may not do this (a role, a cohort policy, a review)
 ├── InvalidKey             malformed, badly checksummed or unknown secret
 │   └── HoneytokenUsed     a honeytoken key: refused like an unknown one, and watched
 ├── KeyRejected            a known key that may not be used now (revoked, expired, ...)
@@ -55,6 +57,20 @@ class InvalidInput(DomainError):
 
 class Conflict(DomainError):
     code = "conflict"
+
+
+class NotReady(DomainError):
+    """The object exists but cannot do this yet: a held video has no content before an
+    approver's decision."""
+
+    code = "not_ready"
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this: its role, its cohort's policy, or a
+    reviewer's decision says no."""
+
+    code = "permission_denied"
 
 
 class InvalidKey(DomainError):
@@ -148,8 +164,17 @@ class QuotaExceeded(Refused):
 
 
 class RateLimited(Refused):
-    """Too many requests in the window: the key's per-minute limit, or a client address's
-    failed sign-ins."""
+    """Too many requests in the window: the key's per-minute or per-day limit, or a client
+    address's failed sign-ins. ``limit``, ``remaining`` and ``reset_in`` (seconds) describe
+    the window that refused."""
+
+    def __init__(
+        self, message: str, *, code: str | None = None, limit: int, remaining: int, reset_in: float
+    ) -> None:
+        super().__init__(message, max(math.ceil(reset_in), 1), code=code)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_in = reset_in
 
 
 class TooManyInFlight(Refused):

@@ -18,9 +18,9 @@ import pytest
 import responses
 from sqlalchemy import create_engine, text
 
-from gateway.app import build_state, create_app
+from gateway.app import create_app
 from gateway.settings import Settings, load_settings
-from gateway.state import GatewayState
+from gateway.state import GatewayState, build_state
 from keys.admin_tokens import IssuedToken
 from keys.db import Base
 from keys.lifecycle import IssuedKey

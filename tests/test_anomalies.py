@@ -19,10 +19,10 @@ from flask.testing import FlaskClient
 
 from gateway.alerts import QUEUE_SIZE, AlertSender
 from gateway.anomalies import AnomalyWatch
-from gateway.app import build_state, create_app
+from gateway.app import create_app
 from gateway.cli import main
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.state import GatewayState
+from gateway.state import GatewayState, build_state
 from keys.anomalies import ANOMALY_ACTOR, BASELINE_DECAY, baseline
 from keys.counters import (
     BASELINE_MINUTES,

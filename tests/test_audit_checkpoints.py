@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import delete, select, update
 
-from gateway.app import build_store
 from gateway.cli import main
 from gateway.settings import SettingsError, load_settings
+from gateway.state import build_store
 from keys.admin_tokens import IssuedToken
 from keys.audit import (
     GENESIS_HASH,

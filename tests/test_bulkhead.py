@@ -10,8 +10,9 @@ import pytest
 import responses
 
 from gateway.bulkhead import Bulkhead
-from gateway.errors import ApiError
+from gateway.errors import api_error
 from gateway.state import GatewayState
+from keys.errors import TooManyInFlight
 from keys.lifecycle import IssuedKey
 from tests.helpers import UPSTREAM_URL, bearer
 
@@ -31,13 +32,14 @@ def key(make_key: Callable[..., IssuedKey]) -> IssuedKey:
 def test_a_key_gets_its_cap_and_not_one_more() -> None:
     bulkhead = Bulkhead(2)
     first, _second = bulkhead.enter("key_a"), bulkhead.enter("key_a")
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(TooManyInFlight) as refused:
         bulkhead.enter("key_a")
-    assert refused.value.status == 429
-    assert refused.value.code == "too_many_concurrent_requests"
-    assert refused.value.headers["Retry-After"] == "1"
-    assert refused.value.headers["retry-after-ms"] == "1000"
-    assert refused.value.headers["x-should-retry"] == "true"
+    error = api_error(refused.value)
+    assert error.status == 429
+    assert error.code == "too_many_concurrent_requests"
+    assert error.headers["Retry-After"] == "1"
+    assert error.headers["retry-after-ms"] == "1000"
+    assert error.headers["x-should-retry"] == "true"
     # Another key is not affected by key_a's requests.
     bulkhead.enter("key_b").release()
     first.release()

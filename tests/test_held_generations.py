@@ -13,8 +13,8 @@ import responses
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.generations import lease_submission
 from gateway.reconciler import UpstreamBackend
+from gateway.services.generations import lease_submission
 from gateway.state import GatewayState
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey

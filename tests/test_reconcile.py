@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from gateway.app import build_state, build_store
 from gateway.cli import main
 from gateway.reconciler import ReconcileSweep, UpstreamBackend
 from gateway.settings import Secret, Settings, SettingsError
 from gateway.simulator import SimulatorOptions, create_simulator_app
+from gateway.state import build_state, build_store
 from gateway.upstream import UpstreamClient
 from keys.generations import ReservationSettled, cost_of, intent_of
 from keys.lifecycle import IssuedKey, Principal

@@ -113,7 +113,7 @@ class LocalAdmin:
             return [approval_view(a) for a in tx.approvals.list(status, kind, tester_id, 500)]
 
     def decide(self, approval_id: str, approve: bool, reason: str | None) -> dict[str, Any]:
-        from gateway.approvals_api import decide
+        from gateway.services.approvals import decide
 
         return decide(
             self._context.gateway_state(),

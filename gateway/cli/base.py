@@ -138,8 +138,8 @@ class Context:
                 "this command needs the database and root secret; it does not run with --server"
             )
         if self._store is None:
-            from gateway.app import build_store
             from gateway.settings import root_secret_of
+            from gateway.state import build_store
             from keys.migrate import require_current_schema
             from keys.vault import Vault
 
@@ -151,7 +151,7 @@ class Context:
 
     def gateway_state(self) -> GatewayState:
         """The whole gateway (upstream client included), for actions that call upstream."""
-        from gateway.app import build_state
+        from gateway.state import build_state
 
         return build_state(self.settings)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from gateway.cli.base import Context, cli_actor, domain_errors, emit, main, table
-from gateway.errors import ApiError
 from gateway.reconciler import UpstreamBackend
+from gateway.upstream import UpstreamError
 from keys.reconcile import Reconciler, ReconcileReport
 
 
@@ -37,7 +37,7 @@ def reconcile(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         try:
             reconciler = Reconciler(state.store, UpstreamBackend(state.upstream), actor=cli_actor())
             report = reconciler.run(dry_run=dry_run)
-        except ApiError as exc:
+        except UpstreamError as exc:
             raise click.ClickException(f"the generation backend: {exc.message}") from None
         finally:
             state.upstream.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from gateway.app import build_state, create_app
+from gateway.app import create_app
 from gateway.cli.base import (
     Context,
     domain_errors,
@@ -18,6 +18,7 @@ from gateway.cli.base import (
 from gateway.logs import install_redaction
 from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
+from gateway.state import build_state
 from keys.errors import DatabaseUnreachable
 from keys.migrate import require_current_schema
 

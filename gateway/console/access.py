@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import current_app, g, redirect, render_template, request, url_for
+from flask import current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from gateway.console.blueprint import bp
@@ -26,7 +26,7 @@ from gateway.console.session import (
     SessionCodec,
     anonymous,
 )
-from gateway.state import current_state
+from gateway.current import current_context, current_state
 from keys.admin_tokens import Operator
 from keys.errors import InvalidKey, KeyRejected, NotFound
 from keys.lifecycle import REFUSAL_MESSAGES, refusal
@@ -72,7 +72,7 @@ def codec() -> SessionCodec:
 def console_session() -> ConsoleSession:
     """The browser's session; an anonymous one when the request was refused before its
     cookie was read (a path trick, an oversized body)."""
-    session: ConsoleSession | None = g.get("console_session")
+    session = current_context().console_session
     if session is None:
         session = anonymous(current_state().store.clock())
         set_session(session)
@@ -80,7 +80,7 @@ def console_session() -> ConsoleSession:
 
 
 def set_session(session: ConsoleSession) -> None:
-    g.console_session = session
+    current_context().console_session = session
 
 
 def sign_out(notice: str = "") -> None:
@@ -119,7 +119,7 @@ def _load_session() -> WerkzeugResponse | tuple[str, int] | None:
 def _write_session(response: WerkzeugResponse) -> WerkzeugResponse:
     if request.endpoint == _STATIC:
         return response
-    session = g.get("console_session")
+    session = current_context().console_session
     if session is not None:
         now = int(current_state().store.clock().timestamp())
         response.set_cookie(
@@ -164,7 +164,7 @@ def current_operator() -> Operator | None:
     except (InvalidKey, KeyRejected) as exc:
         sign_out(f"You were signed out: {exc.message}")
         return None
-    g.operator = operator  # the access log names the operator's token id
+    current_context().operator = operator  # the access log names the operator's token id
     return operator
 
 
@@ -194,7 +194,7 @@ def refusal_page(status: int, message: str) -> tuple[str, int]:
 
 
 def for_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R | Any]]:
-    """Run the view only for a signed-in operator of one of ``roles``; sets ``g.operator``.
+    """Run the view only for a signed-in operator of one of ``roles`` (``console_operator()``).
 
     Anyone else is sent to the sign-in page; another role gets a 403 page."""
 
@@ -218,17 +218,31 @@ def for_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R | Any]]:
 
 
 def for_tester(view: Callable[P, R]) -> Callable[P, R | Any]:
-    """Run the view only for a tester signed in with a usable key; sets ``g.tester``."""
+    """Run the view only for a tester signed in with a usable key (``console_tester()``)."""
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Any:
         signed_in = current_tester()
         if signed_in is None:
             return redirect(url_for("console.me_sign_in"))
-        g.tester = signed_in
+        current_context().tester_session = signed_in
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def console_operator() -> Operator:
+    """The operator a ``for_roles`` view runs for."""
+    operator = current_context().operator
+    assert operator is not None, "console_operator() outside a @for_roles view"
+    return operator
+
+
+def console_tester() -> TesterSession:
+    """The tester a ``for_tester`` view runs for."""
+    tester = current_context().tester_session
+    assert tester is not None, "console_tester() outside a @for_tester view"
+    return tester
 
 
 @bp.app_template_filter("console_time")
@@ -243,14 +257,14 @@ def console_time(value: datetime | str | None) -> str:
 
 def may(*roles: str) -> bool:
     """Whether the signed-in operator has one of ``roles`` (templates hide what they may not)."""
-    operator: Operator | None = g.get("operator")
+    operator = current_context().operator
     return operator is not None and operator.role in roles
 
 
 def render(template: str, **context: Any) -> str:
     """A console page, with the navigation, CSRF token and one-time notice filled in."""
     session = console_session()
-    operator: Operator | None = g.get("operator")
+    operator = current_context().operator
     notice = session.notice
     if notice:
         set_session(replace(session, notice=""))
@@ -263,7 +277,7 @@ def render(template: str, **context: Any) -> str:
         template,
         csrf_token=codec().csrf_token(session),
         operator=operator,
-        tester_session=g.get("tester"),
+        tester_session=current_context().tester_session,
         pages=pages,
         notice=notice,
         may=may,

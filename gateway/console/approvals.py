@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, abort, g, redirect, request, url_for
+from flask import Response, abort, redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.approvals_api import decide
-from gateway.console.access import DECIDERS, for_roles, notify, render
+from gateway.console.access import DECIDERS, console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
-from gateway.state import current_state
+from gateway.current import current_context, current_state
+from gateway.services.approvals import decide
 from gateway.upstream import CONTENT_VARIANTS
 from gateway.videos import stream_content
 from keys.approvals import MAX_LIST
@@ -71,9 +71,9 @@ def decide_approval(approval_id: str) -> WerkzeugResponse:
         current_state(),
         approval_id,
         approve,
-        g.operator.actor,
+        console_operator().actor,
         request.form.get("reason"),
-        g.request_id,
+        current_context().request_id,
     )
     what = {"generation": "generation", "share": "share request", "download": "download"}
     notify(

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import g, redirect, request, url_for
+from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import ADMIN, for_roles, notify, render
+from gateway.console.access import ADMIN, console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
+from gateway.current import current_state
 from gateway.inputs import parse_timestamp
-from gateway.state import current_state
 from gateway.usage_views import key_report_view
 from keys.errors import InvalidInput
 from keys.lifecycle import IssuedKey, effective_status
@@ -44,7 +44,10 @@ def testers() -> str:
 def add_tester() -> WerkzeugResponse:
     with current_state().store.transaction() as tx:
         tester = tx.testers.add(
-            _form("name"), _form("email"), g.operator.actor, cohort=_form("cohort") or "default"
+            _form("name"),
+            _form("email"),
+            console_operator().actor,
+            cohort=_form("cohort") or "default",
         )
     notify(f"Added {tester.name} ({tester.id}).")
     return redirect(url_for("console.testers"))
@@ -59,7 +62,7 @@ def _show_secret(issued: IssuedKey, what: str) -> str:
 @for_roles(*ADMIN)
 def issue_key(tester_id: str) -> str:
     with current_state().store.transaction() as tx:
-        issued = tx.keys.issue(tester_id, actor=g.operator.actor)
+        issued = tx.keys.issue(tester_id, actor=console_operator().actor)
     return _show_secret(issued, "issued")
 
 
@@ -71,7 +74,9 @@ def rotate_key(key_id: str) -> str:
     if not (grace_text.isascii() and grace_text.isdigit()):
         raise InvalidInput("grace_seconds must be a whole number of seconds", param="grace")
     with state.store.transaction() as tx:
-        issued = tx.keys.rotate(key_id, g.operator.actor, timedelta(seconds=int(grace_text)))
+        issued = tx.keys.rotate(
+            key_id, console_operator().actor, timedelta(seconds=int(grace_text))
+        )
     return _show_secret(issued, "rotated")
 
 
@@ -80,7 +85,7 @@ def rotate_key(key_id: str) -> str:
 def change_key(key_id: str, action: str) -> WerkzeugResponse:
     if action not in KEY_ACTIONS:
         raise InvalidInput(f"unknown action {action[:20]!r}", param="action")
-    actor, reason = g.operator.actor, _form("reason")
+    actor, reason = console_operator().actor, _form("reason")
     with current_state().store.transaction() as tx:
         if action == "revoke":
             tx.keys.revoke(key_id, actor, reason)
@@ -101,7 +106,7 @@ def revoke_in_bulk() -> WerkzeugResponse:
         raise InvalidInput("tick the box to confirm a bulk revocation", param="confirm")
     with current_state().store.transaction() as tx:
         revoked = tx.keys.revoke_matching(
-            g.operator.actor,
+            console_operator().actor,
             _form("reason"),
             cohort=cohort,
             issued_before=parse_timestamp(before, "issued_before") if before else None,

@@ -6,19 +6,26 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import g, redirect, request, url_for
+from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import TesterSession, for_tester, render, set_session, sign_out
+from gateway.console.access import (
+    TesterSession,
+    console_tester,
+    for_tester,
+    render,
+    set_session,
+    sign_out,
+)
 from gateway.console.blueprint import bp
 from gateway.console.session import signed_in
+from gateway.current import current_state
 from gateway.me import requests_of
-from gateway.state import current_state
 from keys.lifecycle import effective_status
 
 
 def _tester() -> TesterSession:
-    tester: TesterSession = g.tester
+    tester = console_tester()
     return tester
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import g, redirect, request, url_for
+from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import ADMIN, for_roles, notify, render
+from gateway.console.access import ADMIN, console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
-from gateway.state import current_state
+from gateway.current import current_state
 from keys.errors import InvalidInput
 from keys.policies import PolicyError, policy_from_mapping
 from keys.testers import COHORT_NAME
@@ -36,7 +36,9 @@ def set_lockdown() -> WerkzeugResponse:
     if request.form.get("confirm") != "yes":
         raise InvalidInput("tick the box to confirm", param="confirm")
     with current_state().store.transaction() as tx:
-        tx.lockdown.set_lockdown(on, g.operator.actor, (request.form.get("reason") or "").strip())
+        tx.lockdown.set_lockdown(
+            on, console_operator().actor, (request.form.get("reason") or "").strip()
+        )
     notify(
         "Lockdown is ON: every tester request is refused."
         if on
@@ -79,7 +81,7 @@ def set_cohort_policy() -> WerkzeugResponse:
     except PolicyError as exc:
         raise InvalidInput(str(exc), param=exc.field) from None
     with current_state().store.transaction() as tx:
-        changed = tx.policies.set_policy(cohort, policy, g.operator.actor)
+        changed = tx.policies.set_policy(cohort, policy, console_operator().actor)
     notify(f"Saved the policy of {cohort}." if changed else f"{cohort}'s policy was unchanged.")
     return redirect(url_for("console.cohorts"))
 

@@ -12,7 +12,7 @@ from flask import Response, request
 
 from gateway.console.access import for_roles, render
 from gateway.console.blueprint import bp
-from gateway.state import current_state
+from gateway.current import current_state
 from gateway.usage_views import CONTENT_TYPES, FORMATS, export_chunks
 from keys.errors import InvalidInput
 from keys.store import Store

@@ -22,8 +22,8 @@ from gateway.console.access import (
 )
 from gateway.console.blueprint import bp
 from gateway.console.session import signed_in
+from gateway.current import current_state
 from gateway.errors import ApiError
-from gateway.state import current_state
 from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected
 
 

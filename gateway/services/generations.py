@@ -1,7 +1,9 @@
-"""Creating videos through the gateway: policy, quota, hold or forward, and the ledger.
+"""Creating videos: policy, quota, hold or forward, and the ledger.
 
 Each step that changes state is one transaction of ``keys.generations``; the upstream call
-happens between them, with no transaction (and no database connection) held open.
+happens between them, with no transaction (and no database connection) held open. Used by
+the tester API (a create or remix), the approver plane and the CLI (an approved held
+generation is submitted on the tester's behalf).
 """
 
 from __future__ import annotations
@@ -9,45 +11,47 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import g
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.auth import current_principal
-from gateway.errors import ApiError
-from gateway.state import GatewayState, current_state
-from gateway.upstream import VIDEO_ID, UpstreamJSON, UpstreamUnanswered, video_path
-from gateway.usage import usage_record
-from keys.errors import NotFound, QuotaExceeded
+from gateway.upstream import VIDEO_ID, UpstreamError, UpstreamJSON, UpstreamUnanswered, video_path
+from keys.errors import Forbidden, NotFound, QuotaExceeded
 from keys.generations import ReservationSettled, cost_of, intent_of, present
 from keys.lifecycle import Principal
 from keys.models import Approval
 from keys.policies import GenerationRequest, decide
 from keys.quotas import Cost
 from keys.store import Transaction
+from keys.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+    from gateway.state import GatewayState
 
 log = logging.getLogger("drawbridge.generations")
 
 
-def call_upstream(method: str, path: str, **options: Any) -> UpstreamJSON:
-    """An upstream JSON call, timed into the request's usage event."""
+def call_upstream(
+    state: GatewayState, context: RequestContext, method: str, path: str, **options: Any
+) -> UpstreamJSON:
+    """An upstream JSON call for the request in hand, timed into its usage event."""
     started = time.perf_counter()
     try:
-        return current_state().upstream.call_json(method, path, request_id=g.request_id, **options)
+        return state.upstream.call_json(method, path, request_id=context.request_id, **options)
     finally:
-        g.upstream_ms = round((time.perf_counter() - started) * 1000, 2)
+        context.upstream_ms = round((time.perf_counter() - started) * 1000, 2)
 
 
-def refresh_running(tester_id: str) -> None:
+def refresh_running(state: GatewayState, context: RequestContext, tester_id: str) -> None:
     """Ask the backend about the tester's running videos, so finished ones free their slots."""
-    store = current_state().store
+    store = state.store
     with store.read() as tx:
         running = [
             (video.id, video.upstream_id, video.snapshot) for video in tx.videos.running(tester_id)
         ]
     for video_id, upstream_id, snapshot in running:
-        answer = call_upstream("GET", video_path(str(upstream_id)))
+        answer = call_upstream(state, context, "GET", video_path(str(upstream_id)))
         with store.transaction() as tx:
             tx.generations.observe(
                 video_id, present(answer.body, video_id, snapshot.get("remixed_from_video_id"))
@@ -59,49 +63,58 @@ def lease(state: GatewayState) -> timedelta:
     return timedelta(seconds=state.settings.reservation_lease_seconds)
 
 
-def _admit(principal: Principal, cost: Cost, intent: dict[str, Any]) -> dict[str, str]:
-    state = current_state()
+def _admit(
+    state: GatewayState,
+    context: RequestContext,
+    principal: Principal,
+    cost: Cost,
+    intent: dict[str, Any],
+    admitted: UsageRecord,
+) -> dict[str, str]:
+    """Charge the quota and lease the reservation, writing the request's usage event with
+    them (``admitted``)."""
     store = state.store
     for attempt in (1, 2):
         try:
             with store.transaction() as tx:
-                periods = tx.generations.admit(
-                    principal,
-                    cost,
-                    usage_record(status=0, outcome="admitted"),
-                    intent,
-                    lease(state),
-                )
-            g.usage_written = True
+                periods = tx.generations.admit(principal, cost, admitted, intent, lease(state))
+            context.usage_written = True
             return periods
         except QuotaExceeded as exc:
             # The job-slot count only learns that a video finished when someone looks;
             # look now, once, before refusing.
             if attempt == 2 or exc.quota.metric != "concurrent_jobs":
                 raise
-            refresh_running(principal.tester_id)
+            refresh_running(state, context, principal.tester_id)
     raise AssertionError("unreachable")
 
 
 def generate(
+    state: GatewayState,
+    context: RequestContext,
     request: GenerationRequest,
-    body: bytes,
-    content_type: str,
+    forwarded: tuple[bytes, str],
     path: str,
+    admitted: UsageRecord,
     remix_of: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run a creation or remix through policy and quota, then hold it or forward it.
+    """Run a creation or remix of the admitted tester through policy and quota, then hold it
+    or forward it.
 
-    ``remix_of`` is the source video's (gateway id, upstream id). Returns the video object
-    the tester sees. Raises ApiError (403 policy, 429 quota, upstream failures).
+    ``forwarded`` is the body to send upstream and its content type; ``path`` the upstream
+    path; ``admitted`` the request's usage event, written with the quota charge;
+    ``remix_of`` the source video's (gateway id, upstream id). Returns the video object the
+    tester sees. Raises Forbidden (the cohort's policy), QuotaExceeded or UpstreamError.
     """
-    principal = current_principal()
+    principal = context.principal
+    assert principal is not None, "generate() needs an admitted tester"
+    body, content_type = forwarded
     decision = decide(principal.policy, request)
     if decision.action == "deny":
-        raise ApiError(403, str(decision.reason), "policy_violation", param=decision.param)
+        raise Forbidden(str(decision.reason), code="policy_violation", param=decision.param)
     cost = cost_of(request)
-    periods = _admit(principal, cost, intent_of(request, remix_of[1] if remix_of else None))
-    state = current_state()
+    intent = intent_of(request, remix_of[1] if remix_of else None)
+    periods = _admit(state, context, principal, cost, intent, admitted)
     store = state.store
     if decision.action == "hold":
         try:
@@ -112,53 +125,55 @@ def generate(
                     cost,
                     periods,
                     str(decision.reason),
-                    g.request_id,
+                    context.request_id,
                     body,
                     content_type,
                     remix_of,
                 )
                 return dict(video.snapshot)
         except ReservationSettled:
-            raise ApiError(504, _OUTLIVED, "upstream_timeout") from None
+            raise UpstreamError(504, _OUTLIVED, "upstream_timeout") from None
     try:
-        answer = call_upstream("POST", path, body=body, content_type=content_type)
+        answer = call_upstream(state, context, "POST", path, body=body, content_type=content_type)
         created_id = answer.body.get("id")
         # An id we could never route back to is the backend's fault (502).
         if not isinstance(created_id, str) or not VIDEO_ID.fullmatch(created_id):
-            raise ApiError(
+            raise UpstreamError(
                 502, "The generation backend sent an unreadable answer.", "upstream_error"
             )
     except UpstreamUnanswered as exc:
         # The backend may have created the job: the reconciler finds it (the video becomes
         # the tester's) or refunds, at once rather than when the lease would have run out.
-        _leave_to_reconciler(state, g.request_id, exc.status, exc.code)
+        _leave_to_reconciler(state, context.request_id, exc.status, exc.code)
         raise
-    except ApiError as exc:
+    except UpstreamError as exc:
         with store.transaction() as tx:
             tx.generations.not_created(
-                principal.tester_id, cost, periods, g.request_id, exc.status, exc.code
+                principal.tester_id, cost, periods, context.request_id, exc.status, exc.code
             )
         raise
     snapshot = present(answer.body, created_id, remix_of[0] if remix_of else None)
     try:
         with store.transaction() as tx:
             tx.generations.created(
-                principal, snapshot, cost, periods, g.request_id, g.get("upstream_ms") or 0.0
+                principal, snapshot, cost, periods, context.request_id, context.upstream_ms or 0.0
             )
     except ReservationSettled:
-        return _after_reconciler(principal.tester_id, created_id)
+        return _after_reconciler(state, context, principal.tester_id, created_id)
     except IntegrityError:
         # The backend answered with an id it had given before: never hand one video to two
         # owners. Refund, and blame the backend.
         with store.transaction() as tx:
             tx.generations.not_created(
-                principal.tester_id, cost, periods, g.request_id, 502, "upstream_error"
+                principal.tester_id, cost, periods, context.request_id, 502, "upstream_error"
             )
-        raise ApiError(502, "The generation backend reused a video id.", "upstream_error") from None
+        raise UpstreamError(
+            502, "The generation backend reused a video id.", "upstream_error"
+        ) from None
     except SQLAlchemyError:
         # The job runs upstream but the ledger could not say so: hand it to the reconciler
         # now (if the database lets us), which makes it the tester's.
-        _leave_to_reconciler(state, g.request_id, 500, "internal_error")
+        _leave_to_reconciler(state, context.request_id, 500, "internal_error")
         raise
     return snapshot
 
@@ -176,20 +191,21 @@ def _leave_to_reconciler(state: GatewayState, request_id: str, status: int, code
 _OUTLIVED = "The request outlived its reservation; nothing was charged."
 
 
-def _after_reconciler(tester_id: str, created_id: str) -> dict[str, Any]:
+def _after_reconciler(
+    state: GatewayState, context: RequestContext, tester_id: str, created_id: str
+) -> dict[str, Any]:
     """This request outlived its lease and the reconciler settled it first: the video is the
     tester's if it adopted this job; otherwise it refunded, and the job must not run."""
-    state = current_state()
     with state.store.read() as tx:
         try:
             return dict(tx.videos.owned(created_id, tester_id).snapshot)
         except NotFound:
             pass
     try:
-        call_upstream("DELETE", video_path(created_id))
-    except ApiError:
+        call_upstream(state, context, "DELETE", video_path(created_id))
+    except UpstreamError:
         log.warning("could not delete upstream video %s of a refunded reservation", created_id)
-    raise ApiError(504, _OUTLIVED, "upstream_timeout")
+    raise UpstreamError(504, _OUTLIVED, "upstream_timeout")
 
 
 def submission_id(approval: Approval) -> str:
@@ -234,13 +250,13 @@ def submit_approved(
             content_type=approval.content_type or "application/json",
         )
         if not VIDEO_ID.fullmatch(str(answer.body.get("id", ""))):
-            raise ApiError(
+            raise UpstreamError(
                 502, "The generation backend sent an unreadable answer.", "upstream_error"
             )
     except UpstreamUnanswered as exc:
         _leave_to_reconciler(state, submission, exc.status, exc.code)
         return None
-    except ApiError as exc:
+    except UpstreamError as exc:
         with store.transaction() as tx:
             tx.generations.submission_failed(approval.video_id, exc.message, submission)
         return None
@@ -253,7 +269,7 @@ def submit_approved(
         state.upstream.call_json(
             "DELETE", video_path(str(answer.body["id"])), request_id=request_id
         )
-    except ApiError:
+    except UpstreamError:
         log.warning("could not delete upstream video %s of a deleted held video", answer.body["id"])
     return None
 
