@@ -1,4 +1,4 @@
-"""Tests for the simulated Videos API in gateway/simulator.py."""
+"""Tests for the simulated Videos API in gateway/simulator/."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
-from gateway.simulator import SimulatorOptions, _lifecycle, create_simulator_app
+from gateway.simulator import SimulatorOptions, create_simulator_app
+from gateway.simulator.jobs import lifecycle
 
 KEY = "sk-sim-master-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -176,14 +177,14 @@ def test_unknown_routes_and_methods_use_the_error_shape(client: FlaskClient) -> 
 
 
 def test_lifecycle_boundaries() -> None:
-    assert _lifecycle(0.0, 2.0, fails=False) == ("queued", 0)
-    assert _lifecycle(0.19, 2.0, fails=False) == ("queued", 0)
-    assert _lifecycle(0.2, 2.0, fails=False) == ("in_progress", 0)
-    assert _lifecycle(1.1, 2.0, fails=False) == ("in_progress", 49)
-    assert _lifecycle(1.99, 2.0, fails=False)[1] == 98
-    assert _lifecycle(2.0, 2.0, fails=False) == ("completed", 100)
-    assert _lifecycle(2.0, 2.0, fails=True) == ("failed", 100)
-    assert _lifecycle(0.0, 0.0, fails=False) == ("completed", 100)
+    assert lifecycle(0.0, 2.0, fails=False) == ("queued", 0)
+    assert lifecycle(0.19, 2.0, fails=False) == ("queued", 0)
+    assert lifecycle(0.2, 2.0, fails=False) == ("in_progress", 0)
+    assert lifecycle(1.1, 2.0, fails=False) == ("in_progress", 49)
+    assert lifecycle(1.99, 2.0, fails=False)[1] == 98
+    assert lifecycle(2.0, 2.0, fails=False) == ("completed", 100)
+    assert lifecycle(2.0, 2.0, fails=True) == ("failed", 100)
+    assert lifecycle(0.0, 0.0, fails=False) == ("completed", 100)
 
 
 def test_state_progresses_with_time() -> None:
