@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import pkgutil
 import re
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+import gateway.simulator
 from gateway.simulator import SimulatorOptions, create_simulator_app
 from gateway.simulator.jobs import lifecycle
 
@@ -68,6 +70,46 @@ def set_faults(client: FlaskClient, **faults: Any) -> None:
     """Install faults through the control plane."""
     response = client.post("/_sim/faults", json=faults)
     assert response.status_code == 200, response.json
+
+
+# --- the package -------------------------------------------------------------------------------
+
+
+def test_public_surface() -> None:
+    assert gateway.simulator.__all__ == ["SimulatorOptions", "app_from_env", "create_simulator_app"]
+
+
+# Run in a fresh interpreter: import the modules named as arguments, print every module loaded.
+IMPORT_AND_LIST = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print("\\n".join(sys.modules))
+"""
+
+
+def test_imports_nothing_from_gateway_or_keys() -> None:
+    # The simulator stands in for a third-party backend: it must run without our own code.
+    package = gateway.simulator
+    modules = [info.name for info in pkgutil.walk_packages(package.__path__, "gateway.simulator.")]
+    assert "gateway.simulator.app" in modules
+    loaded = subprocess.run(
+        [sys.executable, "-c", IMPORT_AND_LIST, "gateway.simulator", *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert set(modules) <= set(loaded)
+    in_simulator = {"gateway.simulator", *modules}
+    ours = [
+        name
+        for name in loaded
+        if name == "keys"
+        or name.startswith("keys.")
+        or (name.startswith("gateway.") and name not in in_simulator)
+    ]
+    assert ours == []
 
 
 # --- options -----------------------------------------------------------------------------------
