@@ -1,4 +1,4 @@
-"""Tests for the simulated Videos API in gateway/simulator.py."""
+"""Tests for the simulated Videos API in gateway/simulator/."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import pkgutil
 import re
 import socket
 import subprocess
@@ -23,7 +24,9 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
-from gateway.simulator import SimulatorOptions, _lifecycle, create_simulator_app
+import gateway.simulator
+from gateway.simulator import SimulatorOptions, create_simulator_app
+from gateway.simulator.jobs import lifecycle
 
 KEY = "sk-sim-master-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -67,6 +70,46 @@ def set_faults(client: FlaskClient, **faults: Any) -> None:
     """Install faults through the control plane."""
     response = client.post("/_sim/faults", json=faults)
     assert response.status_code == 200, response.json
+
+
+# --- the package -------------------------------------------------------------------------------
+
+
+def test_public_surface() -> None:
+    assert gateway.simulator.__all__ == ["SimulatorOptions", "app_from_env", "create_simulator_app"]
+
+
+# Run in a fresh interpreter: import the modules named as arguments, print every module loaded.
+IMPORT_AND_LIST = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print("\\n".join(sys.modules))
+"""
+
+
+def test_imports_nothing_from_gateway_or_keys() -> None:
+    # The simulator stands in for a third-party backend: it must run without our own code.
+    package = gateway.simulator
+    modules = [info.name for info in pkgutil.walk_packages(package.__path__, "gateway.simulator.")]
+    assert "gateway.simulator.app" in modules
+    loaded = subprocess.run(
+        [sys.executable, "-c", IMPORT_AND_LIST, "gateway.simulator", *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert set(modules) <= set(loaded)
+    in_simulator = {"gateway.simulator", *modules}
+    ours = [
+        name
+        for name in loaded
+        if name == "keys"
+        or name.startswith("keys.")
+        or (name.startswith("gateway.") and name not in in_simulator)
+    ]
+    assert ours == []
 
 
 # --- options -----------------------------------------------------------------------------------
@@ -176,14 +219,14 @@ def test_unknown_routes_and_methods_use_the_error_shape(client: FlaskClient) -> 
 
 
 def test_lifecycle_boundaries() -> None:
-    assert _lifecycle(0.0, 2.0, fails=False) == ("queued", 0)
-    assert _lifecycle(0.19, 2.0, fails=False) == ("queued", 0)
-    assert _lifecycle(0.2, 2.0, fails=False) == ("in_progress", 0)
-    assert _lifecycle(1.1, 2.0, fails=False) == ("in_progress", 49)
-    assert _lifecycle(1.99, 2.0, fails=False)[1] == 98
-    assert _lifecycle(2.0, 2.0, fails=False) == ("completed", 100)
-    assert _lifecycle(2.0, 2.0, fails=True) == ("failed", 100)
-    assert _lifecycle(0.0, 0.0, fails=False) == ("completed", 100)
+    assert lifecycle(0.0, 2.0, fails=False) == ("queued", 0)
+    assert lifecycle(0.19, 2.0, fails=False) == ("queued", 0)
+    assert lifecycle(0.2, 2.0, fails=False) == ("in_progress", 0)
+    assert lifecycle(1.1, 2.0, fails=False) == ("in_progress", 49)
+    assert lifecycle(1.99, 2.0, fails=False)[1] == 98
+    assert lifecycle(2.0, 2.0, fails=False) == ("completed", 100)
+    assert lifecycle(2.0, 2.0, fails=True) == ("failed", 100)
+    assert lifecycle(0.0, 0.0, fails=False) == ("completed", 100)
 
 
 def test_state_progresses_with_time() -> None:
