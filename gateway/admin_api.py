@@ -35,7 +35,7 @@ from gateway.openapi import (
     REVOCATION_REASON_BYTES,
     openapi_document,
 )
-from gateway.presenters import iso, key_view, rotation_view, tester_view, token_view
+from gateway.presenters import iso, key_view, lockdown_view, rotation_view, tester_view, token_view
 from gateway.usage_api import time_window
 from gateway.usage_views import key_report_view
 from keys.durations import parse_duration, parse_timestamp
@@ -398,16 +398,6 @@ def revoke_keys_in_bulk() -> Response:
             ),
         )
     return jsonify({"revoked": revoked})
-
-
-def lockdown_view(state: Any) -> dict[str, Any]:
-    return {
-        "object": "lockdown",
-        "lockdown": bool(state.lockdown),
-        "reason": state.lockdown_reason,
-        "changed_by": state.lockdown_by,
-        "changed_at": iso(state.lockdown_at),
-    }
 
 
 @bp.get("/lockdown")

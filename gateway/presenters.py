@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from keys.lifecycle import effective_status
-from keys.models import AdminToken, ApiKey, Approval, Tester
+from keys.models import AdminToken, ApiKey, Approval, ProgramState, Tester
 
 
 def iso(value: datetime | None) -> str | None:
@@ -101,3 +101,13 @@ def approval_view(approval: Approval, *, for_tester: bool = False) -> dict[str, 
             decided_by=approval.decided_by,
         )
     return view
+
+
+def lockdown_view(state: ProgramState) -> dict[str, Any]:
+    return {
+        "object": "lockdown",
+        "lockdown": bool(state.lockdown),
+        "reason": state.lockdown_reason,
+        "changed_by": state.lockdown_by,
+        "changed_at": iso(state.lockdown_at),
+    }

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.presenters import approval_view, key_view, rotation_view, tester_view
+from gateway.presenters import approval_view, key_view, lockdown_view, rotation_view, tester_view
 from gateway.usage_views import daily_view, export_chunks, key_report_view
 from keys.audit import Verification
 from keys.usage_reports import UsageFilter, parse_time
@@ -159,13 +159,9 @@ class LocalAdmin:
     # -- the kill switch ---------------------------------------------------------------
 
     def lockdown_state(self) -> dict[str, Any]:
-        from gateway.admin_api import lockdown_view
-
         with self._store.read() as tx:
             return lockdown_view(tx.lockdown.state())
 
     def set_lockdown(self, on: bool, reason: str | None) -> dict[str, Any]:
-        from gateway.admin_api import lockdown_view
-
         with self._store.transaction() as tx:
             return lockdown_view(tx.lockdown.set_lockdown(on, self._actor, reason))

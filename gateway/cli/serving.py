@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from gateway.app import create_app
 from gateway.cli.base import (
     Context,
     domain_errors,
@@ -67,6 +66,8 @@ def serve(
     clients you do not control can reach, put the front proxy of config/nginx.conf in front
     (it buffers slow clients) and set trusted_proxies = 1. See docs/isolation.md.
     """
+    # Only the commands that serve load the app factory and its blueprints.
+    from gateway.app import create_app
     from gateway.server import serve as run
 
     context: Context = ctx.obj

@@ -1,0 +1,97 @@
+"""The layers hold: what each part of the code may import, checked by importing it.
+
+Each check imports the modules in a fresh interpreter and lists everything that got loaded,
+so an import buried three modules deep counts as much as one at the top of the file.
+
+- ``keys/`` (the domain) never loads Flask or werkzeug, nor anything of ``gateway``;
+- ``gateway/services/`` (the use cases) never loads Flask or werkzeug;
+- the CLI's commands load services, never the app factory or a blueprint (only ``serve``
+  and ``demo`` build the app, when they run).
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gateway.services
+import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+
+IMPORT_AND_LIST = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print("\\n".join(sys.modules))
+"""
+
+WEB_FRAMEWORK = ("flask", "werkzeug")
+# The modules that make up the HTTP edge's app: the factory and every blueprint module.
+APP_AND_BLUEPRINTS = (
+    "gateway.app",
+    "gateway.admin_api",
+    "gateway.approvals_api",
+    "gateway.console",
+    "gateway.health",
+    "gateway.me",
+    "gateway.secret_scanning",
+    "gateway.shares",
+    "gateway.usage_api",
+    "gateway.videos",
+)
+
+
+def _modules_of(package: object) -> list[str]:
+    path = package.__path__  # type: ignore[attr-defined]
+    prefix = package.__name__ + "."  # type: ignore[attr-defined]
+    return [package.__name__, *(info.name for info in pkgutil.walk_packages(path, prefix))]  # type: ignore[attr-defined]
+
+
+def _loaded_after_importing(modules: list[str]) -> set[str]:
+    listed = subprocess.run(
+        [sys.executable, "-c", IMPORT_AND_LIST, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    loaded = set(listed)
+    assert set(modules) <= loaded
+    return loaded
+
+
+def _within(loaded: set[str], roots: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in loaded if name.split(".", 1)[0] in roots or name in roots)
+
+
+def test_the_domain_loads_no_web_framework_and_nothing_of_the_gateway() -> None:
+    modules = [name for name in _modules_of(keys) if not name.startswith("keys.migrations")]
+    loaded = _loaded_after_importing(modules)
+    assert _within(loaded, WEB_FRAMEWORK) == []
+    assert _within(loaded, ("gateway",)) == []
+
+
+def test_the_services_load_no_web_framework() -> None:
+    modules = _modules_of(gateway.services)
+    assert {"gateway.services.admission", "gateway.services.generations"} <= set(modules)
+    loaded = _loaded_after_importing(modules)
+    assert _within(loaded, WEB_FRAMEWORK) == []
+    assert [name for name in APP_AND_BLUEPRINTS if name in loaded] == []
+
+
+def test_the_cli_commands_load_services_not_the_app() -> None:
+    code = "from gateway.cli.base import load_commands\nload_commands()\n" + IMPORT_AND_LIST
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code, "gateway.cli.admin"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+    assert "gateway.cli.admin" in loaded
+    assert [name for name in APP_AND_BLUEPRINTS if name in loaded] == []
