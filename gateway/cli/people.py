@@ -16,6 +16,7 @@ from gateway.cli.base import (
 )
 from gateway.presenters import tester_view, token_view
 from keys.durations import parse_duration
+from keys.roles import ROLES
 
 # -- tokens ----------------------------------------------------------------------------
 
@@ -27,7 +28,7 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--name", required=True)
-@click.option("--role", type=click.Choice(["admin", "approver", "auditor"]), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--expires-in", default=None, help="e.g. 30d")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

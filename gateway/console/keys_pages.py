@@ -9,15 +9,15 @@ from datetime import timedelta
 from flask import g, redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import ADMIN, for_roles, notify, render
+from gateway.console.access import for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.inputs import parse_timestamp
 from gateway.state import current_state
 from gateway.usage_views import key_report_view
 from keys.errors import InvalidInput
 from keys.lifecycle import IssuedKey, effective_status
+from keys.roles import ADMIN, RECORD_READERS
 
-READERS = ("admin", "auditor")
 KEY_ACTIONS = ("suspend", "resume", "revoke")
 
 
@@ -26,7 +26,7 @@ def _form(name: str) -> str:
 
 
 @bp.get("/testers")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def testers() -> str:
     store = current_state().store
     now = store.clock()
@@ -40,7 +40,7 @@ def testers() -> str:
 
 
 @bp.post("/testers")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def add_tester() -> WerkzeugResponse:
     with current_state().store.transaction() as tx:
         tester = tx.testers.add(
@@ -56,7 +56,7 @@ def _show_secret(issued: IssuedKey, what: str) -> str:
 
 
 @bp.post("/testers/<tester_id>/keys")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def issue_key(tester_id: str) -> str:
     with current_state().store.transaction() as tx:
         issued = tx.keys.issue(tester_id, actor=g.operator.actor)
@@ -64,7 +64,7 @@ def issue_key(tester_id: str) -> str:
 
 
 @bp.post("/keys/<key_id>/rotate")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def rotate_key(key_id: str) -> str:
     state = current_state()
     grace_text = _form("grace_seconds") or str(state.settings.rotation_grace_seconds)
@@ -76,7 +76,7 @@ def rotate_key(key_id: str) -> str:
 
 
 @bp.post("/keys/<key_id>/<action>")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def change_key(key_id: str, action: str) -> WerkzeugResponse:
     if action not in KEY_ACTIONS:
         raise InvalidInput(f"unknown action {action[:20]!r}", param="action")
@@ -94,7 +94,7 @@ def change_key(key_id: str, action: str) -> WerkzeugResponse:
 
 
 @bp.post("/keys/revoke")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def revoke_in_bulk() -> WerkzeugResponse:
     cohort, before = _form("cohort") or None, _form("issued_before")
     if request.form.get("confirm") != "yes":
@@ -111,7 +111,7 @@ def revoke_in_bulk() -> WerkzeugResponse:
 
 
 @bp.get("/keys/<key_id>/report")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def key_report(key_id: str) -> str:
     store = current_state().store
     with store.read() as tx:
