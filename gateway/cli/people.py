@@ -15,6 +15,7 @@ from gateway.cli.base import (
     transaction,
 )
 from gateway.presenters import tester_view, token_view
+from keys.cohorts import DEFAULT_COHORT
 from keys.durations import parse_duration
 from keys.roles import ROLES
 
@@ -76,7 +77,7 @@ def testers() -> None:
 @testers.command("add")
 @click.argument("name")
 @click.option("--email", required=True)
-@click.option("--cohort", default="default", show_default=True)
+@click.option("--cohort", default=DEFAULT_COHORT, show_default=True)
 @click.option(
     "--create-cohort",
     is_flag=True,

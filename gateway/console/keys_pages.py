@@ -14,6 +14,7 @@ from gateway.console.blueprint import bp
 from gateway.inputs import parse_timestamp
 from gateway.state import current_state
 from gateway.usage_views import key_report_view
+from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput
 from keys.lifecycle import IssuedKey, effective_status
 from keys.roles import ADMIN, RECORD_READERS
@@ -44,7 +45,10 @@ def testers() -> str:
 def add_tester() -> WerkzeugResponse:
     with current_state().store.transaction() as tx:
         tester = tx.testers.add(
-            _form("name"), _form("email"), g.operator.actor, cohort=_form("cohort") or "default"
+            _form("name"),
+            _form("email"),
+            g.operator.actor,
+            cohort=_form("cohort") or DEFAULT_COHORT,
         )
     notify(f"Added {tester.name} ({tester.id}).")
     return redirect(url_for("console.testers"))

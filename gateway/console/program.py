@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from gateway.console.access import for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.state import current_state
+from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput
 from keys.policies import PolicyError, policy_from_mapping
 from keys.roles import ADMIN, ANY_ROLE, RECORD_READERS
@@ -50,7 +51,7 @@ def cohorts() -> str:
     with current_state().store.read() as tx:
         stored = tx.policies.cohorts()
         # Cohorts testers are in, and "default", have a policy even when none is stored.
-        names = {"default", *stored, *(tester.cohort for tester in tx.testers.list())}
+        names = {DEFAULT_COHORT, *stored, *(tester.cohort for tester in tx.testers.list())}
         policies = {
             name: (
                 json.dumps((stored.get(name) or tx.policies.policy(name)).to_json(), indent=2),
