@@ -42,13 +42,10 @@ from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
 from keys.lifecycle import MAX_ROTATION_GRACE
 from keys.policies import PolicyError, policy_from_mapping
+from keys.roles import ADMIN, ANY_ROLE, RECORD_READERS
 from keys.testers import COHORT_NAME
 
 bp = admin_blueprint("admin", __name__, "/admin/v1")
-
-ADMIN = ("admin",)
-READERS = ("admin", "auditor")
-ANY_ROLE = ("admin", "approver", "auditor")
 
 
 def _listing(items: list[dict[str, Any]]) -> Response:
@@ -118,7 +115,7 @@ def whoami() -> Response:
 
 
 @bp.get("/testers")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def list_testers() -> Response:
     """``?cohort&limit&after``, oldest first."""
     with current_state().store.read() as tx:
@@ -129,7 +126,7 @@ def list_testers() -> Response:
 
 
 @bp.post("/testers")
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def add_tester() -> tuple[Response, int]:
     """An unknown cohort is refused unless ``"create_cohort": true`` (then it gets the
     default policy)."""
@@ -149,7 +146,7 @@ def add_tester() -> tuple[Response, int]:
 
 
 @bp.get('/testers/<id("tst"):tester_id>')
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def show_tester(tester_id: str) -> Response:
     store = current_state().store
     with store.read() as tx:
@@ -159,7 +156,7 @@ def show_tester(tester_id: str) -> Response:
 
 
 @bp.post('/testers/<id("tst"):tester_id>/keys')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def issue_key(tester_id: str) -> tuple[Response, int]:
     payload = body()
     store = current_state().store
@@ -181,7 +178,7 @@ def issue_key(tester_id: str) -> tuple[Response, int]:
 
 
 @bp.post('/testers/<id("tst"):tester_id>/revoke-keys')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def revoke_tester_keys(tester_id: str) -> Response:
     payload = body()
     with current_state().store.transaction() as tx:
@@ -195,7 +192,7 @@ def revoke_tester_keys(tester_id: str) -> Response:
 
 
 @bp.get("/keys")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def list_keys() -> Response:
     """``?tester_id&limit&after``, oldest first."""
     store = current_state().store
@@ -205,7 +202,7 @@ def list_keys() -> Response:
 
 
 @bp.get('/keys/<id("key"):key_id>')
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def show_key(key_id: str) -> Response:
     store = current_state().store
     with store.read() as tx:
@@ -213,7 +210,7 @@ def show_key(key_id: str) -> Response:
 
 
 @bp.get('/keys/<id("key"):key_id>/report')
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def key_report(key_id: str) -> Response:
     """Blast radius: everything the key did ``?since=`` (default: its creation) ``&until=``."""
     store = current_state().store
@@ -224,7 +221,7 @@ def key_report(key_id: str) -> Response:
 
 
 @bp.post('/keys/<id("key"):key_id>/rotate')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def rotate_key(key_id: str) -> tuple[Response, int]:
     payload = body()
     state = current_state()
@@ -254,19 +251,19 @@ def _key_action(key_id: str, action: str) -> Response:
 
 
 @bp.post('/keys/<id("key"):key_id>/revoke')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def revoke_key(key_id: str) -> Response:
     return _key_action(key_id, "revoke")
 
 
 @bp.post('/keys/<id("key"):key_id>/suspend')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def suspend_key(key_id: str) -> Response:
     return _key_action(key_id, "suspend")
 
 
 @bp.post('/keys/<id("key"):key_id>/resume')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def resume_key(key_id: str) -> Response:
     return _key_action(key_id, "resume")
 
@@ -275,7 +272,7 @@ def resume_key(key_id: str) -> Response:
 
 
 @bp.get("/tokens")
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def list_tokens() -> Response:
     """``?limit&after``, oldest first."""
     with current_state().store.read() as tx:
@@ -284,7 +281,7 @@ def list_tokens() -> Response:
 
 
 @bp.post("/tokens")
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def create_token() -> tuple[Response, int]:
     payload = body()
     store = current_state().store
@@ -301,7 +298,7 @@ def create_token() -> tuple[Response, int]:
 
 
 @bp.post('/tokens/<id("adm"):token_id>/revoke')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def revoke_token(token_id: str) -> Response:
     payload = body()
     with current_state().store.transaction() as tx:
@@ -318,7 +315,7 @@ def _audit_page() -> tuple[int, int]:
 
 
 @bp.get("/audit")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def audit_entries() -> Response:
     after, limit = _audit_page()
     with current_state().store.read() as tx:
@@ -347,7 +344,7 @@ def audit_entries() -> Response:
 
 
 @bp.get("/audit/checkpoints")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def audit_checkpoints() -> Response:
     """Signed checkpoints, each the same object as a line of an export's checkpoints.jsonl."""
     after, limit = _audit_page()
@@ -364,7 +361,7 @@ def audit_checkpoints() -> Response:
 
 
 @bp.get("/audit/public-key")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def audit_public_key() -> Response:
     signer = current_state().store.audit_signer
     if signer is None:
@@ -383,7 +380,7 @@ def audit_public_key() -> Response:
 
 
 @bp.post("/keys/revoke")
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def revoke_keys_in_bulk() -> Response:
     """Revoke every live key of a cohort and/or issued before a time."""
     payload = body()
@@ -408,7 +405,7 @@ def lockdown_state() -> Response:
 
 
 @bp.post("/lockdown")
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def set_lockdown() -> Response:
     """``{"lockdown": true, "reason": "..."}`` refuses all tester traffic at once."""
     payload = body()
@@ -432,7 +429,7 @@ def list_cohort_policies() -> Response:
 
 
 @bp.put("/cohorts/<cohort>/policy")
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def set_cohort_policy(cohort: str) -> Response:
     """Replace a cohort's policy; in force on every worker with the next request."""
     if not COHORT_NAME.fullmatch(cohort):
@@ -447,7 +444,7 @@ def set_cohort_policy(cohort: str) -> Response:
 
 
 @bp.get('/testers/<id("tst"):tester_id>/policy')
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def tester_policy(tester_id: str) -> Response:
     with current_state().store.read() as tx:
         policy, overrides = tx.policies.for_tester(tester_id)
@@ -455,7 +452,7 @@ def tester_policy(tester_id: str) -> Response:
 
 
 @bp.put('/testers/<id("tst"):tester_id>/policy')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def set_tester_policy(tester_id: str) -> Response:
     """Replace a tester's overrides on top of their cohort's policy."""
     overrides = body()
@@ -465,7 +462,7 @@ def set_tester_policy(tester_id: str) -> Response:
 
 
 @bp.delete('/testers/<id("tst"):tester_id>/policy')
-@require_role(*ADMIN)
+@require_role(ADMIN)
 def clear_tester_policy(tester_id: str) -> Response:
     with current_state().store.transaction() as tx:
         tx.testers.get(tester_id)

@@ -26,6 +26,7 @@ from gateway.settings import load_settings, root_secret_of
 from gateway.state import build_store
 from keys.errors import Conflict
 from keys.migrate import upgrade
+from keys.roles import ADMIN
 from keys.vault import Vault, new_root_secret
 
 DEMO_TESTER_EMAIL = "demo-tester@example.com"
@@ -158,7 +159,7 @@ def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float)
     upgrade(store.database.engine)
     actor = cli_actor()
     with store.transaction() as tx:
-        token = tx.tokens.create("demo admin", "admin", actor)
+        token = tx.tokens.create("demo admin", ADMIN, actor)
         try:
             tester = tx.testers.add("Demo Tester", DEMO_TESTER_EMAIL, actor)
         except Conflict:

@@ -21,6 +21,7 @@ from keys.policies import (
     RULE_ACTIONS,
     SHARING_MODES,
 )
+from keys.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, RECORD_READERS, ROLES
 from keys.usage import OUTCOMES
 
 # Limits on text the admin plane accepts; gateway/admin_plane.py enforces the same values.
@@ -162,7 +163,7 @@ class Operation:
     operation_id: str
     tag: str
     summary: str
-    roles: str
+    roles: tuple[str, ...]
     response: dict[str, Any]
     body: dict[str, Any] | None = None
     status: int = 200
@@ -233,14 +234,14 @@ _DAY = {"type": "string", "format": "date"}
 
 _WRITE_ERRORS = (404, 409)
 _OPERATIONS: tuple[Operation, ...] = (
-    Operation("/whoami", "get", "whoami", "tokens", "The calling token", "any", _ref("Whoami")),
+    Operation("/whoami", "get", "whoami", "tokens", "The calling token", ANY_ROLE, _ref("Whoami")),
     Operation(
         "/testers",
         "get",
         "listTesters",
         "testers",
         "List testers, oldest first (keyset pages)",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("TesterList"),
         query=(_query("cohort", "Only this cohort", pattern=COHORT_PATTERN), *_pages("tester")),
         errors=(404,),
@@ -251,7 +252,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "addTester",
         "testers",
         "Add a tester",
-        "admin",
+        (ADMIN,),
         _ref("Tester"),
         body={
             "type": "object",
@@ -276,7 +277,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "getTester",
         "testers",
         "Show a tester and their keys",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("TesterWithKeys"),
         errors=(404,),
     ),
@@ -286,7 +287,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "issueKey",
         "keys",
         "Issue a key (the secret is in this response only)",
-        "admin",
+        (ADMIN,),
         _ref("IssuedKey"),
         body={
             "type": "object",
@@ -319,7 +320,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "revokeTesterKeys",
         "keys",
         "Revoke every key of a tester",
-        "admin",
+        (ADMIN,),
         _ref("Revoked"),
         body=_REVOCATION_REASON,
         errors=(404,),
@@ -330,7 +331,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listKeys",
         "keys",
         "List keys, oldest first, never their secrets (keyset pages)",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("KeyList"),
         query=(
             _query("tester_id", "Only this tester's keys", pattern=ID_PATTERNS["tester_id"]),
@@ -344,7 +345,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "getKey",
         "keys",
         "Show a key",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("ApiKey"),
         errors=(404,),
     ),
@@ -354,7 +355,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "rotateKey",
         "keys",
         "Rotate a key; the old secret works until the grace period ends (grace_until)",
-        "admin",
+        (ADMIN,),
         _ref("IssuedKey"),
         body={
             "type": "object",
@@ -371,7 +372,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "revokeKey",
         "keys",
         "Revoke a key",
-        "admin",
+        (ADMIN,),
         _ref("ApiKey"),
         body=_REVOCATION_REASON,
         errors=_WRITE_ERRORS,
@@ -382,7 +383,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "suspendKey",
         "keys",
         "Suspend a key",
-        "admin",
+        (ADMIN,),
         _ref("ApiKey"),
         body=_REASON,
         errors=_WRITE_ERRORS,
@@ -393,7 +394,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "resumeKey",
         "keys",
         "Resume a suspended key",
-        "admin",
+        (ADMIN,),
         _ref("ApiKey"),
         body=_OPTIONAL_REASON,
         errors=_WRITE_ERRORS,
@@ -404,7 +405,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listTokens",
         "tokens",
         "List admin tokens, oldest first (keyset pages)",
-        "admin",
+        (ADMIN,),
         _ref("TokenList"),
         query=_pages("token"),
         errors=(404,),
@@ -415,14 +416,14 @@ _OPERATIONS: tuple[Operation, ...] = (
         "createToken",
         "tokens",
         "Create an admin token (the secret is in this response only)",
-        "admin",
+        (ADMIN,),
         _ref("IssuedToken"),
         body={
             "type": "object",
             "required": ["name", "role"],
             "properties": {
                 "name": _text(MAX_NAME, pattern=SAFE_NOT_BLANK),
-                "role": {"enum": ["admin", "approver", "auditor"]},
+                "role": {"enum": list(ROLES)},
                 **_EXPIRY,
             },
             **_ONE_EXPIRY,
@@ -435,7 +436,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "revokeToken",
         "tokens",
         "Revoke an admin token",
-        "admin",
+        (ADMIN,),
         _ref("AdminToken"),
         body=_REASON,
         errors=_WRITE_ERRORS,
@@ -446,7 +447,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listAuditEntries",
         "audit",
         "Audit trail entries in chain order",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("AuditEntryList"),
         query=_AUDIT_PAGE,
     ),
@@ -456,7 +457,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "revokeKeysInBulk",
         "keys",
         "Revoke every live key of a cohort and/or issued before a time",
-        "admin",
+        (ADMIN,),
         _ref("Revoked"),
         body={
             "type": "object",
@@ -475,7 +476,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "getLockdown",
         "program",
         "The kill switch's state",
-        "any",
+        ANY_ROLE,
         _ref("Lockdown"),
     ),
     Operation(
@@ -485,7 +486,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "program",
         "Raise (a reason is required) or lower the kill switch; while raised all tester "
         "traffic is refused with 503 lockdown",
-        "admin",
+        (ADMIN,),
         _ref("Lockdown"),
         body={
             "type": "object",
@@ -501,7 +502,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listCohortPolicies",
         "policies",
         "Every cohort's policy",
-        "any",
+        ANY_ROLE,
         _ref("CohortPolicyList"),
     ),
     Operation(
@@ -510,7 +511,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "setCohortPolicy",
         "policies",
         "Replace a cohort's policy (see config/policies.toml for the fields)",
-        "admin",
+        (ADMIN,),
         _ref("CohortPolicy"),
         body=_POLICY_BODY,
     ),
@@ -520,7 +521,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "getTesterPolicy",
         "policies",
         "A tester's effective policy and overrides",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("TesterPolicy"),
         errors=(404,),
     ),
@@ -530,7 +531,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "setTesterPolicy",
         "policies",
         "Replace a tester's policy overrides",
-        "admin",
+        (ADMIN,),
         _ref("TesterPolicy"),
         body=_POLICY_BODY,
         errors=(404,),
@@ -541,7 +542,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "clearTesterPolicy",
         "policies",
         "Remove a tester's policy overrides",
-        "admin",
+        (ADMIN,),
         _ref("TesterOverrides"),
         errors=(404,),
     ),
@@ -551,7 +552,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listApprovals",
         "approvals",
         "Held requests, oldest first",
-        "admin, approver, auditor",
+        ANY_ROLE,
         _ref("ApprovalList"),
         query=(
             _query(
@@ -570,7 +571,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "getApproval",
         "approvals",
         "One held request",
-        "admin, approver, auditor",
+        ANY_ROLE,
         _ref("Approval"),
         errors=(404,),
     ),
@@ -580,7 +581,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "approveRequest",
         "approvals",
         "Approve; a held generation is then submitted on the tester's behalf",
-        "admin, approver",
+        APPROVAL_DECIDERS,
         _ref("Approval"),
         body=_OPTIONAL_REASON,
         errors=_WRITE_ERRORS,
@@ -591,7 +592,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "rejectRequest",
         "approvals",
         "Reject with a reason the tester sees",
-        "admin, approver",
+        APPROVAL_DECIDERS,
         _ref("Approval"),
         body=_REASON,
         errors=_WRITE_ERRORS,
@@ -602,7 +603,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listAuditCheckpoints",
         "audit",
         "Signed audit checkpoints in seq order (docs/audit.md)",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("CheckpointList"),
         query=_AUDIT_PAGE,
     ),
@@ -612,7 +613,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "getAuditPublicKey",
         "audit",
         "The Ed25519 public key that signs audit checkpoints, and its key id",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("AuditPublicKey"),
         errors=(404,),
     ),
@@ -622,7 +623,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "listUsageEvents",
         "usage",
         "Usage events in time order, filtered; keyset pages (after = the last event's id)",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("UsageEventList"),
         query=(
             *_USAGE_FILTERS,
@@ -636,7 +637,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "usage",
         "Per-tester totals per UTC day: requests, generations, video-seconds, rejections, "
         "failures, approvers' decisions",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("DailyUsage"),
         query=(
             _query("since", "First UTC day (default: 29 days before until)", **_DAY),
@@ -651,7 +652,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "exportUsage",
         "usage",
         "Stream the filtered usage events as CSV or JSON Lines",
-        "admin, auditor",
+        RECORD_READERS,
         {"type": "string"},
         query=(
             *_USAGE_FILTERS,
@@ -669,7 +670,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         "usage",
         "Blast radius: everything a key did in a window (requests, client IPs, user agents, "
         "generations, videos, refused attempts after revocation)",
-        "admin, auditor",
+        RECORD_READERS,
         _ref("KeyReport"),
         query=(
             _query(
@@ -722,6 +723,10 @@ def _error_response(status: int) -> dict[str, Any]:
     return response
 
 
+def _roles_text(roles: tuple[str, ...]) -> str:
+    return "any" if roles == ANY_ROLE else ", ".join(roles)
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     path_parameters = [
         {
@@ -740,7 +745,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "operationId": op.operation_id,
         "tags": [op.tag],
         "summary": op.summary,
-        "description": f"Roles: {op.roles}.",
+        "description": f"Roles: {_roles_text(op.roles)}.",
         "parameters": path_parameters + list(op.query),
         "responses": {
             str(op.status): {
@@ -831,7 +836,7 @@ _TOKEN_PROPERTIES = {
     "id": _STRING,
     "object": {"const": "admin_token"},
     "name": _STRING,
-    "role": {"enum": ["admin", "approver", "auditor"]},
+    "role": {"enum": list(ROLES)},
     "hint": _STRING,
     "created_at": _TIME,
     "created_by": _STRING,

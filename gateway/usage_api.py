@@ -18,12 +18,11 @@ from gateway.auth import require_role
 from gateway.current import current_state
 from gateway.errors import ApiError
 from gateway.usage_views import CONTENT_TYPES, FORMATS, daily_view, event_view, export_chunks
+from keys.roles import RECORD_READERS
 from keys.store import Store
 from keys.usage_reports import DEFAULT_PAGE, MAX_PAGE, UsageFilter
 
 bp = admin_blueprint("usage", __name__, "/admin/v1/usage")
-
-READERS = ("admin", "auditor")
 
 
 def _integer(params: dict[str, str], name: str, default: int | None) -> int | None:
@@ -44,7 +43,7 @@ def time_window(params: dict[str, str], now: datetime) -> tuple[datetime | None,
 
 
 @bp.get("")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def list_usage() -> Response:
     """``?tester_id&key_id&cohort&route&status&outcome&since&until&after&limit``."""
     params = query_values()
@@ -69,7 +68,7 @@ def list_usage() -> Response:
 
 
 @bp.get("/daily")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def daily_usage() -> Response:
     """``?since=YYYY-MM-DD&until=YYYY-MM-DD&tester_id&cohort`` (UTC days, inclusive)."""
     params = query_values()
@@ -97,7 +96,7 @@ def _export(
 
 
 @bp.get("/export")
-@require_role(*READERS)
+@require_role(*RECORD_READERS)
 def export_usage() -> Response:
     """``?format=csv|jsonl`` and the filters of ``GET /usage``; streamed, memory stays flat."""
     params = query_values()

@@ -15,8 +15,9 @@ from keys.digests import SecretDigester
 from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFound
 from keys.ids import new_id
 from keys.keyformat import KeyFormat
-from keys.models import ROLES, AdminToken
+from keys.models import AdminToken
 from keys.pages import keyset_page
+from keys.roles import ROLES
 from keys.text import checked_text, clean_text
 
 

@@ -23,7 +23,7 @@ from keys.lifecycle import Principal
 from keys.models import Approval, Reservation, Video
 from keys.policies import GenerationRequest
 from keys.quotas import Cost, QuotaService
-from keys.usage import UsageLog, UsageRecord
+from keys.usage import CREATED, HELD, REFUNDED, UsageLog, UsageRecord
 from keys.videos import TERMINAL_STATUSES, VideoLedger
 
 
@@ -196,7 +196,7 @@ class GenerationService:
         )
         self._usage.complete(
             request_id,
-            outcome="created",
+            outcome=CREATED,
             status=200,
             video_id=video_id,
             upstream_latency_ms=upstream_latency_ms,
@@ -218,7 +218,7 @@ class GenerationService:
         if not self.release(request_id):
             return
         self._quotas.give_back(tester_id, periods, cost, refund=True)
-        self._usage.complete(request_id, outcome="refunded", status=status, error_code=error_code)
+        self._usage.complete(request_id, outcome=REFUNDED, status=status, error_code=error_code)
 
     def hold(
         self,
@@ -268,7 +268,7 @@ class GenerationService:
             body,
             content_type,
         )
-        self._usage.complete(request_id, outcome="held", status=200, video_id=video_id)
+        self._usage.complete(request_id, outcome=HELD, status=200, video_id=video_id)
         return video, approval
 
     def observe(self, video_id: str, snapshot: dict[str, Any]) -> None:

@@ -21,8 +21,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keys.db import Base, UTCDateTime
 
-ROLES = ("admin", "approver", "auditor")
-
 
 class Tester(Base):
     __tablename__ = "testers"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -28,6 +29,11 @@ from keys.policies import Policy
 class Cost:
     generations: int
     video_seconds: int
+
+    @property
+    def jobs(self) -> int:
+        """A generation holds one job slot until its video completes or fails."""
+        return 1 if self.generations else 0
 
 
 @dataclass(frozen=True)
@@ -51,44 +57,44 @@ class QuotaStatus:
         return max(self.limit - self.used, 0)
 
 
-def _periods(now: datetime) -> tuple[str, datetime, str, datetime]:
+Period = Literal["day", "month", "slot"]
+Counted = Literal["generations", "video_seconds", "jobs"]
+
+# Every quota, in the order a reservation touches (and on PostgreSQL, locks) its rows: the
+# metric, which is also the name of its limit in the Policy; the period it is counted over
+# ("slot": a job slot is held until given back, it never resets); and what of a Cost it
+# counts (a field of Cost).
+QUOTA_METRICS: tuple[tuple[str, Period, Counted], ...] = (
+    ("generations_per_day", "day", "generations"),
+    ("video_seconds_per_day", "day", "video_seconds"),
+    ("video_seconds_per_month", "month", "video_seconds"),
+    ("concurrent_jobs", "slot", "jobs"),
+)
+METRIC_ORDER = tuple(metric for metric, _, _ in QUOTA_METRICS)
+
+
+def _periods(now: datetime) -> dict[Period, tuple[str, datetime | None]]:
+    """Each period's key in the quota rows now, and when it resets."""
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     next_day = day_start + timedelta(days=1)
     month_start = day_start.replace(day=1)
     next_month = (month_start + timedelta(days=32)).replace(day=1)
-    return f"d:{day_start:%Y-%m-%d}", next_day, f"m:{month_start:%Y-%m}", next_month
-
-
-# The order in which a reservation touches (and on PostgreSQL, locks) the quota rows.
-METRIC_ORDER = (
-    "generations_per_day",
-    "video_seconds_per_day",
-    "video_seconds_per_month",
-    "concurrent_jobs",
-)
+    return {
+        "day": (f"d:{day_start:%Y-%m-%d}", next_day),
+        "month": (f"m:{month_start:%Y-%m}", next_month),
+        "slot": ("", None),
+    }
 
 
 def quotas_for(policy: Policy, cost: Cost, now: datetime) -> list[Quota]:
     """The quotas a request of this cost draws on, under this policy, now."""
-    day, next_day, month, next_month = _periods(now)
-    return [
-        Quota("generations_per_day", day, policy.generations_per_day, cost.generations, next_day),
-        Quota(
-            "video_seconds_per_day",
-            day,
-            policy.video_seconds_per_day,
-            cost.video_seconds,
-            next_day,
-        ),
-        Quota(
-            "video_seconds_per_month",
-            month,
-            policy.video_seconds_per_month,
-            cost.video_seconds,
-            next_month,
-        ),
-        Quota("concurrent_jobs", "", policy.concurrent_jobs, 1 if cost.generations else 0, None),
-    ]
+    periods = _periods(now)
+    quotas = []
+    for metric, period, counted in QUOTA_METRICS:
+        key, resets_at = periods[period]
+        limit, amount = getattr(policy, metric), getattr(cost, counted)
+        quotas.append(Quota(metric, key, limit, amount, resets_at))
+    return quotas
 
 
 # Compiled once; the ORM's session synchronisation has nothing to do for these rows.
@@ -152,17 +158,10 @@ class QuotaService:
         self, tester_id: str, periods: dict[str, str], cost: Cost, *, refund: bool
     ) -> None:
         """Free the job slot; with ``refund``, also return the generation and seconds."""
-        amounts = {"concurrent_jobs": 1 if cost.generations else 0}
-        if refund:
-            amounts.update(
-                generations_per_day=cost.generations,
-                video_seconds_per_day=cost.video_seconds,
-                video_seconds_per_month=cost.video_seconds,
-            )
         # Rows are locked in the order reserve() locks them: PostgreSQL would otherwise
         # deadlock a refund against a concurrent reservation of the same tester.
-        for metric in METRIC_ORDER:
-            amount = amounts.get(metric, 0)
+        for metric, _, counted in QUOTA_METRICS:
+            amount = getattr(cost, counted) if refund or counted == "jobs" else 0
             if metric not in periods or amount == 0:
                 continue
             self._session.execute(

@@ -39,6 +39,7 @@ from keys.generations import present
 from keys.models import Reservation, UsageEvent, Video
 from keys.process import unique_hex
 from keys.quotas import Cost
+from keys.usage import CREATED, REFUNDED
 
 if TYPE_CHECKING:
     from keys.store import Store, Transaction
@@ -344,7 +345,7 @@ class Reconciler:
             quota_state="reserved",
         )
         tx.usage.complete(
-            item.request_id, outcome="created", status=200, error_code=None, video_id=upstream_id
+            item.request_id, outcome=CREATED, status=200, error_code=None, video_id=upstream_id
         )
         tx.generations.observe(upstream_id, snapshot)
 
@@ -357,7 +358,7 @@ class Reconciler:
         )
         tx.usage.complete(
             item.request_id,
-            outcome="refunded",
+            outcome=REFUNDED,
             status=status or 502,
             error_code="reservation_expired",
         )

@@ -36,7 +36,13 @@ log = logging.getLogger("drawbridge.usage")
 
 FLUSH_INTERVAL_SECONDS = 1.0
 MAX_BUFFERED = 50_000
-OUTCOMES = ("ok", "refused", "failed", "admitted", "created", "refunded", "held")
+# How a request ended (a usage event's outcome). An answer is ok (below 400), refused (4xx,
+# or turned away before any answer) or failed (5xx). A creation is admitted before its
+# upstream call, then created, refunded (the backend refused it: nothing is charged) or held
+# for an approver.
+OK, REFUSED, FAILED = "ok", "refused", "failed"
+ADMITTED, CREATED, REFUNDED, HELD = "admitted", "created", "refunded", "held"
+OUTCOMES = (OK, REFUSED, FAILED, ADMITTED, CREATED, REFUNDED, HELD)
 COUNTS = ("requests", "generations", "video_seconds", "rejections", "failures")
 
 # Widths of the event's text columns: a value is cut to fit rather than have the database
@@ -95,13 +101,13 @@ def tally(event: Mapping[str, Any]) -> tuple[DailyKey, dict[str, int]]:
     """
     at: datetime = event["at"]
     status, outcome = int(event["status"]), str(event["outcome"])
-    charged = outcome != "refunded"
+    charged = outcome != REFUNDED
     key = (at.astimezone(UTC).date(), event["tester_id"] or "", event["cohort"] or "")
     return key, {
         "requests": 1,
         "generations": int(event["generations"] or 0) if charged else 0,
         "video_seconds": int(event["video_seconds"] or 0) if charged else 0,
-        "rejections": int(400 <= status < 500 or outcome == "refused"),
+        "rejections": int(400 <= status < 500 or outcome == REFUSED),
         "failures": int(status >= 500),
     }
 

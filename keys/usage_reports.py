@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from keys.durations import UNITS, parse_duration
 from keys.errors import InvalidInput, NotFound
 from keys.models import ApiKey, Approval, Tester, UsageDaily, UsageEvent, Video
-from keys.usage import COUNTS, OUTCOMES
+from keys.usage import COUNTS, OUTCOMES, REFUNDED, REFUSED
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -310,7 +310,7 @@ class UsageReports:
         day = _utc_day(UsageEvent.at, self._dialect)
         # One expression object in SELECT and GROUP BY: PostgreSQL must see the same text.
         who = func.coalesce(UsageEvent.tester_id, "")
-        charged = UsageEvent.outcome != "refunded"
+        charged = UsageEvent.outcome != REFUNDED
         query = (
             select(
                 day.label("day"),
@@ -321,7 +321,7 @@ class UsageReports:
                 _total(
                     _when(
                         ((UsageEvent.status >= 400) & (UsageEvent.status < 500))
-                        | (UsageEvent.outcome == "refused"),
+                        | (UsageEvent.outcome == REFUSED),
                         1,
                     )
                 ),
@@ -390,7 +390,7 @@ class UsageReports:
             key.id, key.tester_id, since, until or self._clock(), revoked_at=key.revoked_at
         )
         window = (UsageEvent.key_id == key_id, UsageEvent.at >= since, UsageEvent.at < end)
-        charged = UsageEvent.outcome != "refunded"
+        charged = UsageEvent.outcome != REFUNDED
         totals = self._session.execute(
             select(
                 func.count(),
@@ -448,7 +448,7 @@ class UsageReports:
                 UsageEvent.key_id == key_id,
                 UsageEvent.at >= max(key.revoked_at, since),
                 UsageEvent.at < end,
-                UsageEvent.outcome == "refused",
+                UsageEvent.outcome == REFUSED,
             )
             report.refused_after_revocation = self._session.execute(
                 select(func.count()).where(*refused)

@@ -15,7 +15,9 @@ from gateway.cli.base import (
     transaction,
 )
 from gateway.presenters import tester_view, token_view
+from keys.cohorts import DEFAULT_COHORT
 from keys.durations import parse_duration
+from keys.roles import ROLES
 
 # -- tokens ----------------------------------------------------------------------------
 
@@ -27,7 +29,7 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--name", required=True)
-@click.option("--role", type=click.Choice(["admin", "approver", "auditor"]), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--expires-in", default=None, help="e.g. 30d")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -75,7 +77,7 @@ def testers() -> None:
 @testers.command("add")
 @click.argument("name")
 @click.option("--email", required=True)
-@click.option("--cohort", default="default", show_default=True)
+@click.option("--cohort", default=DEFAULT_COHORT, show_default=True)
 @click.option(
     "--create-cohort",
     is_flag=True,

@@ -31,6 +31,7 @@ from keys.admin_tokens import Operator
 from keys.errors import InvalidKey, KeyRejected, NotFound
 from keys.lifecycle import REFUSAL_MESSAGES, refusal
 from keys.models import ApiKey, Tester
+from keys.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, APPROVER, RECORD_READERS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,18 +39,16 @@ R = TypeVar("R")
 _CODEC = "drawbridge_console_codec"
 # Pages of the operator console: (endpoint, label, roles that see it).
 PAGES = (
-    ("console.approvals", "Approvals", ("admin", "approver", "auditor")),
-    ("console.testers", "Testers & keys", ("admin", "auditor")),
-    ("console.incidents", "Incidents", ("admin", "auditor")),
-    ("console.cohorts", "Cohorts", ("admin", "approver", "auditor")),
-    ("console.usage", "Usage", ("admin", "auditor")),
-    ("console.audit", "Audit trail", ("admin", "auditor")),
-    ("console.lockdown", "Lockdown", ("admin", "approver", "auditor")),
+    ("console.approvals", "Approvals", ANY_ROLE),
+    ("console.testers", "Testers & keys", RECORD_READERS),
+    ("console.incidents", "Incidents", RECORD_READERS),
+    ("console.cohorts", "Cohorts", ANY_ROLE),
+    ("console.usage", "Usage", RECORD_READERS),
+    ("console.audit", "Audit trail", RECORD_READERS),
+    ("console.lockdown", "Lockdown", ANY_ROLE),
 )
-HOME_BY_ROLE = {"admin": "console.approvals", "approver": "console.approvals"}
+HOME_BY_ROLE = {ADMIN: "console.approvals", APPROVER: "console.approvals"}
 HOME_DEFAULT = "console.usage"
-DECIDERS = ("admin", "approver")
-ADMIN = ("admin",)
 
 
 @dataclass(frozen=True)
@@ -281,5 +280,7 @@ def render(template: str, **context: Any) -> str:
         pages=pages,
         notice=notice,
         may=may,
+        ADMIN=ADMIN,
+        APPROVAL_DECIDERS=APPROVAL_DECIDERS,
         **context,
     )

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response, abort, redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import DECIDERS, console_operator, for_roles, notify, render
+from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.current import current_context, current_state
 from gateway.services.approvals import decide
@@ -17,9 +17,9 @@ from gateway.upstream import CONTENT_VARIANTS
 from gateway.videos import stream_content
 from keys.approvals import MAX_LIST
 from keys.models import Approval, Tester
+from keys.roles import ANY_ROLE, APPROVAL_DECIDERS
 from keys.store import Transaction
 
-READERS = ("admin", "approver", "auditor")
 HISTORY = 50
 
 
@@ -45,7 +45,7 @@ def _item(approval: Approval, testers: dict[str, Tester]) -> dict[str, Any]:
 
 
 @bp.get("/approvals")
-@for_roles(*READERS)
+@for_roles(*ANY_ROLE)
 def approvals() -> str:
     with current_state().store.read() as tx:
         pending = tx.approvals.list("pending", limit=MAX_LIST)
@@ -61,7 +61,7 @@ def approvals() -> str:
 
 
 @bp.post("/approvals/<approval_id>/decide")
-@for_roles(*DECIDERS)
+@for_roles(*APPROVAL_DECIDERS)
 def decide_approval(approval_id: str) -> WerkzeugResponse:
     verdict = request.form.get("decision")
     if verdict not in ("approve", "reject"):
@@ -84,7 +84,7 @@ def decide_approval(approval_id: str) -> WerkzeugResponse:
 
 
 @bp.get("/approvals/<approval_id>/content")
-@for_roles(*READERS)
+@for_roles(*ANY_ROLE)
 def approval_content(approval_id: str) -> Response:
     """The video (or its thumbnail) an approver is asked about, streamed through the gateway:
     the backend's URL and credential never reach the browser."""

@@ -9,15 +9,16 @@ from datetime import timedelta
 from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import ADMIN, console_operator, for_roles, notify, render
+from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.current import current_state
 from gateway.inputs import parse_timestamp
 from gateway.usage_views import key_report_view
+from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput
 from keys.lifecycle import IssuedKey, effective_status
+from keys.roles import ADMIN, RECORD_READERS
 
-READERS = ("admin", "auditor")
 KEY_ACTIONS = ("suspend", "resume", "revoke")
 
 
@@ -26,7 +27,7 @@ def _form(name: str) -> str:
 
 
 @bp.get("/testers")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def testers() -> str:
     store = current_state().store
     now = store.clock()
@@ -40,14 +41,14 @@ def testers() -> str:
 
 
 @bp.post("/testers")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def add_tester() -> WerkzeugResponse:
     with current_state().store.transaction() as tx:
         tester = tx.testers.add(
             _form("name"),
             _form("email"),
             console_operator().actor,
-            cohort=_form("cohort") or "default",
+            cohort=_form("cohort") or DEFAULT_COHORT,
         )
     notify(f"Added {tester.name} ({tester.id}).")
     return redirect(url_for("console.testers"))
@@ -59,7 +60,7 @@ def _show_secret(issued: IssuedKey, what: str) -> str:
 
 
 @bp.post("/testers/<tester_id>/keys")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def issue_key(tester_id: str) -> str:
     with current_state().store.transaction() as tx:
         issued = tx.keys.issue(tester_id, actor=console_operator().actor)
@@ -67,7 +68,7 @@ def issue_key(tester_id: str) -> str:
 
 
 @bp.post("/keys/<key_id>/rotate")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def rotate_key(key_id: str) -> str:
     state = current_state()
     grace_text = _form("grace_seconds") or str(state.settings.rotation_grace_seconds)
@@ -81,7 +82,7 @@ def rotate_key(key_id: str) -> str:
 
 
 @bp.post("/keys/<key_id>/<action>")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def change_key(key_id: str, action: str) -> WerkzeugResponse:
     if action not in KEY_ACTIONS:
         raise InvalidInput(f"unknown action {action[:20]!r}", param="action")
@@ -99,7 +100,7 @@ def change_key(key_id: str, action: str) -> WerkzeugResponse:
 
 
 @bp.post("/keys/revoke")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def revoke_in_bulk() -> WerkzeugResponse:
     cohort, before = _form("cohort") or None, _form("issued_before")
     if request.form.get("confirm") != "yes":
@@ -116,7 +117,7 @@ def revoke_in_bulk() -> WerkzeugResponse:
 
 
 @bp.get("/keys/<key_id>/report")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def key_report(key_id: str) -> str:
     store = current_state().store
     with store.read() as tx:

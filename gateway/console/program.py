@@ -9,15 +9,15 @@ from typing import Any
 from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from gateway.console.access import ADMIN, console_operator, for_roles, notify, render
+from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.current import current_state
+from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput
 from keys.policies import PolicyError, policy_from_mapping
+from keys.roles import ADMIN, ANY_ROLE, RECORD_READERS
 from keys.testers import COHORT_NAME
 
-ANY_ROLE = ("admin", "approver", "auditor")
-READERS = ("admin", "auditor")
 INCIDENTS_SHOWN = 200
 
 
@@ -30,7 +30,7 @@ def lockdown() -> str:
 
 
 @bp.post("/lockdown")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def set_lockdown() -> WerkzeugResponse:
     on = request.form.get("lockdown") == "on"
     if request.form.get("confirm") != "yes":
@@ -53,7 +53,7 @@ def cohorts() -> str:
     with current_state().store.read() as tx:
         stored = tx.policies.cohorts()
         # Cohorts testers are in, and "default", have a policy even when none is stored.
-        names = {"default", *stored, *(tester.cohort for tester in tx.testers.list())}
+        names = {DEFAULT_COHORT, *stored, *(tester.cohort for tester in tx.testers.list())}
         policies = {
             name: (
                 json.dumps((stored.get(name) or tx.policies.policy(name)).to_json(), indent=2),
@@ -65,7 +65,7 @@ def cohorts() -> str:
 
 
 @bp.post("/cohorts")
-@for_roles(*ADMIN)
+@for_roles(ADMIN)
 def set_cohort_policy() -> WerkzeugResponse:
     cohort = (request.form.get("cohort") or "").strip()
     if not COHORT_NAME.fullmatch(cohort):
@@ -87,7 +87,7 @@ def set_cohort_policy() -> WerkzeugResponse:
 
 
 @bp.get("/incidents")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def incidents() -> str:
     """Leaked keys revoked and keys the anomaly rules stopped, newest first."""
     with current_state().store.read() as tx:

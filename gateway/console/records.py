@@ -15,10 +15,10 @@ from gateway.console.blueprint import bp
 from gateway.current import current_state
 from gateway.usage_views import CONTENT_TYPES, FORMATS, export_chunks
 from keys.errors import InvalidInput
+from keys.roles import RECORD_READERS
 from keys.store import Store
 from keys.usage_reports import DailyRow, UsageFilter
 
-READERS = ("admin", "auditor")
 DAILY_FILTERS = ("since", "until", "tester_id", "cohort")
 AUDIT_PAGE = 100
 
@@ -51,7 +51,7 @@ def _bars(rows: list[DailyRow], first: date, last: date) -> list[DayBar]:
 
 
 @bp.get("/usage")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def usage() -> str:
     filters = _filters()
     with current_state().store.read() as tx:
@@ -78,7 +78,7 @@ def _export(store: Store, usage_filter: UsageFilter, format: str) -> Iterator[st
 
 
 @bp.get("/usage/export")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def export_usage() -> Response:
     """The events behind the report, with the page's filters (days are whole UTC days)."""
     format = request.args.get("format", "csv")
@@ -107,7 +107,7 @@ def export_usage() -> Response:
 
 
 @bp.get("/audit")
-@for_roles(*READERS)
+@for_roles(*RECORD_READERS)
 def audit() -> str:
     with current_state().store.read() as tx:
         verification = tx.audit.verify()
