@@ -79,7 +79,7 @@ PIECES = [
     ("  of which requests.Session.request", "the HTTP exchange with the simulator"),
     ("before_request hook", "gateway.app._start_request (request id, path checks)"),
     ("after_request hook", "gateway.app._finish_request (headers, usage, access log)"),
-    ("  of which usage record", "gateway.usage.record_usage"),
+    ("  of which usage record", "gateway.usage_event.record_usage"),
     ("  of which access log", "the access line: JSON, redaction, queued for the writer"),
     ("threads started", "threading.Thread.start calls (count, not time)"),
 ]
@@ -120,9 +120,9 @@ def _instrument() -> None:
         _patch(gateway.limits.RateLimits, "admit_key", "rate limits")
         _patch(gateway.limits.RateLimits, "refuse_blocked_client", "rate limits")
     with contextlib.suppress(ImportError):
-        import gateway.usage
+        import gateway.usage_event
 
-        _patch(gateway.usage, "record_usage", "  of which usage record")
+        _patch(gateway.usage_event, "record_usage", "  of which usage record")
         # _finish_request calls it through its own module's name.
         _patch(gateway.app, "record_usage", "  of which usage record")
     original_start = threading.Thread.start

@@ -342,7 +342,7 @@ def _rss_mib() -> float:
 
 
 def export_child(url: str, fraction: float) -> None:
-    from gateway.usage_views import csv_chunks
+    from gateway.presenters import csv_chunks
 
     engine = create_engine(normalise_url(url))
     with Session(engine) as session:

@@ -35,9 +35,16 @@ from gateway.openapi import (
     REVOCATION_REASON_BYTES,
     openapi_document,
 )
-from gateway.presenters import iso, key_view, lockdown_view, rotation_view, tester_view, token_view
+from gateway.presenters import (
+    iso,
+    key_report_view,
+    key_view,
+    lockdown_view,
+    rotation_view,
+    tester_view,
+    token_view,
+)
 from gateway.usage_api import time_window
-from gateway.usage_views import key_report_view
 from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
 from keys.lifecycle import MAX_ROTATION_GRACE

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
+from typing import cast
 
 from flask import Flask, Response, g
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import ClosingIterator
 
 from gateway import (
     admin_api,
@@ -21,7 +24,6 @@ from gateway import (
     usage_api,
     videos,
 )
-from gateway.bulkhead import init_app as init_bulkhead
 from gateway.context import RequestContext
 from gateway.current import (
     EXTENSION,
@@ -37,7 +39,7 @@ from gateway.logs import access_log, configure_logging
 from gateway.paths import refuse_path_tricks
 from gateway.settings import Settings, load_settings
 from gateway.state import GatewayState, build_state
-from gateway.usage import record_usage
+from gateway.usage_event import record_usage
 from keys.errors import DatabaseUnreachable
 from keys.migrate import require_current_schema
 
@@ -80,7 +82,12 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
             app.wsgi_app, x_for=settings.trusted_proxies
         )
     state.limits.init_app(app)
-    init_bulkhead(app)
+    # A key's bulkhead slot, taken at admission, is given back when the request's work is
+    # done: at teardown for an answer made whole by the view, at the response's close for a
+    # streamed download (after the view has returned and after teardown: the server closes
+    # the response when the last byte is written or the client goes away).
+    app.after_request(_hand_slot_to_stream)
+    app.teardown_request(_release_slot)
 
     register_error_handlers(app)
     metrics.init_app(app, settings)
@@ -148,6 +155,25 @@ def _finish_request(response: Response) -> Response:
             }
         )
     return response
+
+
+def _hand_slot_to_stream(response: Response) -> Response:
+    if response.is_streamed:
+        context = current_context()
+        slot, context.bulkhead_slot = context.bulkhead_slot, None
+        if slot is not None:
+            # Wrapped around the body itself: a direct_passthrough response hands its body to
+            # the server as it is, so Response.call_on_close would never run.
+            body = cast(Iterable[bytes], response.response)
+            response.response = ClosingIterator(body, slot.release)
+    return response
+
+
+def _release_slot(exc: BaseException | None) -> None:
+    context = current_context()
+    slot, context.bulkhead_slot = context.bulkhead_slot, None
+    if slot is not None:
+        slot.release()
 
 
 __all__ = ["create_app"]

@@ -11,18 +11,15 @@ and a per-process count bounds exactly that (a key holds at most ``max_inflight_
 each worker's ``threads``), with no network round trip on the hot path and nothing to leak
 in a shared store when a worker dies. Across ``workers`` processes a key can have up to
 ``workers * max_inflight_per_key`` requests in flight. docs/isolation.md.
+
+Admission takes the slot (gateway/services/admission.py); gateway/app.py gives it back when
+the request's work is done.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from typing import cast
 
-from flask import Flask, Response
-from werkzeug.wsgi import ClosingIterator
-
-from gateway.current import current_context
 from keys.errors import TooManyInFlight
 
 # How long a refused client should wait: in-flight requests of a healthy upstream end in
@@ -84,33 +81,3 @@ class Bulkhead:
         """Requests of ``key_id`` in progress in this process now."""
         with self._lock:
             return self._inflight.get(key_id, 0)
-
-
-def init_app(app: Flask) -> None:
-    """Give each admitted request's place back when its work is done.
-
-    That is at teardown for an answer made whole by the view, and at the response's close
-    for a streamed download: it runs after the view has returned (and after teardown), and
-    the server closes the response when the last byte is written or the client goes away.
-    """
-    app.after_request(_hand_to_stream)
-    app.teardown_request(_release_now)
-
-
-def _hand_to_stream(response: Response) -> Response:
-    if response.is_streamed:
-        context = current_context()
-        slot, context.bulkhead_slot = context.bulkhead_slot, None
-        if slot is not None:
-            # Wrapped around the body itself: a direct_passthrough response hands its body to
-            # the server as it is, so Response.call_on_close would never run.
-            body = cast(Iterable[bytes], response.response)
-            response.response = ClosingIterator(body, slot.release)
-    return response
-
-
-def _release_now(exc: BaseException | None) -> None:
-    context = current_context()
-    slot, context.bulkhead_slot = context.bulkhead_slot, None
-    if slot is not None:
-        slot.release()

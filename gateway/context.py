@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.bulkhead import Slot
-    from gateway.console.access import TesterSession
-    from gateway.console.session import ConsoleSession
+    from gateway.console.session import ConsoleSession, TesterSession
     from gateway.limits import LimitState
     from keys.admin_tokens import Operator
     from keys.gate import VideoRef

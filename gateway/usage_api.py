@@ -17,7 +17,7 @@ from gateway.admin_plane import admin_blueprint, query_values
 from gateway.auth import require_role
 from gateway.current import current_state
 from gateway.errors import ApiError
-from gateway.usage_views import CONTENT_TYPES, FORMATS, daily_view, event_view, export_chunks
+from gateway.presenters import CONTENT_TYPES, FORMATS, daily_view, event_view, export_chunks
 from keys.roles import RECORD_READERS
 from keys.store import Store
 from keys.usage_reports import DEFAULT_PAGE, MAX_PAGE, UsageFilter

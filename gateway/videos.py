@@ -21,20 +21,21 @@ from flask import Blueprint, Response, request
 from gateway.auth import current_principal, requested_video, require_tester
 from gateway.current import current_context, current_state
 from gateway.errors import ApiError
-from gateway.generation_requests import (
+from gateway.idempotency import once_per_key
+from gateway.inputs import json_document
+from gateway.services import videos
+from gateway.services.generations import generate
+from gateway.upstream import CONTENT_VARIANTS, POLL_AFTER_HEADER, video_path
+from gateway.usage_event import usage_record
+from gateway.video_forms import (
     CREATE_CONTENT_TYPES,
     forwarded_body,
     generation_request,
     media_type,
     prompt_of,
 )
-from gateway.idempotency import once_per_key
-from gateway.inputs import json_document
-from gateway.services import videos
-from gateway.services.generations import generate
-from gateway.upstream import CONTENT_VARIANTS, video_path
-from gateway.usage import usage_record
 from keys.policies import GenerationRequest
+from keys.usage import ADMITTED
 
 bp = Blueprint("videos", __name__, url_prefix="/v1")
 
@@ -55,7 +56,7 @@ def _generate(
     path: str,
     remix_of: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    admitted = usage_record(status=0, outcome="admitted")
+    admitted = usage_record(status=0, outcome=ADMITTED)
     return generate(
         current_state(), current_context(), generation, forwarded, path, admitted, remix_of
     )
@@ -111,7 +112,7 @@ def retrieve_video(video_id: str) -> Response:
         current_state(), current_context(), requested_video(video_id)
     )
     if body.get("status") in ("queued", "in_progress"):
-        headers["openai-poll-after-ms"] = _poll_interval(headers.get("openai-poll-after-ms"))
+        headers[POLL_AFTER_HEADER] = _poll_interval(headers.get(POLL_AFTER_HEADER))
     return _json_response(body, headers)
 
 

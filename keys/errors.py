@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from keys.quotas import Quota
+from typing import Protocol
 
 _LISTED_COHORTS = 20
 
@@ -138,6 +135,19 @@ class Refused(DomainError):
 # How long a client is asked to wait when every job slot is taken: long enough for a short
 # video to finish, short enough for the openai SDK's retry to honour it.
 JOB_SLOT_RETRY_SECONDS = 10
+
+
+class Quota(Protocol):
+    """What a refusal says of the quota that refused (keys/quotas.py ``Quota``)."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def resets_at(self) -> datetime | None: ...
 
 
 class QuotaExceeded(Refused):

@@ -18,9 +18,10 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import String, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError
@@ -28,9 +29,6 @@ from sqlalchemy.orm import Session
 
 from keys.models import UsageDaily, UsageEvent
 from keys.process import current_pid
-
-if TYPE_CHECKING:
-    from keys.store import Store
 
 log = logging.getLogger("drawbridge.usage")
 
@@ -216,10 +214,22 @@ def flush_buffers() -> int:
 atexit.register(flush_buffers)
 
 
+class _InSession(Protocol):
+    @property
+    def session(self) -> Session: ...
+
+
+class Transactions(Protocol):
+    """What the buffer writes through: the store (keys/store.py), which holds this module's
+    UsageLog, so the buffer names only the one method it calls."""
+
+    def transaction(self) -> AbstractContextManager[_InSession]: ...
+
+
 class UsageBuffer:
     """Batches non-billable events; one background flusher thread per process."""
 
-    def __init__(self, store: Store, interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+    def __init__(self, store: Transactions, interval: float = FLUSH_INTERVAL_SECONDS) -> None:
         self._store = store
         self._interval = interval
         self._pending: list[UsageRecord] = []

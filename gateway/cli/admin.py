@@ -11,8 +11,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.presenters import approval_view, key_view, lockdown_view, rotation_view, tester_view
-from gateway.usage_views import daily_view, export_chunks, key_report_view
+from gateway.presenters import (
+    approval_view,
+    daily_view,
+    export_chunks,
+    key_report_view,
+    key_view,
+    lockdown_view,
+    rotation_view,
+    tester_view,
+)
 from keys.audit import Verification
 from keys.usage_reports import UsageFilter, parse_time
 

@@ -22,7 +22,7 @@ from gateway.cli.base import (
 )
 from gateway.cli.key_commands import keys_group
 from gateway.cli.progress import Progress, progress_option
-from gateway.usage_views import FORMATS
+from gateway.presenters import FORMATS
 from keys.durations import describe, parse_duration
 from keys.errors import InvalidInput
 from keys.usage_reports import PRUNE_BATCH

@@ -9,7 +9,7 @@ a page or button a role may not use is not rendered, and its route refuses it an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -24,13 +24,13 @@ from gateway.console.session import (
     SESSION_PURPOSE,
     ConsoleSession,
     SessionCodec,
+    TesterSession,
     anonymous,
 )
 from gateway.current import current_context, current_state
 from keys.admin_tokens import Operator
 from keys.errors import InvalidKey, KeyRejected, NotFound
 from keys.lifecycle import REFUSAL_MESSAGES, refusal
-from keys.models import ApiKey, Tester
 from keys.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, APPROVER, RECORD_READERS
 
 P = ParamSpec("P")
@@ -49,14 +49,6 @@ PAGES = (
 )
 HOME_BY_ROLE = {ADMIN: "console.approvals", APPROVER: "console.approvals"}
 HOME_DEFAULT = "console.usage"
-
-
-@dataclass(frozen=True)
-class TesterSession:
-    """A tester signed in with one of their keys (checked again on this request)."""
-
-    key: ApiKey
-    tester: Tester
 
 
 def codec() -> SessionCodec:

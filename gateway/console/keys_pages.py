@@ -13,7 +13,7 @@ from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.current import current_state
 from gateway.inputs import parse_timestamp
-from gateway.usage_views import key_report_view
+from gateway.presenters import key_report_view
 from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput
 from keys.lifecycle import IssuedKey, effective_status

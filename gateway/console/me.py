@@ -10,7 +10,6 @@ from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from gateway.console.access import (
-    TesterSession,
     console_tester,
     for_tester,
     render,
@@ -18,15 +17,10 @@ from gateway.console.access import (
     sign_out,
 )
 from gateway.console.blueprint import bp
-from gateway.console.session import signed_in
+from gateway.console.session import TesterSession, signed_in
 from gateway.current import current_state
 from gateway.me import requests_of
 from keys.lifecycle import effective_status
-
-
-def _tester() -> TesterSession:
-    tester = console_tester()
-    return tester
 
 
 def _actor(signed: TesterSession) -> str:
@@ -36,7 +30,7 @@ def _actor(signed: TesterSession) -> str:
 @bp.get("/me")
 @for_tester
 def me() -> str:
-    signed = _tester()
+    signed = console_tester()
     store = current_state().store
     with store.read() as tx:
         policy, _ = tx.policies.for_tester(signed.tester.id)
@@ -56,7 +50,7 @@ def me() -> str:
 @bp.post("/me/revoke")
 @for_tester
 def me_revoke() -> WerkzeugResponse:
-    signed = _tester()
+    signed = console_tester()
     reason = (request.form.get("reason") or "").strip() or "revoked by its holder"
     with current_state().store.transaction() as tx:
         tx.keys.revoke(signed.key.id, _actor(signed), reason)
@@ -68,7 +62,7 @@ def me_revoke() -> WerkzeugResponse:
 @for_tester
 def me_rotate() -> str:
     """A new key at once; the old one stops now (no grace: it may have leaked)."""
-    signed = _tester()
+    signed = console_tester()
     store = current_state().store
     with store.transaction() as tx:
         issued = tx.keys.rotate(signed.key.id, _actor(signed), timedelta(0))

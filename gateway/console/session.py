@@ -18,6 +18,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from keys.models import ApiKey, Tester
+
 SESSION_PURPOSE = "drawbridge/console-session/v1"
 COOKIE = "drawbridge_console"
 COOKIE_PATH = "/console"
@@ -103,3 +105,11 @@ class SessionCodec:
 
     def csrf_ok(self, session: ConsoleSession, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf_token(session), token or "")
+
+
+@dataclass(frozen=True)
+class TesterSession:
+    """A tester signed in with one of their keys (checked again on this request)."""
+
+    key: ApiKey
+    tester: Tester

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.services.generations import call_upstream
-from gateway.upstream import UpstreamError, video_path
+from gateway.upstream import POLL_AFTER_HEADER, UpstreamError, video_path
 from keys.errors import Forbidden, NotFound, NotReady
 from keys.gate import VideoRef
 from keys.generations import present
@@ -34,7 +34,7 @@ def current_video(
     (its poll interval). Asks the backend unless the video is held; records a status
     change in the ledger."""
     if video.upstream_id is None:
-        return dict(video.snapshot), {"openai-poll-after-ms": HELD_POLL_AFTER_MS}
+        return dict(video.snapshot), {POLL_AFTER_HEADER: HELD_POLL_AFTER_MS}
     answer = call_upstream(state, context, "GET", video_path(video.upstream_id))
     body = present(answer.body, video.id, video.snapshot.get("remixed_from_video_id"))
     # Polls stay read-only until the status moves.

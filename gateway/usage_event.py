@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from gateway.current import current_context, current_request, current_state
 from gateway.upstream import VIDEO_ID
-from keys.usage import UsageRecord
+from keys.usage import FAILED, OK, REFUSED, UsageRecord
 
 REDACTED = "[REDACTED]"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -56,7 +56,7 @@ def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
         method=incoming.method if incoming.method in _METHODS else "OTHER",
         route=rule[:64],
         status=status,
-        outcome=outcome or ("ok" if status < 400 else "refused" if status < 500 else "failed"),
+        outcome=outcome or (OK if status < 400 else REFUSED if status < 500 else FAILED),
         key_id=principal.key_id if principal else context.attempted_key_id,
         tester_id=principal.tester_id if principal else None,
         cohort=principal.cohort if principal else None,
