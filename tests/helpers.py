@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+
+from gateway.cli import main
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_ROOT_SECRET = "dGVzdC1yb290LXNlY3JldC10aGF0LWlzLWxvbmctZW5vdWdoLTEyMzQ1Njc4OTA="
@@ -37,6 +41,34 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+class Cli:
+    """The ``drawbridge`` command as an operator on the server runs it (the ``cli`` fixture):
+    the test's database, root secret and upstream in its environment."""
+
+    def __init__(self, env: Mapping[str, str | None]) -> None:
+        self.env = dict(env)
+        self.runner = CliRunner()
+
+    def __call__(
+        self,
+        *args: str,
+        code: int | None = 0,
+        env: Mapping[str, str | None] | None = None,
+        stdin: str | bytes | None = None,
+    ) -> Result:
+        """Run ``drawbridge *args``; ``code`` is the exit code it must end with (None: any).
+
+        ``env`` adds to or (with None) unsets the environment; exceptions are not caught, so a
+        crash fails the test with its traceback instead of passing as exit code 1.
+        """
+        result = self.runner.invoke(
+            main, list(args), env={**self.env, **(env or {})}, input=stdin, catch_exceptions=False
+        )
+        if code is not None:
+            assert result.exit_code == code, result.output
+        return result
 
 
 def bearer(secret: str) -> dict[str, str]:
