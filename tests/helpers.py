@@ -71,6 +71,37 @@ class Cli:
         return result
 
 
+def assert_openai_error(
+    response: Any, status: int, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    """The response is exactly the OpenAI error shape, with this status, code and param, as any
+    OpenAI-compatible server sends it (the simulator too); returns the error object."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.get_json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"].strip()
+    assert isinstance(error["type"], str) and error["type"]
+    assert error["code"] == code, error
+    assert error["param"] == param, error
+    return error
+
+
+def assert_error(response: Any, status: int, code: str, param: str | None = None) -> dict[str, Any]:
+    """The gateway's error: exactly the OpenAI shape (``assert_openai_error``), with the headers
+    the gateway adds to every error; returns the error object."""
+    error = assert_openai_error(response, status, code, param)
+    # Every error says whether a retry can help (tests/test_should_retry.py has the rules).
+    assert response.headers["x-should-retry"] in ("true", "false")
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    else:
+        assert "WWW-Authenticate" not in response.headers
+    return error
+
+
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 

@@ -24,7 +24,6 @@ from tests.flows import (
     VIDEOS,
     FakeBackend,
     admin_call,
-    assert_error,
     create_video,
     ledger,
     ok,
@@ -36,6 +35,7 @@ from tests.helpers import (
     UPSTREAM_CREDENTIAL,
     Cli,
     FakeClock,
+    assert_error,
     bearer,
     forwarded_fields,
 )

@@ -29,8 +29,8 @@ from keys.policies import (
     policy_from_mapping,
 )
 from keys.store import Store
-from tests.flows import FakeBackend, admin_call, assert_error, create_video, ok
-from tests.helpers import Cli, FakeClock
+from tests.flows import FakeBackend, admin_call, create_video, ok
+from tests.helpers import Cli, FakeClock, assert_error
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,8 @@ from keys.models import AuditEntry, QuotaUsage, UsageDaily, UsageEvent, Video
 from keys.store import Store
 from keys.usage import UsageBuffer, UsageLog, UsageRecord
 from keys.usage_reports import UsageReports
-from tests.flows import FakeBackend, admin_call, assert_error, create_video, ok
-from tests.helpers import Cli, FakeClock, bearer
+from tests.flows import FakeBackend, admin_call, create_video, ok
+from tests.helpers import Cli, FakeClock, assert_error, bearer
 
 USAGE = "/usage"
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
