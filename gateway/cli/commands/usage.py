@@ -20,7 +20,7 @@ from gateway.cli.base import (
     plural,
     table,
 )
-from gateway.cli.key_commands import keys_group
+from gateway.cli.commands.keys import keys_group
 from gateway.cli.progress import Progress, progress_option
 from gateway.usage_views import FORMATS
 from keys.durations import describe, parse_duration

@@ -91,7 +91,7 @@ EXAMPLES = {
 
 def examples_dir() -> Path:
     """The example files shipped in the package (the repository's config/ folder)."""
-    return Path(__file__).resolve().parent.parent / "examples"
+    return Path(__file__).resolve().parents[2] / "examples"
 
 
 @main.command()
