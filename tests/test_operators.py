@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, select
 
 from gateway.app import create_app
 from gateway.cli import main
-from gateway.cli.base import COMMAND_SUMMARIES, load_commands
+from gateway.cli.base import COMMAND_MODULES, COMMAND_SUMMARIES, load_commands
 from gateway.settings import Settings
 from keys.errors import SchemaNotCurrent
 from keys.lifecycle import IssuedKey
@@ -399,6 +399,20 @@ def test_help_summaries_match_the_commands() -> None:
         name: command.help.splitlines()[0] if command.help else ""
         for name, command in main.commands.items()
     } == COMMAND_SUMMARIES
+
+
+def test_each_command_lives_in_the_module_named_after_its_group() -> None:
+    load_commands()
+
+    def defined_in(command: Any, path: str) -> Iterator[tuple[str, str]]:
+        yield path, command.callback.__module__
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from defined_in(sub, f"{path} {name}")
+
+    assert sorted(main.commands) == sorted(COMMAND_MODULES)
+    for group, command in main.commands.items():
+        for path, module in defined_in(command, group):
+            assert module == f"gateway.cli.commands.{group}", path
 
 
 def test_the_plain_gunicorn_config_carries_the_serve_defaults_and_hooks() -> None:

@@ -31,12 +31,18 @@ COMMAND_MODULES = (
     "approvals",
     "audit",
     "db",
+    "demo",
+    "examples",
     "keys",
     "leaks",
+    "lockdown",
     "policies",
     "reconcile",
+    "secrets",
     "serve",
+    "simulator",
     "testers",
+    "tokens",
     "usage",
 )
 # What `drawbridge --help` lists without importing the modules above (a test keeps this
