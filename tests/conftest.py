@@ -31,6 +31,7 @@ from tests.helpers import (
     TEST_ROOT_SECRET,
     UPSTREAM_CREDENTIAL,
     UPSTREAM_URL,
+    Cli,
     FakeClock,
     service_unavailable,
 )
@@ -235,6 +236,20 @@ def upstream() -> Iterator[responses.RequestsMock]:
     more, such as a stateful backend, defines its own ``upstream``)."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+
+
+@pytest.fixture
+def cli(database_url: str) -> Cli:
+    """``cli(*args, code=0, env=None, stdin=None)``: the drawbridge command line on the test's
+    database, with the settings the ``settings`` fixture uses."""
+    return Cli(
+        {
+            "DRAWBRIDGE_DATABASE_URL": database_url,
+            "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET,
+            "DRAWBRIDGE_UPSTREAM_URL": UPSTREAM_URL,
+            "DRAWBRIDGE_UPSTREAM_API_KEY": UPSTREAM_CREDENTIAL,
+        }
+    )
 
 
 # -- factories -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Helpers for the policy, quota, approval and sharing tests: a fake video backend on top of
-``responses``, admin calls, and assertions on the error shape and the quota ledger."""
+``responses``, admin calls, and assertions on the quota ledger (the error shape is asserted
+by ``tests.helpers.assert_error``)."""
 
 from __future__ import annotations
 
@@ -125,18 +126,6 @@ class FakeBackend:
 def ok(response: Any, status: int = 200) -> Any:
     assert response.status_code == status, response.get_data(as_text=True)
     return response.get_json()
-
-
-def assert_error(response: Any, status: int, code: str, param: str | None = None) -> dict[str, Any]:
-    """The response is the one error shape with this status, code and param."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert error["code"] == code, error
-    assert error["param"] == param, error
-    return error
 
 
 def admin_call(

@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway.alerts import QUEUE_SIZE, AlertSender
 from gateway.anomalies import AnomalyWatch
 from gateway.app import create_app
-from gateway.cli import main
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.state import GatewayState, build_state
 from keys.anomalies import ANOMALY_ACTOR, BASELINE_DECAY, baseline
@@ -38,7 +36,7 @@ from keys.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.policies import Policy, PolicyError, load_policy_file, policy_from_mapping
 from keys.store import Store
-from tests.helpers import TEST_ROOT_SECRET, FakeClock, bearer
+from tests.helpers import Cli, FakeClock, bearer
 from tests.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -392,17 +390,11 @@ def test_a_honeytoken_is_refused_like_an_unknown_key_suspended_and_alerted(
     ]
 
 
-def test_cli_issues_honeytokens(database_url: str, store: Store) -> None:
-    runner = CliRunner()
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-
-    def run(*args: str) -> Any:
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return json.loads(result.output)
-
-    tester = run("testers", "add", "Honey", "--email", "honey@example.com", "--json")
-    key = run("keys", "issue", tester["id"], "--honeytoken", "--json")
+def test_cli_issues_honeytokens(cli: Cli, store: Store) -> None:
+    tester = json.loads(
+        cli("testers", "add", "Honey", "--email", "honey@example.com", "--json").output
+    )
+    key = json.loads(cli("keys", "issue", tester["id"], "--honeytoken", "--json").output)
     assert key["metadata"] == {"honeytoken": "true"}
     with store.read() as tx:
         issue = [e for e in tx.audit.entries() if e.action == "key.issue"][-1]

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import delete, select, update
 
-from gateway.cli import main
 from gateway.settings import SettingsError, load_settings
 from gateway.state import build_store
 from keys.admin_tokens import IssuedToken
@@ -36,13 +34,14 @@ from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner, AuditVerifier
 from keys.models import AuditCheckpoint, AuditEntry
 from keys.store import Store
 from keys.vault import Vault, new_root_secret
-from tests.helpers import TEST_ROOT_SECRET, FakeClock, bearer
+from tests.helpers import TEST_ROOT_SECRET, Cli, FakeClock, bearer
 
 pytestmark = pytest.mark.both_databases
 
 EVERY = 5
 DOCS = Path(__file__).parents[1] / "docs" / "audit.md"
-Run = Callable[..., Result]
+# No database and no root secret, so any use of either fails the command.
+OFFLINE = {"DRAWBRIDGE_DATABASE_URL": "sqlite:////nonexistent/db", "DRAWBRIDGE_ROOT_SECRET": None}
 
 
 @pytest.fixture
@@ -82,31 +81,9 @@ def trail(store: Store) -> Store:
 
 
 @pytest.fixture
-def run(database_url: str) -> Run:
-    runner = CliRunner()
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-
-    def invoke(*args: str, ok: bool = True, offline: bool = False) -> Result:
-        # Offline: no database and no root secret, so any use of either fails the command.
-        environment: dict[str, str | None] = (
-            {"DRAWBRIDGE_DATABASE_URL": "sqlite:////nonexistent/db", "DRAWBRIDGE_ROOT_SECRET": None}
-            if offline
-            else dict(env)
-        )
-        result = runner.invoke(main, list(args), env=environment, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        else:
-            assert result.exit_code == 1, result.output
-        return result
-
-    return invoke
-
-
-@pytest.fixture
-def export(trail: Store, run: Run, tmp_path: Path) -> Path:
+def export(trail: Store, cli: Cli, tmp_path: Path) -> Path:
     directory = tmp_path / "export"
-    output = run("audit", "export", str(directory)).output
+    output = cli("audit", "export", str(directory)).output
     assert "exported 12 entries and 2 checkpoints" in output
     return directory
 
@@ -249,63 +226,63 @@ def truncate(store: Store, keep: int) -> None:
 
 
 def test_truncation_is_caught_against_an_earlier_export_only(
-    export: Path, trail: Store, run: Run
+    export: Path, trail: Store, cli: Cli
 ) -> None:
-    assert "matches all 3 anchors" in run("audit", "verify", "--against", str(export)).output
+    assert "matches all 3 anchors" in cli("audit", "verify", "--against", str(export)).output
     truncate(trail, keep=8)
 
-    assert "OK: 8 entries, 1 checkpoint verified" in run("audit", "verify").output
-    result = run("audit", "verify", "--against", str(export), ok=False)
+    assert "OK: 8 entries, 1 checkpoint verified" in cli("audit", "verify").output
+    result = cli("audit", "verify", "--against", str(export), code=1)
     assert "broken at seq 10:" in result.output and "ends at seq 8" in result.output
     checkpoint_file = export / "checkpoints.jsonl"
-    result = run("audit", "verify", "--against", str(checkpoint_file), ok=False)
+    result = cli("audit", "verify", "--against", str(checkpoint_file), code=1)
     assert "broken at seq 10:" in result.output
 
 
 def test_cutting_the_unsigned_tail_is_caught_by_the_exported_head(
-    export: Path, trail: Store, run: Run
+    export: Path, trail: Store, cli: Cli
 ) -> None:
     truncate(trail, keep=11)
-    assert run("audit", "verify").output.startswith("OK: 11 entries, 2 checkpoints verified")
-    result = run("audit", "verify", "--against", str(export), ok=False)
+    assert cli("audit", "verify").output.startswith("OK: 11 entries, 2 checkpoints verified")
+    result = cli("audit", "verify", "--against", str(export), code=1)
     assert "broken at seq 12:" in result.output and "exported head entry" in result.output
 
 
 def test_a_rewrite_after_the_export_is_caught_against_it(
-    export: Path, trail: Store, run: Run
+    export: Path, trail: Store, cli: Cli
 ) -> None:
     truncate(trail, keep=8)
     append(trail, 4, start=100)  # the same seqs again, other contents
-    assert "OK: 12 entries, 2 checkpoints verified" in run("audit", "verify").output
-    result = run("audit", "verify", "--against", str(export), ok=False)
+    assert "OK: 12 entries, 2 checkpoints verified" in cli("audit", "verify").output
+    result = cli("audit", "verify", "--against", str(export), code=1)
     assert "broken at seq 10:" in result.output and "differs" in result.output
 
 
 def test_a_forged_checkpoint_file_is_refused_as_an_anchor(
-    export: Path, trail: Store, run: Run, tmp_path: Path
+    export: Path, trail: Store, cli: Cli, tmp_path: Path
 ) -> None:
     forged = SignedCheckpoint(12, "b" * 64, canonical_time(trail.clock()), "0" * 16, "0" * 128)
     path = tmp_path / "forged.json"
     path.write_text(json.dumps({"object": "list", "data": [forged.as_record()]}))
-    result = run("audit", "verify", "--against", str(path), ok=False)
+    result = cli("audit", "verify", "--against", str(path), code=1)
     assert "not signed by key" in result.output
 
 
 def test_api_listing_saved_as_a_file_serves_as_an_anchor(
-    trail: Store, client: Any, auditor: IssuedToken, run: Run, tmp_path: Path
+    trail: Store, client: Any, auditor: IssuedToken, cli: Cli, tmp_path: Path
 ) -> None:
     listing = client.get("/admin/v1/audit/checkpoints", headers=bearer(auditor.secret))
     path = tmp_path / "checkpoints.json"
     path.write_bytes(listing.get_data())
-    run("audit", "verify", "--against", str(path))
+    cli("audit", "verify", "--against", str(path))
     truncate(trail, keep=9)
-    assert "broken at seq 10:" in run("audit", "verify", "--against", str(path), ok=False).output
+    assert "broken at seq 10:" in cli("audit", "verify", "--against", str(path), code=1).output
 
 
 # -- exports, verified offline ---------------------------------------------------------
 
 
-def test_export_round_trip_verifies_offline(export: Path, trail: Store, run: Run) -> None:
+def test_export_round_trip_verifies_offline(export: Path, trail: Store, cli: Cli) -> None:
     assert sorted(p.name for p in export.iterdir()) == [
         "README.txt",
         "checkpoints.jsonl",
@@ -322,28 +299,28 @@ def test_export_round_trip_verifies_offline(export: Path, trail: Store, run: Run
     key_id = trail.audit_signer.key_id  # type: ignore[union-attr]
     assert key_id in (export / "README.txt").read_text()
 
-    output = run("audit", "verify-export", str(export), offline=True).output
+    output = cli("audit", "verify-export", str(export), env=OFFLINE).output
     assert output.startswith("OK: 12 entries, 2 checkpoints verified")
     assert f"signing key id: {key_id}" in output and "entries 11-12 are not yet covered" in output
-    pinned = run(
+    pinned = cli(
         "audit", "verify-export", str(export), "--public-key", str(export / "public_key.pem")
     )
     assert "OK: 12 entries, 2 checkpoints verified" in pinned.output
     assert "out of band" not in pinned.output
 
 
-def test_export_refuses_a_directory_in_use(export: Path, run: Run) -> None:
-    assert "not an empty directory" in run("audit", "export", str(export), ok=False).output
+def test_export_refuses_a_directory_in_use(export: Path, cli: Cli) -> None:
+    assert "not an empty directory" in cli("audit", "export", str(export), code=1).output
 
 
-def test_an_edited_line_of_the_export_is_found_at_its_seq(export: Path, run: Run) -> None:
+def test_an_edited_line_of_the_export_is_found_at_its_seq(export: Path, cli: Cli) -> None:
     path = export / "entries.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     record = json.loads(lines[3])
     record["reason"] = "nothing to see"
     lines[3] = json.dumps(record) + "\n"
     path.write_text("".join(lines), encoding="utf-8")
-    result = run("audit", "verify-export", str(export), ok=False, offline=True)
+    result = cli("audit", "verify-export", str(export), code=1, env=OFFLINE)
     assert "export broken at seq 4: contents do not match their hash" in result.output
 
 
@@ -362,12 +339,12 @@ def test_a_malformed_or_missing_line_is_found(export: Path) -> None:
     )
 
 
-def test_a_swapped_public_key_fails(export: Path, run: Run, tmp_path: Path) -> None:
+def test_a_swapped_public_key_fails(export: Path, cli: Cli, tmp_path: Path) -> None:
     genuine = tmp_path / "genuine.pem"
     genuine.write_bytes((export / "public_key.pem").read_bytes())
     forger = AuditSigner(b"\x09" * 32)
     (export / "public_key.pem").write_text(forger.public_key_pem())
-    result = run("audit", "verify-export", str(export), ok=False, offline=True)
+    result = cli("audit", "verify-export", str(export), code=1, env=OFFLINE)
     assert "broken at seq 5: checkpoint signed by key" in result.output
 
     # Re-signing every checkpoint with the swapped key makes the folder self-consistent:
@@ -379,9 +356,9 @@ def test_a_swapped_public_key_fails(export: Path, run: Run, tmp_path: Path) -> N
         signature = forger.sign(checkpoint.message())
         resigned.append(json.dumps({**checkpoint.as_record(), "signature": signature}))
     path.write_text("\n".join(resigned) + "\n")
-    assert "out of band" in run("audit", "verify-export", str(export), offline=True).output
-    result = run(
-        "audit", "verify-export", str(export), "--public-key", str(genuine), ok=False, offline=True
+    assert "out of band" in cli("audit", "verify-export", str(export), env=OFFLINE).output
+    result = cli(
+        "audit", "verify-export", str(export), "--public-key", str(genuine), code=1, env=OFFLINE
     )
     assert "not the trusted key" in result.output
 

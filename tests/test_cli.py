@@ -4,106 +4,89 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from gateway.cli import main
 from keys.store import Store
-from tests.helpers import TEST_ROOT_SECRET
+from tests.helpers import TEST_ROOT_SECRET, Cli
 
 pytestmark = pytest.mark.both_databases
-
-Run = Callable[..., Result]
-
-
-@pytest.fixture
-def run(database_url: str) -> Run:
-    runner = CliRunner()
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-
-    def invoke(*args: str, ok: bool = True, stdin: str | None = None) -> Result:
-        result = runner.invoke(main, list(args), env=env, input=stdin, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
 
 
 def as_json(result: Result) -> Any:
     return json.loads(result.output)
 
 
-def test_tester_key_lifecycle_through_the_cli(run: Run, store: Store) -> None:
-    tester = as_json(run("testers", "add", "Grace", "--email", "grace@example.com", "--json"))
+def test_tester_key_lifecycle_through_the_cli(cli: Cli, store: Store) -> None:
+    tester = as_json(cli("testers", "add", "Grace", "--email", "grace@example.com", "--json"))
     issued = as_json(
-        run("keys", "issue", tester["id"], "--expires-in", "30d", "--meta", "team=red", "--json")
+        cli("keys", "issue", tester["id"], "--expires-in", "30d", "--meta", "team=red", "--json")
     )
     assert issued["secret"].startswith("drwb_") and issued["metadata"] == {"team": "red"}
     with store.read() as tx:
         assert tx.keys.verify(issued["secret"]).key_id == issued["id"]
 
-    listed = as_json(run("keys", "list", "--tester", tester["id"], "--json"))
+    listed = as_json(cli("keys", "list", "--tester", tester["id"], "--json"))
     assert [key["id"] for key in listed] == [issued["id"]]
     assert issued["secret"] not in json.dumps(listed)
-    shown = run("keys", "show", issued["id"]).output
+    shown = cli("keys", "show", issued["id"]).output
     assert issued["id"] in shown and issued["secret"] not in shown
 
-    rotated = as_json(run("keys", "rotate", issued["id"], "--grace", "0", "--json"))
+    rotated = as_json(cli("keys", "rotate", issued["id"], "--grace", "0", "--json"))
     assert rotated["rotated_from"] == issued["id"]
-    run("keys", "suspend", rotated["id"], "--reason", "checking")
-    run("keys", "resume", rotated["id"])
-    run("keys", "revoke", rotated["id"], "--reason", "leaked in a gist")
-    final = as_json(run("keys", "show", rotated["id"], "--json"))
+    cli("keys", "suspend", rotated["id"], "--reason", "checking")
+    cli("keys", "resume", rotated["id"])
+    cli("keys", "revoke", rotated["id"], "--reason", "leaked in a gist")
+    final = as_json(cli("keys", "show", rotated["id"], "--json"))
     assert final["status"] == "revoked"
     assert final["revoked"]["reason"] == "leaked in a gist"
     assert final["revoked"]["by"].startswith("cli:")
 
 
-def test_revoke_every_key_of_a_tester(run: Run) -> None:
-    tester = as_json(run("testers", "add", "Lin", "--email", "lin@example.com", "--json"))
-    ids = {as_json(run("keys", "issue", tester["id"], "--json"))["id"] for _ in range(2)}
-    output = run("keys", "revoke", "--tester", tester["id"], "--reason", "left program").output
+def test_revoke_every_key_of_a_tester(cli: Cli) -> None:
+    tester = as_json(cli("testers", "add", "Lin", "--email", "lin@example.com", "--json"))
+    ids = {as_json(cli("keys", "issue", tester["id"], "--json"))["id"] for _ in range(2)}
+    output = cli("keys", "revoke", "--tester", tester["id"], "--reason", "left program").output
     assert all(key_id in output for key_id in ids)
 
 
-def test_errors_are_one_line_and_exit_1(run: Run) -> None:
-    result = run("keys", "revoke", "key_missing", "--reason", "x", ok=False)
+def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
+    result = cli("keys", "revoke", "key_missing", "--reason", "x", code=None)
     assert result.exit_code == 1 and "no key key_missing (not_found)" in result.output
-    result = run("testers", "add", "X", "--email", "not-an-email", ok=False)
+    result = cli("testers", "add", "X", "--email", "not-an-email", code=None)
     assert result.exit_code == 1 and "invalid_value" in result.output
-    result = run("keys", "revoke", "--reason", "x", ok=False)
+    result = cli("keys", "revoke", "--reason", "x", code=None)
     assert result.exit_code == 2
 
 
-def test_tokens_and_listings(run: Run) -> None:
-    token = as_json(run("tokens", "create", "--name", "ops", "--role", "auditor", "--json"))
+def test_tokens_and_listings(cli: Cli) -> None:
+    token = as_json(cli("tokens", "create", "--name", "ops", "--role", "auditor", "--json"))
     assert token["secret"].startswith("drwbadm_")
-    listed = as_json(run("tokens", "list", "--json"))
+    listed = as_json(cli("tokens", "list", "--json"))
     assert [t["role"] for t in listed] == ["auditor"] and token["secret"] not in json.dumps(listed)
-    run("tokens", "revoke", token["id"], "--reason", "rotation")
-    assert as_json(run("tokens", "list", "--json"))[0]["revoked_at"]
-    assert "ops" in run("tokens", "list").output
-    assert as_json(run("testers", "list", "--json")) == []
+    cli("tokens", "revoke", token["id"], "--reason", "rotation")
+    assert as_json(cli("tokens", "list", "--json"))[0]["revoked_at"]
+    assert "ops" in cli("tokens", "list").output
+    assert as_json(cli("testers", "list", "--json")) == []
 
 
-def test_audit_verify_and_db_upgrade(run: Run) -> None:
-    run("testers", "add", "Ola", "--email", "ola@example.com")
-    assert "OK: 1 entry, 0 checkpoints verified" in run("audit", "verify").output
-    assert "is already at" in run("db", "upgrade").output
+def test_audit_verify_and_db_upgrade(cli: Cli) -> None:
+    cli("testers", "add", "Ola", "--email", "ola@example.com")
+    assert "OK: 1 entry, 0 checkpoints verified" in cli("audit", "verify").output
+    assert "is already at" in cli("db", "upgrade").output
 
 
-def test_secrets_encrypt_round_trips(run: Run, store: Store) -> None:
-    token = run("secrets", "encrypt", stdin="sk-master-credential\n").output.strip()
+def test_secrets_encrypt_round_trips(cli: Cli, store: Store) -> None:
+    token = cli("secrets", "encrypt", stdin="sk-master-credential\n").output.strip()
     assert "sk-master-credential" not in token
     from keys.vault import Vault
 
     assert Vault(TEST_ROOT_SECRET).decrypt(token) == "sk-master-credential"
-    assert len(run("secrets", "new-root").output.strip()) >= 43
+    assert len(cli("secrets", "new-root").output.strip()) >= 43
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -139,22 +122,22 @@ def _command(path: tuple[str, ...]) -> click.Command:
     return command
 
 
-def test_version(run: Run) -> None:
-    output = run("--version").output
+def test_version(cli: Cli) -> None:
+    output = cli("--version").output
 
     assert output.startswith("drawbridge, version ") and output.strip()[-1].isdigit()
 
 
-def test_human_output_has_no_python_reprs(run: Run) -> None:
-    tester = as_json(run("testers", "add", "Ines", "--email", "ines@example.com", "--json"))
-    key = as_json(run("keys", "issue", tester["id"], "--json"))
-    run("keys", "suspend", key["id"], "--reason", "checking")
+def test_human_output_has_no_python_reprs(cli: Cli) -> None:
+    tester = as_json(cli("testers", "add", "Ines", "--email", "ines@example.com", "--json"))
+    key = as_json(cli("keys", "issue", tester["id"], "--json"))
+    cli("keys", "suspend", key["id"], "--reason", "checking")
 
     outputs = [
-        run("keys", "show", key["id"]).output,
-        run("keys", "list").output,
-        run("lockdown", "status").output,
-        run("approvals", "list").output,
+        cli("keys", "show", key["id"]).output,
+        cli("keys", "list").output,
+        cli("lockdown", "status").output,
+        cli("approvals", "list").output,
     ]
 
     for output in outputs:
@@ -164,70 +147,70 @@ def test_human_output_has_no_python_reprs(run: Run) -> None:
     assert "metadata" not in shown or "metadata: -" in shown
 
 
-def test_action_commands_print_json_on_request(run: Run) -> None:
-    tester = as_json(run("testers", "add", "Jo", "--email", "jo@example.com", "--json"))
-    key = as_json(run("keys", "issue", tester["id"], "--json"))
+def test_action_commands_print_json_on_request(cli: Cli) -> None:
+    tester = as_json(cli("testers", "add", "Jo", "--email", "jo@example.com", "--json"))
+    key = as_json(cli("keys", "issue", tester["id"], "--json"))
 
-    suspended = as_json(run("keys", "suspend", key["id"], "--reason", "x", "--json"))
-    revoked = as_json(run("keys", "revoke", key["id"], "--reason", "x", "--json"))
-    lockdown = as_json(run("lockdown", "on", "--reason", "drill", "--json"))
-    verified = as_json(run("audit", "verify", "--json"))
+    suspended = as_json(cli("keys", "suspend", key["id"], "--reason", "x", "--json"))
+    revoked = as_json(cli("keys", "revoke", key["id"], "--reason", "x", "--json"))
+    lockdown = as_json(cli("lockdown", "on", "--reason", "drill", "--json"))
+    verified = as_json(cli("audit", "verify", "--json"))
 
     assert suspended["status"] == "suspended" and revoked == {"revoked": [key["id"]]}
     assert lockdown["lockdown"] is True and lockdown["reason"] == "drill"
     assert verified["ok"] is True and verified["entries"] == 5
-    assert as_json(run("lockdown", "off", "--json"))["lockdown"] is False
+    assert as_json(cli("lockdown", "off", "--json"))["lockdown"] is False
 
 
-def test_rotate_says_when_the_old_keys_grace_ends(run: Run) -> None:
-    tester = as_json(run("testers", "add", "Kai", "--email", "kai@example.com", "--json"))
-    key = as_json(run("keys", "issue", tester["id"], "--json"))
+def test_rotate_says_when_the_old_keys_grace_ends(cli: Cli) -> None:
+    tester = as_json(cli("testers", "add", "Kai", "--email", "kai@example.com", "--json"))
+    key = as_json(cli("keys", "issue", tester["id"], "--json"))
 
-    output = run("keys", "rotate", key["id"], "--grace", "2h").output
+    output = cli("keys", "rotate", key["id"], "--grace", "2h").output
 
-    shown = as_json(run("keys", "show", key["id"], "--json"))
+    shown = as_json(cli("keys", "show", key["id"], "--json"))
     assert f"The old key {key['id']} works until {shown['grace_until']}" in output
 
 
-def test_policies_apply_reads_stdin(run: Run) -> None:
+def test_policies_apply_reads_stdin(cli: Cli) -> None:
     policies = '[cohorts.press]\ngenerations_per_day = 3\nmodels = ["sora-2"]\n'
 
-    result = run("policies", "apply", "-", "--json", stdin=policies)
+    result = cli("policies", "apply", "-", "--json", stdin=policies)
 
     assert as_json(result) == [{"cohort": "press", "changed": True}]
-    shown = as_json(run("policies", "show", "press", "--json"))
+    shown = as_json(cli("policies", "show", "press", "--json"))
     assert shown["policy"]["generations_per_day"] == 3
-    bad = run("policies", "apply", "-", stdin="[cohorts.press]\nbogus = 1\n", ok=False)
+    bad = cli("policies", "apply", "-", stdin="[cohorts.press]\nbogus = 1\n", code=None)
     assert bad.exit_code == 1 and "<stdin>:" in bad.output
 
 
-def test_singular_and_plural(run: Run) -> None:
-    run("testers", "add", "Lu", "--email", "lu@example.com")
+def test_singular_and_plural(cli: Cli) -> None:
+    cli("testers", "add", "Lu", "--email", "lu@example.com")
 
-    assert "OK: 1 entry, 0 checkpoints verified" in run("audit", "verify").output
-    assert "would delete 0 usage events" in run("usage", "prune", "--dry-run").output
+    assert "OK: 1 entry, 0 checkpoints verified" in cli("audit", "verify").output
+    assert "would delete 0 usage events" in cli("usage", "prune", "--dry-run").output
 
 
-def test_prune_reports_progress_on_stderr_when_asked(run: Run) -> None:
-    result = run("usage", "prune", "--progress")
+def test_prune_reports_progress_on_stderr_when_asked(cli: Cli) -> None:
+    result = cli("usage", "prune", "--progress")
 
     assert "deleted 0 usage events so far" in result.stderr
     assert "so far" not in result.stdout
-    assert "so far" not in run("usage", "prune").stderr
+    assert "so far" not in cli("usage", "prune").stderr
 
 
 def test_audit_export_reports_progress_on_stderr_when_asked(
-    run: Run, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("keys.audit_export.PROGRESS_EVERY", 1)
-    run("testers", "add", "Mo", "--email", "mo@example.com")
+    cli("testers", "add", "Mo", "--email", "mo@example.com")
 
-    result = run("audit", "export", str(tmp_path / "export"), "--progress", "--json")
+    result = cli("audit", "export", str(tmp_path / "export"), "--progress", "--json")
 
     assert "exported 1 entry so far" in result.stderr
     assert json.loads(result.stdout) == {
         "directory": str(tmp_path / "export"),
         "entries": 1,
         "checkpoints": 0,
-        "key_id": as_json(run("audit", "verify", "--json"))["key_id"],
+        "key_id": as_json(cli("audit", "verify", "--json"))["key_id"],
     }

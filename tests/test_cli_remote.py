@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import update
 from werkzeug.serving import make_server
 
-from gateway.cli import main
 from gateway.cli.remote import EXIT_NOT_ALLOWED, EXIT_UNREACHABLE
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey
 from keys.models import AuditEntry
 from keys.store import Store
 from keys.usage import UsageRecord
-from tests.helpers import TEST_ROOT_SECRET, free_port
+from tests.helpers import Cli, free_port
 
 pytestmark = pytest.mark.both_databases
 
@@ -49,31 +48,16 @@ def server(app: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def remote(server: str) -> Run:
+def remote(cli: Cli, server: str) -> Run:
     """``remote(token, *args)``: the CLI as an auditor or approver runs it, from afar."""
-    runner = CliRunner()
 
     def invoke(token: IssuedToken | str, *args: str, ok: bool = True) -> Result:
         secret = token if isinstance(token, str) else token.secret
         env = {**NO_LOCAL_ACCESS, "DRAWBRIDGE_SERVER": server, "DRAWBRIDGE_TOKEN": secret}
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
+        result = cli(*args, env=env, code=None)
         assert secret not in result.output
         if ok:
             assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
-
-
-@pytest.fixture
-def local(database_url: str) -> Run:
-    """The CLI with the database and root secret (an operator on the server)."""
-    runner = CliRunner()
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-
-    def invoke(*args: str) -> Result:
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
         return result
 
     return invoke
@@ -114,7 +98,7 @@ def _held_share(store: Store, key: IssuedKey) -> str:
 
 
 def test_an_auditor_runs_the_usage_report_remotely(
-    remote: Run, local: Run, auditor: IssuedToken, store: Store, make_key: Callable[..., IssuedKey]
+    remote: Run, cli: Cli, auditor: IssuedToken, store: Store, make_key: Callable[..., IssuedKey]
 ) -> None:
     key = make_key()
     _usage(store, key, 3)
@@ -123,17 +107,17 @@ def test_an_auditor_runs_the_usage_report_remotely(
 
     assert [(row["tester_id"], row["requests"]) for row in rows] == [(key.key.tester_id, 3)]
     # The same rows as the operator's local report: one presenter, two transports.
-    assert rows == json.loads(local("usage", "report", "--json").output)
+    assert rows == json.loads(cli("usage", "report", "--json").output)
     table = remote(auditor, "usage", "report").output
     assert key.key.tester_id in table and "REQUESTS" in table
 
 
 def test_an_auditor_verifies_the_audit_trail_remotely(
-    remote: Run, local: Run, auditor: IssuedToken, store: Store, make_key: Callable[..., IssuedKey]
+    remote: Run, cli: Cli, auditor: IssuedToken, store: Store, make_key: Callable[..., IssuedKey]
 ) -> None:
     for _ in range(3):
         make_key()
-    expected = local("audit", "verify", "--json").output
+    expected = cli("audit", "verify", "--json").output
 
     verified = json.loads(remote(auditor, "audit", "verify", "--json").output)
 
@@ -220,44 +204,42 @@ def test_an_admin_manages_keys_and_the_kill_switch_remotely(
 
 
 def test_the_token_comes_from_a_file_and_is_required(
-    server: str, auditor: IssuedToken, tmp_path: Path
+    cli: Cli, server: str, auditor: IssuedToken, tmp_path: Path
 ) -> None:
-    runner = CliRunner()
     token_file = tmp_path / "token"
     token_file.write_text(auditor.secret + "\n")
     env = {**NO_LOCAL_ACCESS, "DRAWBRIDGE_TOKEN": None}
 
-    ok = runner.invoke(
-        main,
-        ["--server", server, "--token-file", str(token_file), "testers", "list", "--json"],
+    ok = cli(
+        *("--server", server, "--token-file", str(token_file), "testers", "list", "--json"),
         env=env,
+        code=None,
     )
-    missing = runner.invoke(main, ["--server", server, "testers", "list"], env=env)
+    missing = cli("--server", server, "testers", "list", env=env, code=None)
 
     assert ok.exit_code == 0 and json.loads(ok.output) == []
     assert missing.exit_code == 2 and "--server needs a token" in missing.output
 
 
 def test_local_only_commands_say_so_and_a_dead_server_is_exit_4(
-    remote: Run, auditor: IssuedToken
+    cli: Cli, remote: Run, auditor: IssuedToken
 ) -> None:
     local_only = remote(auditor, "tokens", "list", ok=False)
     assert local_only.exit_code == 2 and "does not run with --server" in local_only.output
 
-    runner = CliRunner()
     env = {
         **NO_LOCAL_ACCESS,
         "DRAWBRIDGE_SERVER": f"http://127.0.0.1:{free_port()}",
         "DRAWBRIDGE_TOKEN": auditor.secret,
     }
-    dead = runner.invoke(main, ["keys", "list"], env=env)
+    dead = cli("keys", "list", env=env, code=None)
     assert dead.exit_code == EXIT_UNREACHABLE and "cannot reach" in dead.output
     assert auditor.secret not in dead.output
 
 
 def test_remote_export_streams_the_same_csv(
     remote: Run,
-    local: Run,
+    cli: Cli,
     auditor: IssuedToken,
     store: Store,
     make_key: Callable[..., IssuedKey],
@@ -270,4 +252,4 @@ def test_remote_export_streams_the_same_csv(
 
     assert json.loads(result.stdout) == {"events": 5, "output": str(out), "format": "csv"}
     assert "exported 5 events" in result.stderr  # the progress line
-    assert out.read_text() == local("usage", "export").output
+    assert out.read_text() == cli("usage", "export").output

@@ -21,27 +21,7 @@ from keys.keyformat import BASE62
 from keys.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
-from tests.helpers import FakeClock, bearer
-
-
-def assert_error(response: Any, status: int, code: str, param: str | None = None) -> None:
-    """The response is exactly the one error shape, with this status, code and param."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.headers["Content-Type"] == "application/json"
-    body = response.get_json()
-    assert isinstance(body, dict) and set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"].strip()
-    assert isinstance(error["type"], str) and error["type"]
-    assert error["code"] == code
-    assert error["param"] == param
-    # Every error says whether a retry can help (tests/test_should_retry.py has the rules).
-    assert response.headers["x-should-retry"] in ("true", "false")
-    if status == 401:
-        assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    else:
-        assert "WWW-Authenticate" not in response.headers
+from tests.helpers import FakeClock, assert_error, bearer
 
 
 @pytest.fixture

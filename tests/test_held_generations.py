@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 import responses
-from click.testing import CliRunner, Result
 
-from gateway.cli import main
 from gateway.reconciler import UpstreamBackend
 from gateway.services.generations import lease_submission
 from gateway.state import GatewayState
@@ -26,7 +24,6 @@ from tests.flows import (
     VIDEOS,
     FakeBackend,
     admin_call,
-    assert_error,
     create_video,
     ledger,
     ok,
@@ -35,10 +32,10 @@ from tests.flows import (
     set_overrides,
 )
 from tests.helpers import (
-    TEST_ROOT_SECRET,
     UPSTREAM_CREDENTIAL,
-    UPSTREAM_URL,
+    Cli,
     FakeClock,
+    assert_error,
     bearer,
     forwarded_fields,
 )
@@ -469,27 +466,8 @@ def test_another_tester_cannot_see_or_delete_a_held_video(
 # -- the CLI ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def run(database_url: str) -> Callable[..., Result]:
-    runner = CliRunner()
-    env = {
-        "DRAWBRIDGE_DATABASE_URL": database_url,
-        "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET,
-        "DRAWBRIDGE_UPSTREAM_URL": UPSTREAM_URL,
-        "DRAWBRIDGE_UPSTREAM_API_KEY": UPSTREAM_CREDENTIAL,
-    }
-
-    def invoke(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
-
-
 def test_approvals_through_the_cli(
-    run: Callable[..., Result],
+    cli: Cli,
     client: Any,
     upstream: FakeBackend,
     store: Store,
@@ -499,17 +477,17 @@ def test_approvals_through_the_cli(
     approved_video, rejected_video = hold(client, key), hold(client, key)
     ids = {approval_for(store, v["id"]).id: v["id"] for v in (approved_video, rejected_video)}
 
-    listed = json.loads(run("approvals", "list", "--json").output)
+    listed = json.loads(cli("approvals", "list", "--json").output)
     assert {(a["id"], a["video_id"], a["status"]) for a in listed} == {
         (approval_id, video_id, "pending") for approval_id, video_id in ids.items()
     }
     assert all(a["held_because"] == RULE["reason"] for a in listed)
-    table = run("approvals", "list", "--kind", "generation", "--tester", tester.id).output
+    table = cli("approvals", "list", "--kind", "generation", "--tester", tester.id).output
     assert all(approval_id in table for approval_id in ids)
 
     approve_id = approval_for(store, approved_video["id"]).id
     reject_id = approval_for(store, rejected_video["id"]).id
-    decided = json.loads(run("approvals", "approve", approve_id, "--json").output)
+    decided = json.loads(cli("approvals", "approve", approve_id, "--json").output)
     assert decided["status"] == "approved" and decided["decided_by"].startswith("cli:")
     assert decided["video"]["id"] == approved_video["id"]
     assert len(upstream.creates) == 1
@@ -517,19 +495,19 @@ def test_approvals_through_the_cli(
         video = tx.session.get(Video, approved_video["id"])
         assert video is not None and video.upstream_id == upstream.creates[0]["id"]
 
-    missing_reason = run("approvals", "reject", reject_id, ok=False)
+    missing_reason = cli("approvals", "reject", reject_id, code=None)
     assert missing_reason.exit_code == 2 and "--reason" in missing_reason.output
-    blank = run("approvals", "reject", reject_id, "--reason", " ", ok=False)
+    blank = cli("approvals", "reject", reject_id, "--reason", " ", code=None)
     assert blank.exit_code == 1 and "invalid_value" in blank.output
-    run("approvals", "reject", reject_id, "--reason", "Not this one.")
+    cli("approvals", "reject", reject_id, "--reason", "Not this one.")
     failed = ok(retrieve(client, key, rejected_video["id"]))
     assert failed["error"] == {"code": "rejected_by_reviewer", "message": "Not this one."}
 
-    twice = run("approvals", "approve", reject_id, ok=False)
+    twice = cli("approvals", "approve", reject_id, code=None)
     assert twice.exit_code == 1 and "already_decided" in twice.output
     assert len(upstream.creates) == 1
-    assert json.loads(run("approvals", "list", "--json").output) == []
-    decided_list = json.loads(run("approvals", "list", "--status", "rejected", "--json").output)
+    assert json.loads(cli("approvals", "list", "--json").output) == []
+    decided_list = json.loads(cli("approvals", "list", "--status", "rejected", "--json").output)
     assert [a["id"] for a in decided_list] == [reject_id]
     assert ledger(store, tester.id)["generations_per_day"] == 1
 

@@ -33,8 +33,7 @@ from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFo
 from keys.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry, Tester
 from keys.store import Store
-from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer
-from tests.test_error_shape import assert_error
+from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer
 
 KEYS_URL = "https://github-meta.test/meta/public_keys/secret_scanning"
 GITHUB_KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"

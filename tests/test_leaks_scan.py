@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from gateway.cli import main
 from keys.keyformat import BASE62, DEFAULT_ADMIN_TOKEN_PREFIX, KeyFormat
 from keys.leaks import (
     LeakedSecret,
@@ -36,7 +35,7 @@ from keys.leaks import (
 from keys.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry
 from keys.store import Store
-from tests.helpers import TEST_ROOT_SECRET
+from tests.helpers import Cli
 
 FORMAT = KeyFormat("drwb")
 ADMIN = KeyFormat(DEFAULT_ADMIN_TOKEN_PREFIX)
@@ -298,29 +297,7 @@ def test_a_leak_report_also_revokes_successors_its_holder_rotated_to(
 
 # -- the CLI ----------------------------------------------------------------------------
 
-Run = Callable[..., Result]
-
-
-@pytest.fixture
-def run(database_url: str, store: Store) -> Run:
-    runner = CliRunner()
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-
-    def invoke(
-        *args: str, code: int | None = None, stdin: bytes | None = None, **extra: Any
-    ) -> Result:
-        result = runner.invoke(
-            main,
-            ["leaks", "scan", *args],
-            env={**env, **extra},
-            input=stdin,
-            catch_exceptions=False,
-        )
-        if code is not None:
-            assert result.exit_code == code, result.output
-        return result
-
-    return invoke
+SCAN = ("leaks", "scan")
 
 
 def findings(result: Result) -> list[dict[str, Any]]:
@@ -341,16 +318,16 @@ def tree(tmp_path: Path, make_key: MakeKey) -> dict[str, Any]:
 
 
 @pytest.mark.both_databases
-def test_scan_reports_keys_with_their_owner_and_exits_1(run: Run, tree: dict[str, Any]) -> None:
+def test_scan_reports_keys_with_their_owner_and_exits_1(cli: Cli, tree: dict[str, Any]) -> None:
     live: IssuedKey = tree["live"]
-    result = run(str(tree["root"]), code=1)
+    result = cli(*SCAN, str(tree["root"]), code=1)
     assert live.secret not in result.output and tree["unknown"] not in result.output
     assert "settings.py:2:12" in result.stdout
     assert live.key.id in result.stdout and live.key.tester_id in result.stdout
     assert FORMAT.hint(live.secret) in result.stdout and "unknown" in result.stdout
     assert "1 issued by this gateway, 1 still live" in result.stderr
 
-    rows = findings(run("--json", str(tree["root"]), code=1))
+    rows = findings(cli(*SCAN, "--json", str(tree["root"]), code=1))
     by_file = {Path(row["path"]).name: row for row in rows}
     assert set(by_file) == {"settings.py", "logs.json"}
     assert by_file["settings.py"] | {"path": None} == {
@@ -371,7 +348,7 @@ def test_scan_reports_keys_with_their_owner_and_exits_1(run: Run, tree: dict[str
 
 @pytest.mark.both_databases
 def test_revoke_shuts_off_the_live_keys_found(
-    run: Run, tree: dict[str, Any], store: Store, make_key: MakeKey
+    cli: Cli, tree: dict[str, Any], store: Store, make_key: MakeKey
 ) -> None:
     live: IssuedKey = tree["live"]
     already = make_key()
@@ -379,7 +356,7 @@ def test_revoke_shuts_off_the_live_keys_found(
         tx.keys.revoke(already.key.id, "test:setup", "earlier")
     (tree["root"] / "old.txt").write_text(already.secret)
 
-    result = run("--revoke", "--json", str(tree["root"]), code=1)
+    result = cli(*SCAN, "--revoke", "--json", str(tree["root"]), code=1)
 
     document = json.loads(result.stdout)
     assert document["revoked"] == [live.key.id]
@@ -394,43 +371,56 @@ def test_revoke_shuts_off_the_live_keys_found(
         assert row.status == "revoked" and row.revoked_by.startswith("cli:")
         assert row.revoked_reason == f"leaked (source: {tree['root']}/src/settings.py)"
         assert tx.keys.get(already.key.id).revoked_reason == "earlier"
-    again = findings(run("--json", str(tree["root"]), code=1))
+    again = findings(cli(*SCAN, "--json", str(tree["root"]), code=1))
     assert {row["status"] for row in again} == {"revoked", "unknown"}
 
 
-def test_stdin_and_exit_codes(run: Run, tree: dict[str, Any], tmp_path: Path) -> None:
+def test_stdin_and_exit_codes(cli: Cli, tree: dict[str, Any], tmp_path: Path) -> None:
     live: IssuedKey = tree["live"]
-    rows = findings(run("--json", "-", stdin=f"noise {live.secret}\n".encode(), code=1))
+    rows = findings(cli(*SCAN, "--json", "-", stdin=f"noise {live.secret}\n".encode(), code=1))
     assert [(r["location"], r["key_id"]) for r in rows] == [("<stdin>:1:7", live.key.id)]
-    assert run("-", stdin=b"nothing to see", code=0).stdout == ""
-    assert run(str(tree["root"] / "clean.txt"), code=0).stdout == ""
-    assert "scanning" in run("--progress", str(tree["root"]), code=1).stderr
-    assert "scanning" not in run(str(tree["root"]), code=1).stderr  # not a terminal
-    missing = run(str(tmp_path / "missing"), str(tree["root"]), code=2)
+    assert cli(*SCAN, "-", stdin=b"nothing to see", code=0).stdout == ""
+    assert cli(*SCAN, str(tree["root"] / "clean.txt"), code=0).stdout == ""
+    assert "scanning" in cli(*SCAN, "--progress", str(tree["root"]), code=1).stderr
+    assert "scanning" not in cli(*SCAN, str(tree["root"]), code=1).stderr  # not a terminal
+    missing = cli(*SCAN, str(tmp_path / "missing"), str(tree["root"]), code=2)
     assert "missing: No such file or directory" in missing.stderr
     assert live.key.id in missing.stdout  # still reports what it found
 
 
 def test_offline_and_unconfigured_scans_do_not_look_up(
-    run: Run, tree: dict[str, Any], tmp_path: Path
+    cli: Cli, tree: dict[str, Any], tmp_path: Path
 ) -> None:
-    document = json.loads(run("--json", "--offline", str(tree["root"]), code=1).stdout)
+    document = json.loads(cli(*SCAN, "--json", "--offline", str(tree["root"]), code=1).stdout)
     assert {row["status"] for row in document["findings"]} == {"not_checked"}
     assert document["looked_up"] is False and "--offline" in document["note"]
-    clean = json.loads(run("--json", str(tree["root"] / "clean.txt"), code=0).stdout)
+    clean = json.loads(cli(*SCAN, "--json", str(tree["root"] / "clean.txt"), code=0).stdout)
     assert clean["findings"] == [] and clean["note"] is None
-    assert run("--offline", "--revoke", str(tree["root"]), code=2).exit_code == 2
+    assert cli(*SCAN, "--offline", "--revoke", str(tree["root"]), code=2).exit_code == 2
 
     missing_db = f"sqlite:///{tmp_path / 'nowhere.db'}"
-    result = run("--json", str(tree["root"]), code=1, DRAWBRIDGE_DATABASE_URL=missing_db)
+    result = cli(
+        *SCAN, "--json", str(tree["root"]), code=1, env={"DRAWBRIDGE_DATABASE_URL": missing_db}
+    )
     assert json.loads(result.stdout)["note"].startswith("not looked up: no database at")
     assert not (tmp_path / "nowhere.db").exists()  # a scan creates no empty database
-    refused = run("--revoke", str(tree["root"]), code=2, DRAWBRIDGE_DATABASE_URL=missing_db)
+    refused = cli(
+        *SCAN, "--revoke", str(tree["root"]), code=2, env={"DRAWBRIDGE_DATABASE_URL": missing_db}
+    )
     assert "cannot revoke" in refused.stderr
 
 
-def test_the_prefix_comes_from_settings(run: Run, tmp_path: Path) -> None:
+def test_the_prefix_comes_from_settings(cli: Cli, tmp_path: Path) -> None:
     custom = KeyFormat("acme")
     (tmp_path / "f.txt").write_text(f"{custom.generate()} {KEY}")
-    rows = findings(run("--json", "--offline", str(tmp_path), code=1, DRAWBRIDGE_KEY_PREFIX="acme"))
+    rows = findings(
+        cli(
+            *SCAN,
+            "--json",
+            "--offline",
+            str(tmp_path),
+            code=1,
+            env={"DRAWBRIDGE_KEY_PREFIX": "acme"},
+        )
+    )
     assert [row["key"][:5] for row in rows] == ["acme_"]

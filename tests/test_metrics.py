@@ -16,8 +16,8 @@ from gateway.metrics import LATENCY_BUCKETS, MetricsRegistry
 from gateway.state import GatewayState
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey
-from tests.flows import FakeBackend, admin_call, assert_error, create_video
-from tests.helpers import bearer
+from tests.flows import FakeBackend, admin_call, create_video
+from tests.helpers import assert_error, bearer
 
 METRICS_TOKEN = "metrics-scrape-token-0123456789"
 # name{labels} value, as Prometheus parses it.

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 import requests
 import responses
-from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, select
 
 from gateway.app import create_app
 from gateway.cli import main
-from gateway.cli.base import COMMAND_SUMMARIES, load_commands
+from gateway.cli.base import COMMAND_MODULES, COMMAND_SUMMARIES, load_commands
 from gateway.settings import Settings
 from keys.errors import SchemaNotCurrent
 from keys.lifecycle import IssuedKey
@@ -34,16 +33,22 @@ from keys.models import Tester, UsageEvent
 from keys.policies import Policy
 from keys.store import Store
 from tests.flows import FakeBackend, create_video
-from tests.helpers import TEST_ROOT_SECRET, UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, free_port
+from tests.helpers import (
+    UPSTREAM_CREDENTIAL,
+    UPSTREAM_URL,
+    Cli,
+    bearer,
+    free_port,
+)
 from tests.test_metrics import samples, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = head_revision()
 
 
-def cli(database_url: str, *args: str) -> Result:
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+def database_at(url: str) -> dict[str, str]:
+    """The CLI's environment for another database than the test's."""
+    return {"DRAWBRIDGE_DATABASE_URL": url}
 
 
 def sqlite_at(path: Path, revision: str | None) -> str:
@@ -63,13 +68,12 @@ def sqlite_at(path: Path, revision: str | None) -> str:
 
 @pytest.mark.parametrize(("revision", "shown"), [(None, "an empty schema"), ("0003", "0003")])
 def test_cli_refuses_an_unmigrated_database_and_names_the_fix(
-    tmp_path: Path, revision: str | None, shown: str
+    cli: Cli, tmp_path: Path, revision: str | None, shown: str
 ) -> None:
     url = sqlite_at(tmp_path / "old.db", revision)
 
-    result = cli(url, "testers", "list")
+    result = cli("testers", "list", env=database_at(url), code=1)
 
-    assert result.exit_code == 1
     assert (
         f"the database at {url} is not migrated (at {shown}, head is {HEAD}): "
         "run `drawbridge db upgrade`" in result.output
@@ -77,24 +81,28 @@ def test_cli_refuses_an_unmigrated_database_and_names_the_fix(
     assert "Traceback" not in result.output
 
 
-def test_a_mistyped_sqlite_path_is_refused_not_created(tmp_path: Path) -> None:
-    typo = tmp_path / "drawbrige.db"
+def test_a_mistyped_sqlite_path_is_refused_not_created(cli: Cli, tmp_path: Path) -> None:
+    directory = tmp_path / "elsewhere"  # not tmp_path itself, which holds the test's database
+    directory.mkdir()
+    typo = directory / "drawbrige.db"
 
-    result = cli(f"sqlite:///{typo}", "keys", "list")
+    result = cli("keys", "list", env=database_at(f"sqlite:///{typo}"), code=1)
 
-    assert result.exit_code == 1
     assert f"the SQLite database {typo} does not exist" in result.output
     assert "`drawbridge db upgrade`" in result.output
-    assert list(tmp_path.iterdir()) == []  # neither the database nor its stamp
+    assert list(directory.iterdir()) == []  # neither the database nor its stamp
 
 
-def test_db_upgrade_says_what_it_did(tmp_path: Path) -> None:
+def test_db_upgrade_says_what_it_did(cli: Cli, tmp_path: Path) -> None:
     fresh = f"sqlite:///{tmp_path / 'new.db'}"
-    assert cli(fresh, "db", "upgrade").output.strip() == f"migrated {fresh} from empty to {HEAD}"
-    assert cli(fresh, "db", "upgrade").output.strip() == f"{fresh} is already at {HEAD}"
+    migrated = cli("db", "upgrade", env=database_at(fresh))
+    assert migrated.output.strip() == f"migrated {fresh} from empty to {HEAD}"
+    again = cli("db", "upgrade", env=database_at(fresh))
+    assert again.output.strip() == f"{fresh} is already at {HEAD}"
     older = sqlite_at(tmp_path / "older.db", "0003")
-    assert cli(older, "db", "upgrade").output.strip() == f"migrated {older} from 0003 to {HEAD}"
-    assert cli(older, "testers", "list").exit_code == 0
+    migrated = cli("db", "upgrade", env=database_at(older))
+    assert migrated.output.strip() == f"migrated {older} from 0003 to {HEAD}"
+    cli("testers", "list", env=database_at(older))
 
 
 def test_messages_never_show_a_database_password() -> None:
@@ -115,15 +123,14 @@ def test_the_app_factory_refuses_an_unmigrated_database(tmp_path: Path, settings
 
 
 def test_an_unreachable_database_is_one_line_for_the_cli_and_not_fatal_for_the_gateway(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+    cli: Cli, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     import dataclasses
 
     down = f"postgresql://drawbridge:s3cret@127.0.0.1:{free_port()}/drawbridge"
 
-    result = cli(down, "keys", "list")
+    result = cli("keys", "list", env=database_at(down), code=1)
 
-    assert result.exit_code == 1
     assert "cannot reach the database at postgresql+psycopg://drawbridge:***@" in result.output
     assert "(database_unavailable)" in result.output and "s3cret" not in result.output
     # A gateway starts (failing closed, /readyz saying why) and serves once it answers.
@@ -135,32 +142,22 @@ def test_an_unreachable_database_is_one_line_for_the_cli_and_not_fatal_for_the_g
 # -- cohorts ---------------------------------------------------------------------------
 
 
-def test_cli_refuses_an_unknown_cohort_unless_asked_to_create_it(
-    database_url: str, store: Store
-) -> None:
+def test_cli_refuses_an_unknown_cohort_unless_asked_to_create_it(cli: Cli, store: Store) -> None:
     with store.transaction() as tx:
         tx.policies.set_policy("artists", Policy(), "test:setup")
 
-    refused = cli(
-        database_url, "testers", "add", "Ann", "--email", "a@example.com", "--cohort", "artist"
-    )
+    refused = cli("testers", "add", "Ann", "--email", "a@example.com", "--cohort", "artist", code=1)
 
-    assert refused.exit_code == 1
     assert "no cohort 'artist' (known: artists, default)" in refused.output
     assert "--create-cohort" in refused.output and "(unknown_cohort)" in refused.output
     created = cli(
-        database_url,
         *("testers", "add", "Ann", "--email", "a@example.com", "--cohort", "artist"),
         *("--create-cohort", "--json"),
     )
-    assert created.exit_code == 0, created.output
     assert json.loads(created.output)["cohort"] == "artist"
     # Known cohorts need no flag: the one with a policy, and the one just created.
     for n, cohort in enumerate(["artists", "artist", "default"]):
-        added = cli(
-            database_url, "testers", "add", "B", "--email", f"b{n}@example.com", "--cohort", cohort
-        )
-        assert added.exit_code == 0, added.output
+        cli("testers", "add", "B", "--email", f"b{n}@example.com", "--cohort", cohort)
 
 
 # -- the upstream refusing the gateway's credential ------------------------------------
@@ -371,12 +368,9 @@ def test_license_and_package_data() -> None:
     }
 
 
-def test_drawbridge_examples_shows_and_copies_the_shipped_files(tmp_path: Path) -> None:
-    runner = CliRunner()
-    shown = runner.invoke(main, ["examples"])
-    assert shown.exit_code == 0 and "drawbridge.toml" in shown.output
-    copied = runner.invoke(main, ["examples", "--copy-to", str(tmp_path)])
-    assert copied.exit_code == 0, copied.output
+def test_drawbridge_examples_shows_and_copies_the_shipped_files(cli: Cli, tmp_path: Path) -> None:
+    assert "drawbridge.toml" in cli("examples").output
+    cli("examples", "--copy-to", str(tmp_path))
     assert (tmp_path / "policies.toml").read_text() == (ROOT / "config/policies.toml").read_text()
 
 
@@ -405,6 +399,20 @@ def test_help_summaries_match_the_commands() -> None:
         name: command.help.splitlines()[0] if command.help else ""
         for name, command in main.commands.items()
     } == COMMAND_SUMMARIES
+
+
+def test_each_command_lives_in_the_module_named_after_its_group() -> None:
+    load_commands()
+
+    def defined_in(command: Any, path: str) -> Iterator[tuple[str, str]]:
+        yield path, command.callback.__module__
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from defined_in(sub, f"{path} {name}")
+
+    assert sorted(main.commands) == sorted(COMMAND_MODULES)
+    for group, command in main.commands.items():
+        for path, module in defined_in(command, group):
+            assert module == f"gateway.cli.commands.{group}", path
 
 
 def test_the_plain_gunicorn_config_carries_the_serve_defaults_and_hooks() -> None:

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 import responses
-from click.testing import CliRunner, Result
 
-from gateway.cli import main
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey
 from keys.models import CohortPolicy, PolicyOverride, Tester
@@ -31,8 +29,8 @@ from keys.policies import (
     policy_from_mapping,
 )
 from keys.store import Store
-from tests.flows import FakeBackend, admin_call, assert_error, create_video, ok
-from tests.helpers import TEST_ROOT_SECRET, UPSTREAM_CREDENTIAL, UPSTREAM_URL, FakeClock
+from tests.flows import FakeBackend, admin_call, create_video, ok
+from tests.helpers import Cli, FakeClock, assert_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -607,27 +605,8 @@ def test_a_malformed_override_is_refused_and_nothing_is_stored(
 # -- changes through the CLI -----------------------------------------------------------
 
 
-@pytest.fixture
-def run(database_url: str) -> Callable[..., Result]:
-    runner = CliRunner()
-    env = {
-        "DRAWBRIDGE_DATABASE_URL": database_url,
-        "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET,
-        "DRAWBRIDGE_UPSTREAM_URL": UPSTREAM_URL,
-        "DRAWBRIDGE_UPSTREAM_API_KEY": UPSTREAM_CREDENTIAL,
-    }
-
-    def invoke(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
-
-
 def test_per_tester_overrides_through_the_cli(
-    run: Callable[..., Result],
+    cli: Cli,
     client: Any,
     upstream: FakeBackend,
     make_tester: Callable[..., Tester],
@@ -637,9 +616,9 @@ def test_per_tester_overrides_through_the_cli(
     tester = make_tester()
     key = make_key(tester.id)
 
-    run("policies", "override", tester.id, "--set", "generations_per_day=1", "--set",
+    cli("policies", "override", tester.id, "--set", "generations_per_day=1", "--set",
         'models=["sora-2"]')  # fmt: skip
-    shown = json.loads(run("policies", "show", "--tester", tester.id, "--json").output)
+    shown = json.loads(cli("policies", "show", "--tester", tester.id, "--json").output)
     assert shown["overrides"] == {"generations_per_day": 1, "models": ["sora-2"]}
     assert shown["policy"]["generations_per_day"] == 1
 
@@ -650,31 +629,31 @@ def test_per_tester_overrides_through_the_cli(
     entries = audit_actions(store, "policy.override")
     assert len(entries) == 1 and entries[0].actor.startswith("cli:")
 
-    bad = run("policies", "override", tester.id, "--set", "concurrent_jobs=-1", ok=False)
+    bad = cli("policies", "override", tester.id, "--set", "concurrent_jobs=-1", code=None)
     assert bad.exit_code == 1 and "concurrent_jobs" in bad.output
-    bad = run("policies", "override", tester.id, "--set", "concurrent_jobs", ok=False)
+    bad = cli("policies", "override", tester.id, "--set", "concurrent_jobs", code=None)
     assert bad.exit_code == 2
     # The refused overrides changed nothing.
-    shown = json.loads(run("policies", "show", "--tester", tester.id, "--json").output)
+    shown = json.loads(cli("policies", "show", "--tester", tester.id, "--json").output)
     assert shown["overrides"] == {"generations_per_day": 1, "models": ["sora-2"]}
 
-    run("policies", "clear-override", tester.id)
-    shown = json.loads(run("policies", "show", "--tester", tester.id, "--json").output)
+    cli("policies", "clear-override", tester.id)
+    shown = json.loads(cli("policies", "show", "--tester", tester.id, "--json").output)
     assert shown["overrides"] == {} and shown["policy"] == Policy().to_json()
 
 
 def test_policies_apply_stores_a_file_or_refuses_it_with_file_and_line(
-    run: Callable[..., Result], store: Store, tmp_path: Path
+    cli: Cli, store: Store, tmp_path: Path
 ) -> None:
-    applied = run("policies", "apply", str(ROOT / "config" / "policies.toml")).output
+    applied = cli("policies", "apply", str(ROOT / "config" / "policies.toml")).output
     assert "artists: updated" in applied
     with store.read() as tx:
         assert tx.policies.policy("artists").models == ("sora-2",)
-    again = run("policies", "apply", str(ROOT / "config" / "policies.toml")).output
+    again = cli("policies", "apply", str(ROOT / "config" / "policies.toml")).output
     assert "artists: unchanged" in again
 
     path = write(tmp_path, "[cohorts.artists]\nconcurrent_jobs = 2\nmodels = []\n")
-    result = run("policies", "apply", str(path), ok=False)
+    result = cli("policies", "apply", str(path), code=None)
     assert result.exit_code == 1
     assert f"{path}:3: cohort artists: models" in result.output
     with store.read() as tx:

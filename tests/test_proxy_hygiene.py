@@ -18,7 +18,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from keys.lifecycle import IssuedKey
 from keys.policies import Policy
-from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, forwarded_fields
+from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer, forwarded_fields
 
 MAX_JSON = 2048
 MAX_REQUEST = 8192
@@ -37,17 +37,6 @@ def key(make_key: Callable[..., IssuedKey]) -> IssuedKey:
 
 def video(video_id: str = "video_abc123", status: str = "completed") -> dict[str, Any]:
     return {"id": video_id, "object": "video", "status": status, "model": "sora-2"}
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    return dict(body["error"])
 
 
 def create(client: Any, key: IssuedKey, **headers: str) -> Any:
@@ -621,8 +610,7 @@ def test_content_variant_is_validated(
         )
 
         assert response.status_code == 400, variant
-        error = assert_error(response, 400, "invalid_value")
-        assert error["param"] == "variant"
+        assert_error(response, 400, "invalid_value", "variant")
     assert len(upstream.calls) == 1  # only the create
 
 
@@ -715,7 +703,7 @@ def test_unreadable_multipart_is_refused_without_an_upstream_call(
         headers={**bearer(key.secret), "Content-Type": content_type},
     )
 
-    assert_error(response, 400, "missing_required_parameter")
+    assert_error(response, 400, "missing_required_parameter", "prompt")
     assert len(upstream.calls) == 0
     assert "X-Injected" not in response.headers
 
@@ -824,8 +812,7 @@ def test_ambiguous_or_unknown_create_fields_are_refused_before_any_charge(
         headers={**bearer(key.secret), "Content-Type": "multipart/form-data; boundary=b0und"},
     )
 
-    error = assert_error(response, 400, response.get_json()["error"]["code"])
-    assert error["param"] == param
+    assert_error(response, 400, response.get_json()["error"]["code"], param)
     assert len(upstream.calls) == 0
     with store.read() as tx:
         used = {q.metric: q.used for q in tx.quotas.status(key.key.tester_id, Policy())}

@@ -28,7 +28,6 @@ from keys.store import Store
 from tests.flows import (
     VIDEOS,
     FakeBackend,
-    assert_error,
     create_video,
     ledger,
     ok,
@@ -36,7 +35,7 @@ from tests.flows import (
     retrieve,
     set_overrides,
 )
-from tests.helpers import FakeClock, bearer
+from tests.helpers import FakeClock, assert_error, bearer
 
 pytestmark = pytest.mark.both_databases
 

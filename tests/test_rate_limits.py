@@ -16,16 +16,8 @@ from keys.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.policies import MAX_PROMPT_CHARS
 from keys.store import Store
-from tests.flows import (
-    FakeBackend,
-    admin_call,
-    assert_error,
-    create_video,
-    ledger,
-    ok,
-    set_overrides,
-)
-from tests.helpers import FakeClock, bearer
+from tests.flows import FakeBackend, admin_call, create_video, ledger, ok, set_overrides
+from tests.helpers import FakeClock, assert_error, bearer
 
 RESET = re.compile(r"^(\d+m)?\d+s$")
 

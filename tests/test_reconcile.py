@@ -13,11 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-from click.testing import CliRunner
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from gateway.cli import main
 from gateway.reconciler import ReconcileSweep, UpstreamBackend
 from gateway.settings import Secret, Settings, SettingsError
 from gateway.simulator import SimulatorOptions, create_simulator_app
@@ -32,7 +30,7 @@ from keys.store import Store
 from keys.testers import Tester
 from keys.usage import UsageRecord
 from keys.vault import Vault
-from tests.helpers import TEST_ROOT_SECRET, FakeClock, free_port
+from tests.helpers import Cli, FakeClock, free_port
 
 pytestmark = pytest.mark.both_databases
 
@@ -493,7 +491,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def test_drawbridge_reconcile(
-    database_url: str,
+    cli: Cli,
     store: Store,
     key: IssuedKey,
     principal_of: Callable[[IssuedKey], Principal],
@@ -503,21 +501,13 @@ def test_drawbridge_reconcile(
     request = GenerationRequest(prompt="via the command line")
     admit(store, principal, request, "req_cli")  # by the test clock, long expired by now
     job = simulator.create(request)
-    env = {
-        "DRAWBRIDGE_DATABASE_URL": database_url,
-        "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET,
-        "DRAWBRIDGE_UPSTREAM_URL": simulator.url,
-        "DRAWBRIDGE_UPSTREAM_API_KEY": SIM_KEY,
-    }
-    runner = CliRunner()
+    env = {"DRAWBRIDGE_UPSTREAM_URL": simulator.url, "DRAWBRIDGE_UPSTREAM_API_KEY": SIM_KEY}
 
-    dry = runner.invoke(main, ["reconcile", "--dry-run", "--json"], env=env)
-    assert dry.exit_code == 0, dry.output
+    dry = cli("reconcile", "--dry-run", "--json", env=env)
     assert json.loads(dry.output)["adopted"] == 1
     assert reservations(store) == 1
 
-    done = runner.invoke(main, ["reconcile"], env=env)
-    assert done.exit_code == 0, done.output
+    done = cli("reconcile", env=env)
     assert "1 adopted, 0 refunded" in done.output and job["id"] in done.output
     assert reservations(store) == 0
     with store.read() as tx:
@@ -527,13 +517,12 @@ def test_drawbridge_reconcile(
         assert entry.actor.startswith("cli:") and entry.target == "req_cli"
 
     unreachable = {**env, "DRAWBRIDGE_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}/v1"}
-    idle = runner.invoke(main, ["reconcile"], env=unreachable)
-    assert idle.exit_code == 0, idle.output  # nothing expired: the backend is not asked
+    cli("reconcile", env=unreachable)  # nothing expired: the backend is not asked
     admit(store, principal, request, "req_cli_2")
-    down = runner.invoke(main, ["reconcile"], env=unreachable)
-    assert down.exit_code == 1 and "the generation backend" in down.output
+    down = cli("reconcile", env=unreachable, code=1)
+    assert "the generation backend" in down.output
     # The claim is given back: the next run (here, with the backend back) settles it.
-    assert json.loads(runner.invoke(main, ["reconcile", "--json"], env=env).output)["expired"] == 1
+    assert json.loads(cli("reconcile", "--json", env=env).output)["expired"] == 1
 
 
 def test_a_lease_shorter_than_the_upstream_deadline_is_refused(settings: Settings) -> None:

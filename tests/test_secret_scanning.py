@@ -35,7 +35,7 @@ from gateway.state import GatewayState
 from keys.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry
 from keys.store import Store
-from tests.helpers import bearer
+from tests.helpers import assert_error, bearer
 
 KEYS_URL = "https://github-meta.test/meta/public_keys/secret_scanning"
 URL = "/integrations/secret-scanning"
@@ -124,13 +124,6 @@ def post_signed(
         content_type="application/json",
         headers={KEY_ID_HEADER: key_id, SIGNATURE_HEADER: sign(private_key, body)},
     )
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
 
 
 def audit_count(store: Store) -> int:
@@ -334,19 +327,24 @@ def _bad_field(secret: str, key: ec.EllipticCurvePrivateKey) -> tuple[bytes, dic
     return body, _signed(body, key)
 
 
-REFUSED: dict[str, tuple[Request, int, str]] = {
-    "no headers": (_without(KEY_ID_HEADER, SIGNATURE_HEADER), 400, "missing_signature"),
-    "no signature": (_without(SIGNATURE_HEADER), 400, "missing_signature"),
-    "no key id": (_without(KEY_ID_HEADER), 400, "missing_signature"),
-    "garbled signature": (_garbled_signature, 403, "invalid_signature"),
-    "truncated signature": (_truncated_signature, 403, "invalid_signature"),
-    "signed by another key": (_by_another_key, 403, "invalid_signature"),
-    "tampered body": (_tampered, 403, "invalid_signature"),
-    "unknown key id": (_unknown_key_id, 403, "invalid_signature"),
-    "not json": (_not_json, 400, "invalid_payload"),
-    "not a list": (_not_a_list, 400, "invalid_payload"),
-    "a malformed record after a valid one": (_valid_then_malformed, 400, "invalid_payload"),
-    "a field of the wrong type": (_bad_field, 400, "invalid_payload"),
+REFUSED: dict[str, tuple[Request, int, str, str | None]] = {
+    "no headers": (_without(KEY_ID_HEADER, SIGNATURE_HEADER), 400, "missing_signature", None),
+    "no signature": (_without(SIGNATURE_HEADER), 400, "missing_signature", None),
+    "no key id": (_without(KEY_ID_HEADER), 400, "missing_signature", None),
+    "garbled signature": (_garbled_signature, 403, "invalid_signature", None),
+    "truncated signature": (_truncated_signature, 403, "invalid_signature", None),
+    "signed by another key": (_by_another_key, 403, "invalid_signature", None),
+    "tampered body": (_tampered, 403, "invalid_signature", None),
+    "unknown key id": (_unknown_key_id, 403, "invalid_signature", None),
+    "not json": (_not_json, 400, "invalid_payload", None),
+    "not a list": (_not_a_list, 400, "invalid_payload", None),
+    "a malformed record after a valid one": (
+        _valid_then_malformed,
+        400,
+        "invalid_payload",
+        "[1].token",
+    ),
+    "a field of the wrong type": (_bad_field, 400, "invalid_payload", "[0].url"),
 }
 
 
@@ -360,14 +358,14 @@ def test_refused_reports_change_nothing(
     github_key: ec.EllipticCurvePrivateKey,
     github_meta: responses.RequestsMock,
 ) -> None:
-    build, status, code = REFUSED[case]
+    build, status, code, param = REFUSED[case]
     key = make_key()
     before = audit_count(store)
     body, headers = build(key.secret, github_key)
 
     response = client.post(URL, data=body, content_type="application/json", headers=headers)
 
-    assert_error(response, status, code)
+    assert_error(response, status, code, param)
     assert key_row(store, key.key.id).status == "active"
     assert client.get("/v1/me", headers=bearer(key.secret)).status_code == 200
     assert audit_count(store) == before

@@ -18,17 +18,8 @@ from keys.lifecycle import IssuedKey
 from keys.models import Approval, Tester
 from keys.share_links import ShareLinkSigner
 from keys.store import Store
-from tests.flows import (
-    CONTENT,
-    FakeBackend,
-    admin_call,
-    assert_error,
-    create_video,
-    ok,
-    retrieve,
-    set_overrides,
-)
-from tests.helpers import FakeClock, bearer
+from tests.flows import CONTENT, FakeBackend, admin_call, create_video, ok, retrieve, set_overrides
+from tests.helpers import FakeClock, assert_error, bearer
 
 LINK_SECONDS = 3600
 

@@ -27,6 +27,7 @@ from werkzeug.test import TestResponse
 import gateway.simulator
 from gateway.simulator import SimulatorOptions, create_simulator_app
 from gateway.simulator.jobs import lifecycle
+from tests.helpers import assert_openai_error
 
 KEY = "sk-sim-master-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -52,18 +53,6 @@ def create(client: FlaskClient, **fields: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.json
     assert response.json is not None
     return dict(response.json)
-
-
-def assert_error(
-    response: TestResponse, status: int, code: str | None, param: str | None = None
-) -> None:
-    """Check an OpenAI-shaped error."""
-    assert response.status_code == status
-    assert response.json is not None
-    error = response.json["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    assert (error["code"], error["param"]) == (code, param)
 
 
 def set_faults(client: FlaskClient, **faults: Any) -> None:
@@ -135,9 +124,9 @@ def test_options_from_env() -> None:
 
 
 def test_auth_is_required_on_v1_only(client: FlaskClient) -> None:
-    assert_error(client.get("/v1/videos"), 401, "invalid_api_key")
+    assert_openai_error(client.get("/v1/videos"), 401, "invalid_api_key")
     wrong = client.get("/v1/videos", headers={"Authorization": "Bearer nope"})
-    assert_error(wrong, 401, "invalid_api_key")
+    assert_openai_error(wrong, 401, "invalid_api_key")
     assert wrong.json is not None
     assert wrong.json["error"]["type"] == "invalid_request_error"
     assert client.get("/v1/videos", headers=AUTH).status_code == 200
@@ -189,30 +178,30 @@ def test_create_accepts_json_choices(client: FlaskClient) -> None:
 def test_create_validation(
     client: FlaskClient, body: dict[str, Any], param: str, code: str
 ) -> None:
-    assert_error(client.post("/v1/videos", json=body, headers=AUTH), 400, code, param)
+    assert_openai_error(client.post("/v1/videos", json=body, headers=AUTH), 400, code, param)
     # The same rules apply to form bodies, which is what the SDK sends.
     if all(isinstance(value, str) for value in body.values()):
         form = client.post("/v1/videos", data=body, headers=AUTH)
-        assert_error(form, 400, code, param)
+        assert_openai_error(form, 400, code, param)
 
 
 def test_create_rejects_bodies_that_are_not_objects(client: FlaskClient) -> None:
-    assert_error(client.post("/v1/videos", json=["a"], headers=AUTH), 400, "invalid_type")
+    assert_openai_error(client.post("/v1/videos", json=["a"], headers=AUTH), 400, "invalid_type")
     malformed = client.post("/v1/videos", data="{", content_type="application/json", headers=AUTH)
-    assert_error(malformed, 400, None)
+    assert_openai_error(malformed, 400, None)
 
 
 def test_unknown_routes_and_methods_use_the_error_shape(client: FlaskClient) -> None:
-    assert_error(client.get("/v1/nope", headers=AUTH), 404, "unknown_url")
-    assert_error(client.get("/nope"), 404, "unknown_url")
+    assert_openai_error(client.get("/v1/nope", headers=AUTH), 404, "unknown_url")
+    assert_openai_error(client.get("/nope"), 404, "unknown_url")
     put = client.put("/v1/videos", headers=AUTH)
-    assert_error(put, 405, "method_not_allowed")
+    assert_openai_error(put, 405, "method_not_allowed")
     assert "POST" in put.headers["Allow"]
     for method, path in [("GET", ""), ("DELETE", ""), ("GET", "/content"), ("POST", "/remix")]:
         missing = client.open(
             f"/v1/videos/video_nope{path}", method=method, headers=AUTH, json={"prompt": "p"}
         )
-        assert_error(missing, 404, "not_found")
+        assert_openai_error(missing, 404, "not_found")
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
@@ -258,27 +247,27 @@ def test_fail_marker_ends_in_failure(client: FlaskClient) -> None:
     assert video["error"]["code"] == "generation_failed"
     assert video["expires_at"] is None
     content = client.get(f"/v1/videos/{video['id']}/content", headers=AUTH)
-    assert_error(content, 400, "video_not_ready")
+    assert_openai_error(content, 400, "video_not_ready")
 
 
 def test_delete(client: FlaskClient) -> None:
     video_id = create(client)["id"]
     deleted = client.delete(f"/v1/videos/{video_id}", headers=AUTH)
     assert deleted.json == {"id": video_id, "object": "video.deleted", "deleted": True}
-    assert_error(client.get(f"/v1/videos/{video_id}", headers=AUTH), 404, "not_found")
+    assert_openai_error(client.get(f"/v1/videos/{video_id}", headers=AUTH), 404, "not_found")
 
 
 def test_remix_needs_a_completed_source() -> None:
     client = make_client(job_seconds=60)
     pending = create(client, size="1280x720")
     remix = client.post(f"/v1/videos/{pending['id']}/remix", json={"prompt": "p"}, headers=AUTH)
-    assert_error(remix, 400, "video_not_ready")
+    assert_openai_error(remix, 400, "video_not_ready")
 
 
 def test_remix(client: FlaskClient) -> None:
     source = create(client, model="sora-2-pro", seconds="8", size="1280x720")
     url = f"/v1/videos/{source['id']}/remix"
-    assert_error(
+    assert_openai_error(
         client.post(url, json={}, headers=AUTH), 400, "missing_required_parameter", "prompt"
     )
     remix = client.post(url, json={"prompt": "now at night"}, headers=AUTH).json
@@ -333,7 +322,9 @@ def test_list_pagination(client: FlaskClient) -> None:
     ],
 )
 def test_list_validation(client: FlaskClient, query: str, param: str) -> None:
-    assert_error(client.get(f"/v1/videos?{query}", headers=AUTH), 400, "invalid_value", param)
+    assert_openai_error(
+        client.get(f"/v1/videos?{query}", headers=AUTH), 400, "invalid_value", param
+    )
 
 
 def test_list_limit_bounds_are_inclusive(client: FlaskClient) -> None:
@@ -348,7 +339,7 @@ def test_content_before_completion_is_refused() -> None:
     client = make_client(job_seconds=60)
     video = create(client)
     content = client.get(f"/v1/videos/{video['id']}/content", headers=AUTH)
-    assert_error(content, 400, "video_not_ready")
+    assert_openai_error(content, 400, "video_not_ready")
 
 
 def test_content_size_type_and_determinism(client: FlaskClient) -> None:
@@ -370,7 +361,7 @@ def test_content_size_type_and_determinism(client: FlaskClient) -> None:
         assert (preview.mimetype, len(preview.data)) == (mimetype, 16 * 1024)
         assert preview.data != video.data[: 16 * 1024]
     bad = client.get(f"/v1/videos/{first}/content?variant=gif", headers=AUTH)
-    assert_error(bad, 400, "invalid_value", "variant")
+    assert_openai_error(bad, 400, "invalid_value", "variant")
 
 
 def test_content_is_streamed_not_buffered() -> None:
@@ -392,7 +383,7 @@ def test_status_fault_clears_itself_after_count(client: FlaskClient) -> None:
     set_faults(client, status=503, status_count=2)
     for _ in range(2):
         failed = client.get("/v1/videos", headers=AUTH)
-        assert_error(failed, 503, "simulated_fault")
+        assert_openai_error(failed, 503, "simulated_fault")
         assert failed.json is not None
         assert failed.json["error"]["type"] == "server_error"
     assert client.get("/_sim/healthz").status_code == 200  # the control plane is never faulted
@@ -406,9 +397,9 @@ def test_status_fault_without_count_and_path_prefix(client: FlaskClient) -> None
     set_faults(client, status=500, path_prefix="/v1/videos/")
     assert client.get("/v1/videos", headers=AUTH).status_code == 200
     for _ in range(3):
-        assert_error(client.get("/v1/videos/video_x", headers=AUTH), 500, "simulated_fault")
+        assert_openai_error(client.get("/v1/videos/video_x", headers=AUTH), 500, "simulated_fault")
     assert client.delete("/_sim/faults").status_code == 204
-    assert_error(client.get("/v1/videos/video_x", headers=AUTH), 404, "not_found")
+    assert_openai_error(client.get("/v1/videos/video_x", headers=AUTH), 404, "not_found")
 
 
 def test_latency_fault(client: FlaskClient) -> None:
@@ -467,8 +458,8 @@ def test_fault_validation(client: FlaskClient) -> None:
         ({"path_prefix": "v1"}, "path_prefix", "invalid_value"),
     ]
     for body, param, code in cases:
-        assert_error(client.post("/_sim/faults", json=body), 400, code, param)
-    assert_error(client.post("/_sim/faults", json=[1]), 400, "invalid_type")
+        assert_openai_error(client.post("/_sim/faults", json=body), 400, code, param)
+    assert_openai_error(client.post("/_sim/faults", json=[1]), 400, "invalid_type")
 
 
 def test_reset_fault_raises_in_process(client: FlaskClient) -> None:

@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 import responses
-from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from gateway.cli import main
 from gateway.state import GatewayState
 from keys.admin_tokens import IssuedToken
 from keys.db import normalise_url
@@ -31,8 +29,8 @@ from keys.models import AuditEntry, QuotaUsage, UsageDaily, UsageEvent, Video
 from keys.store import Store
 from keys.usage import UsageBuffer, UsageLog, UsageRecord
 from keys.usage_reports import UsageReports
-from tests.flows import FakeBackend, admin_call, assert_error, create_video, ok
-from tests.helpers import TEST_ROOT_SECRET, FakeClock, bearer
+from tests.flows import FakeBackend, admin_call, create_video, ok
+from tests.helpers import Cli, FakeClock, assert_error, bearer
 
 USAGE = "/usage"
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
@@ -834,45 +832,29 @@ def test_blast_radius_bad_input(
 
 # -- the CLI -----------------------------------------------------------------------------------
 
-Run = Callable[..., Result]
-
-
-@pytest.fixture
-def run(database_url: str) -> Run:
-    runner = CliRunner()
-    env = {"DRAWBRIDGE_DATABASE_URL": database_url, "DRAWBRIDGE_ROOT_SECRET": TEST_ROOT_SECRET}
-
-    def invoke(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
-
 
 @pytest.mark.both_databases
 def test_usage_report_export_and_key_report_from_the_cli(
-    run: Run,
+    cli: Cli,
     store: Store,
     seeded: dict[str, str],
     tmp_path: Path,
     make_key: Callable[..., IssuedKey],
 ) -> None:
     report = json.loads(
-        run("usage", "report", "--since", "2026-11-20", "--until", "2026-11-21", "--json").output
+        cli("usage", "report", "--since", "2026-11-20", "--until", "2026-11-21", "--json").output
     )
     assert {(row["day"], row["tester_id"], row["requests"]) for row in report} == {
         ("2026-11-20", "tst_a", 3),
         ("2026-11-20", "tst_b", 2),
         ("2026-11-21", None, 1),
     }
-    table = run(
+    table = cli(
         "usage", "report", "--since", "2026-11-20", "--until", "2026-11-27", "--tester", "tst_b"
     ).output
     assert "tst_b" in table and "tst_a" not in table
 
-    exported = run(
+    exported = cli(
         "usage", "export", "--format", "jsonl", "--tester", "tst_a", "--status", "2xx"
     ).output
     assert [json.loads(line)["request_id"] for line in exported.splitlines()] == [
@@ -880,29 +862,29 @@ def test_usage_report_export_and_key_report_from_the_cli(
         seeded["a_me"],
     ]
     target = tmp_path / "usage.csv"
-    result = run("usage", "export", "--output", str(target), "--since", "2026-11-20T11:00:00Z")
+    result = cli("usage", "export", "--output", str(target), "--since", "2026-11-20T11:00:00Z")
     assert "exported 3 events" in result.output
     assert len(target.read_text().splitlines()) == 4
 
-    bad = run("usage", "export", "--since", "2026-11-20", "--until", "2026-11-01", ok=False)
+    bad = cli("usage", "export", "--since", "2026-11-20", "--until", "2026-11-01", code=None)
     assert bad.exit_code == 1 and "until is before since (invalid_value)" in bad.output
 
     key = make_key()
-    text_report = run("keys", "report", key.key.id, "--since", "30d").output
+    text_report = cli("keys", "report", key.key.id, "--since", "30d").output
     assert f"key {key.key.id}" in text_report and "requests: 0" in text_report
     as_json = json.loads(
-        run(
+        cli(
             "keys", "report", key.key.id, "--since", "2026-11-01", "--until", "2026-12-31", "--json"
         ).output
     )
     assert as_json["key_id"] == key.key.id and as_json["requests"] == 0
-    missing = run("keys", "report", "key_nobody", ok=False)
+    missing = cli("keys", "report", "key_nobody", code=None)
     assert missing.exit_code == 1 and "not_found" in missing.output
 
 
 @pytest.mark.both_databases
 def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
-    run: Run, store: Store
+    cli: Cli, store: Store
 ) -> None:
     now = datetime.now(UTC)
     old = [
@@ -912,8 +894,8 @@ def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
     with store.read() as tx:
         totals_before = tx.session.scalar(select(func.sum(UsageDaily.requests)))
 
-    assert "would delete 7 usage events" in run("usage", "prune", "--dry-run").output
-    output = run("usage", "prune", "--batch-size", "3").output
+    assert "would delete 7 usage events" in cli("usage", "prune", "--dry-run").output
+    output = cli("usage", "prune", "--batch-size", "3").output
 
     assert "deleted 7 usage events" in output
     with store.read() as tx:
@@ -923,8 +905,8 @@ def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
         entry = tx.session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc())).first()
         assert entry is not None and entry.action == "usage.prune"
         assert entry.details["deleted"] == 7
-    assert "OK" in run("audit", "verify").output
-    assert "deleted 0" in run("usage", "prune", "--older-than", "400d").output
+    assert "OK" in cli("audit", "verify").output
+    assert "deleted 0" in cli("usage", "prune", "--older-than", "400d").output
 
 
 def test_gunicorns_worker_exit_hook_writes_the_batch(store: Store) -> None:

@@ -17,7 +17,7 @@ import responses
 from keys.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
-from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, bearer, forwarded_fields
+from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer, forwarded_fields
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
 
@@ -34,14 +34,6 @@ def bob(make_key: Callable[..., IssuedKey]) -> IssuedKey:
 
 def video(video_id: str, status: str = "completed", **extra: Any) -> dict[str, Any]:
     return {"id": video_id, "object": "video", "status": status, "model": "sora-2", **extra}
-
-
-def assert_error(response: Any, status: int, code: str, param: str | None = None) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    assert error["param"] == param
 
 
 def create(

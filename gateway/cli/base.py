@@ -28,16 +28,22 @@ if TYPE_CHECKING:
 
 # The command modules, imported on first use; each attaches its commands to ``main``.
 COMMAND_MODULES = (
-    "approvals_commands",
-    "audit_commands",
-    "key_commands",
-    "leaks_commands",
-    "people",
-    "program_commands",
-    "reconcile_commands",
-    "serving",
-    "system",
-    "usage_commands",
+    "approvals",
+    "audit",
+    "db",
+    "demo",
+    "examples",
+    "keys",
+    "leaks",
+    "lockdown",
+    "policies",
+    "reconcile",
+    "secrets",
+    "serve",
+    "simulator",
+    "testers",
+    "tokens",
+    "usage",
 )
 # What `drawbridge --help` lists without importing the modules above (a test keeps this
 # equal to the commands' own first help lines).
@@ -64,7 +70,7 @@ COMMAND_SUMMARIES = {
 def load_commands() -> None:
     """Import every command module (idempotent)."""
     for name in COMMAND_MODULES:
-        importlib.import_module(f"gateway.cli.{name}")
+        importlib.import_module(f"gateway.cli.commands.{name}")
 
 
 class LazyGroup(click.Group):

@@ -1,27 +1,18 @@
-"""Serving: the gateway, the simulator, the demo."""
+"""Serving the gateway under gunicorn: ``drawbridge serve``."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import runpy
-from typing import Any
 
 import click
 
-from gateway.cli.base import (
-    Context,
-    domain_errors,
-    main,
-)
+from gateway.cli.base import Context, domain_errors, main
 from gateway.logs import install_redaction
 from gateway.metrics import prepare_spool_dir
 from gateway.settings import load_settings
 from gateway.state import build_state
 from keys.errors import DatabaseUnreachable
 from keys.migrate import require_current_schema
-
-# -- serving ---------------------------------------------------------------------------
 
 
 def per_worker_counters_warning(workers: int) -> str:
@@ -94,45 +85,3 @@ def serve(
         threads=threads,
         config=gunicorn_config,
     )
-
-
-@main.command()
-@click.option("--bind", default="127.0.0.1:8090", show_default=True)
-@click.option(
-    "--api-key",
-    envvar="DRAWBRIDGE_SIM_API_KEY",
-    default=None,
-    help="Credential the simulator requires (default: none).",
-)
-@click.option("--job-seconds", type=float, default=None, help="Time a job takes.")
-@click.option("--content-bytes", type=int, default=None, help="Size of a video's content.")
-def simulator(
-    bind: str, api_key: str | None, job_seconds: float | None, content_bytes: int | None
-) -> None:
-    """Serve the built-in video backend simulator."""
-    from gateway.server import serve as run
-    from gateway.simulator import SimulatorOptions, create_simulator_app
-
-    options = SimulatorOptions.from_env(os.environ)
-    overrides: dict[str, Any] = {
-        "api_key": api_key,
-        "job_seconds": job_seconds,
-        "content_bytes": content_bytes,
-    }
-    options = dataclasses.replace(options, **{k: v for k, v in overrides.items() if v is not None})
-    run(lambda: create_simulator_app(options), bind=bind, workers=1, threads=16)
-
-
-@main.command()
-@click.option(
-    "--dir", "directory", default=".drawbridge", show_default=True, type=click.Path(file_okay=False)
-)
-@click.option("--port", default=8080, show_default=True)
-@click.option("--simulator-port", default=8090, show_default=True)
-@click.option("--job-seconds", default=6.0, show_default=True)
-def demo(directory: str, port: int, simulator_port: int, job_seconds: float) -> None:
-    """Run the whole product on one machine: SQLite, the simulator, one gateway."""
-    from gateway.demo import run_demo
-
-    with domain_errors():
-        run_demo(directory, port, simulator_port, job_seconds)

@@ -1,4 +1,4 @@
-"""Tester API keys."""
+"""Tester API keys: ``drawbridge keys ...``, the blast-radius ``keys report`` among them."""
 
 from __future__ import annotations
 
@@ -192,3 +192,60 @@ def keys_resume(ctx: click.Context, key_id: str, reason: str | None, as_json: bo
     with domain_errors():
         view = admin(ctx).resume_key(key_id, reason)
     emit(view, as_json, lambda v: f"resumed {v['id']}")
+
+
+@keys_group.command("report")
+@click.argument("key_id")
+@click.option("--since", default=None, help="ISO time, date, or span ago (default: key creation)")
+@click.option("--until", default=None, help="Same forms (default: now)")
+@json_option
+@click.pass_context
+def keys_report(
+    ctx: click.Context, key_id: str, since: str | None, until: str | None, as_json: bool
+) -> None:
+    """Blast radius: everything a key did since a time, for the incident write-up."""
+    with domain_errors():
+        view = admin(ctx).key_report(key_id, since, until)
+    emit(view, as_json, _render_key_report)
+
+
+def _render_key_report(view: dict[str, Any]) -> str:
+    lines = [
+        f"key {view['key_id']} (tester {view['tester_id']}) from {view['since']} "
+        f"until {view['until']}",
+        f"requests: {view['requests']} (first {view['first_seen'] or '-'}, "
+        f"last {view['last_seen'] or '-'})",
+        f"outcomes: {', '.join(f'{k} {v}' for k, v in view['outcomes'].items()) or '-'}",
+        f"generations: {view['generations']}, video-seconds: {view['video_seconds']}, "
+        f"videos created: {view['videos_created']}",
+    ]
+    if view["revoked_at"]:
+        lines.append(
+            f"revoked at {view['revoked_at']}; refused attempts since: "
+            f"{view['refused_after_revocation']}"
+        )
+    sections = [
+        ("requests by route", view["by_route"], ["route", "method", "status", "count"]),
+        (
+            f"client IPs ({view['distinct_client_ips']} distinct)",
+            view["client_ips"],
+            ["client_ip", "count", "first_seen", "last_seen"],
+        ),
+        (
+            f"user agents ({view['distinct_user_agents']} distinct)",
+            view["user_agents"],
+            ["user_agent", "count", "first_seen", "last_seen"],
+        ),
+        ("videos", view["videos"], ["id", "created_at", "status", "video_seconds", "deleted_at"]),
+    ]
+    if view["revoked_at"]:
+        sections.append(
+            (
+                "refused after revocation, by client IP",
+                view["refused_after_revocation_ips"],
+                ["client_ip", "count", "first_seen", "last_seen"],
+            )
+        )
+    for title, rows, columns in sections:
+        lines += ["", f"{title}:", table(rows, columns)]
+    return "\n".join(lines)
