@@ -6,14 +6,18 @@ so an import buried three modules deep counts as much as one at the top of the f
 - ``keys/`` (the domain) never loads Flask or werkzeug, nor anything of ``gateway``;
 - ``gateway/services/`` (the use cases) never loads Flask or werkzeug;
 - the CLI's commands load services, never the app factory or a blueprint (only ``serve``
-  and ``demo`` build the app, when they run).
+  and ``demo`` build the app, when they run);
+- no two modules import each other, directly or around a loop, counting imports made for
+  type checking only: a loop means one of them is in the wrong place.
 """
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import gateway.services
@@ -95,3 +99,32 @@ def test_the_cli_commands_load_services_not_the_app() -> None:
     )
     assert "gateway.cli.admin" in loaded
     assert [name for name in APP_AND_BLUEPRINTS if name in loaded] == []
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Every project module ``path`` names in an import, TYPE_CHECKING blocks included."""
+    named: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            named.add(node.module)
+            named.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+    return named
+
+
+def test_no_import_cycles() -> None:
+    modules: dict[str, Path] = {}
+    for package in ("keys", "gateway"):
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" not in path.parts:
+                name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+                modules[name.removesuffix(".__init__")] = path
+    graph = {
+        name: {other for other in _project_imports(path) if other in modules and other != name}
+        for name, path in modules.items()
+    }
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None

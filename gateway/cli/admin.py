@@ -25,7 +25,16 @@ from keys.audit import Verification
 from keys.usage_reports import UsageFilter, parse_time
 
 if TYPE_CHECKING:
-    from gateway.cli.base import Context
+    from gateway.state import GatewayState
+    from keys.store import Store
+
+
+class LocalResources(Protocol):
+    """What LocalAdmin runs on: the CLI's context (gateway/cli/base.py) gives both."""
+
+    @property
+    def store(self) -> Store: ...
+    def gateway_state(self) -> GatewayState: ...
 
 
 class Admin(Protocol):
@@ -63,7 +72,7 @@ class LocalAdmin:
 
     remote = False
 
-    def __init__(self, context: Context, actor: str) -> None:
+    def __init__(self, context: LocalResources, actor: str) -> None:
         self._context = context
         self._actor = actor
 
