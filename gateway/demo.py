@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import requests
 
-from gateway.cli.base import cli_actor
+from gateway.cli import cli_actor
 from gateway.settings import load_settings, root_secret_of
 from gateway.state import build_store
 from keys.errors import Conflict

@@ -1,0 +1,19 @@
+"""The use cases, one module per feature, with no Flask in them (tests/test_layering.py).
+
+Each function takes the process's ``GatewayState`` (and, for a tester request, its
+``RequestContext``) explicitly, does the work with the domain (``keys``) and the backend
+(``gateway.upstream``), and raises domain or upstream exceptions that only
+gateway/errors.py turns into HTTP. A blueprint parses a request, calls one of these and
+renders the result; a CLI command calls the same function.
+
+* ``admission``: who is calling, and may this request go on (the pipeline, top to bottom)
+* ``generations``: policy, quota, hold or forward, and the ledger of a creation
+* ``videos``: a tester's videos: read, list, delete, download
+* ``approvals``: an approver's decision, carried out
+* ``sharing``: share requests and what a public link opens
+
+Leak response (``keys.leaks``), key lifecycle (``keys.lifecycle``) and the usage reports
+(``keys.usage_reports``) need no backend, so the domain's services serve them directly.
+"""
+
+__all__ = ["admission", "approvals", "generations", "sharing", "videos"]
