@@ -9,13 +9,12 @@ generation is submitted on the tester's behalf).
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.upstream import VIDEO_ID, UpstreamError, UpstreamJSON, UpstreamUnanswered, video_path
+from gateway.upstream import VIDEO_ID, UpstreamError, UpstreamUnanswered, timed_call, video_path
 from keys.errors import Forbidden, NotFound, QuotaExceeded
 from keys.generations import ReservationSettled, cost_of, intent_of, present
 from keys.lifecycle import Principal
@@ -32,17 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("drawbridge.generations")
 
 
-def call_upstream(
-    state: GatewayState, context: RequestContext, method: str, path: str, **options: Any
-) -> UpstreamJSON:
-    """An upstream JSON call for the request in hand, timed into its usage event."""
-    started = time.perf_counter()
-    try:
-        return state.upstream.call_json(method, path, request_id=context.request_id, **options)
-    finally:
-        context.upstream_ms = round((time.perf_counter() - started) * 1000, 2)
-
-
 def refresh_running(state: GatewayState, context: RequestContext, tester_id: str) -> None:
     """Ask the backend about the tester's running videos, so finished ones free their slots."""
     store = state.store
@@ -51,7 +39,7 @@ def refresh_running(state: GatewayState, context: RequestContext, tester_id: str
             (video.id, video.upstream_id, video.snapshot) for video in tx.videos.running(tester_id)
         ]
     for video_id, upstream_id, snapshot in running:
-        answer = call_upstream(state, context, "GET", video_path(str(upstream_id)))
+        answer = timed_call(state.upstream, context, "GET", video_path(str(upstream_id)))
         with store.transaction() as tx:
             tx.generations.observe(
                 video_id, present(answer.body, video_id, snapshot.get("remixed_from_video_id"))
@@ -134,7 +122,9 @@ def generate(
         except ReservationSettled:
             raise UpstreamError(504, _OUTLIVED, "upstream_timeout") from None
     try:
-        answer = call_upstream(state, context, "POST", path, body=body, content_type=content_type)
+        answer = timed_call(
+            state.upstream, context, "POST", path, body=body, content_type=content_type
+        )
         created_id = answer.body.get("id")
         # An id we could never route back to is the backend's fault (502).
         if not isinstance(created_id, str) or not VIDEO_ID.fullmatch(created_id):
@@ -202,7 +192,7 @@ def _after_reconciler(
         except NotFound:
             pass
     try:
-        call_upstream(state, context, "DELETE", video_path(created_id))
+        timed_call(state.upstream, context, "DELETE", video_path(created_id))
     except UpstreamError:
         log.warning("could not delete upstream video %s of a refunded reservation", created_id)
     raise UpstreamError(504, _OUTLIVED, "upstream_timeout")

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.services.generations import call_upstream
-from gateway.upstream import POLL_AFTER_HEADER, UpstreamError, video_path
+from gateway.upstream import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
 from keys.errors import Forbidden, NotFound, NotReady
 from keys.gate import VideoRef
 from keys.generations import present
@@ -35,7 +34,7 @@ def current_video(
     change in the ledger."""
     if video.upstream_id is None:
         return dict(video.snapshot), {POLL_AFTER_HEADER: HELD_POLL_AFTER_MS}
-    answer = call_upstream(state, context, "GET", video_path(video.upstream_id))
+    answer = timed_call(state.upstream, context, "GET", video_path(video.upstream_id))
     body = present(answer.body, video.id, video.snapshot.get("remixed_from_video_id"))
     # Polls stay read-only until the status moves.
     if body.get("status") != video.status:
@@ -74,7 +73,7 @@ def delete_video(state: GatewayState, context: RequestContext, video: VideoRef) 
     lost = False
     if video.upstream_id is not None:
         try:
-            call_upstream(state, context, "DELETE", video_path(video.upstream_id))
+            timed_call(state.upstream, context, "DELETE", video_path(video.upstream_id))
         except UpstreamError as exc:
             if exc.status != 404:
                 raise
