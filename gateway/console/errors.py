@@ -1,5 +1,5 @@
-"""Failures on console pages are pages too: the domain's message, with the HTTP status the
-admin API would answer."""
+"""Failures on console pages are pages too: the message and the HTTP status the admin API
+would answer (gateway/errors.py translates; this only renders)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,15 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.console.access import refusal_page
 from gateway.console.blueprint import bp
-from gateway.errors import ApiError, from_domain, from_http
+from gateway.errors import ApiError, api_error
+from gateway.upstream import UpstreamError
 from keys.errors import DomainError
 
 
 @bp.errorhandler(ApiError)
-def _api_error(exc: ApiError) -> tuple[str, int]:
-    return refusal_page(exc.status, exc.message)
-
-
 @bp.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> tuple[str, int]:
-    error = from_domain(exc)
-    return refusal_page(error.status, error.message)
-
-
+@bp.errorhandler(UpstreamError)
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> tuple[str, int]:
-    error = from_http(exc)
+def _refused(exc: Exception) -> tuple[str, int]:
+    error = api_error(exc)
     return refusal_page(error.status, error.message)

@@ -23,8 +23,7 @@ from gateway.console.access import (
 from gateway.console.blueprint import bp
 from gateway.console.session import signed_in
 from gateway.current import current_state
-from gateway.errors import ApiError
-from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected
+from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected, RateLimited
 
 
 def _pasted_secret() -> str:
@@ -39,8 +38,8 @@ def _refuse(message: str) -> tuple[str, int]:
 def _refuse_blocked_client() -> tuple[str, int] | None:
     try:
         current_state().limits.refuse_blocked_client(request.remote_addr or "unknown")
-    except ApiError as exc:
-        return refusal_page(exc.status, exc.message)
+    except RateLimited as exc:
+        return refusal_page(429, exc.message)
     return None
 
 
