@@ -140,7 +140,8 @@ def _instrument_log_handler() -> None:
     logs.AccessLog.write = _timed("  of which access log", logs.AccessLog.write)  # type: ignore[method-assign]
 
 
-def _wsgi_get(app: Any, path: str, headers: dict[str, str]) -> tuple[float, int]:
+def wsgi_get(app: Any, path: str, headers: dict[str, str]) -> tuple[float, int]:
+    """One GET through a WSGI app, its body read: seconds taken and the status."""
     from werkzeug.test import EnvironBuilder
 
     environ = EnvironBuilder(path=path, headers=headers, base_url=f"http://{HOST}").get_environ()
@@ -164,12 +165,12 @@ def _wsgi_get(app: Any, path: str, headers: dict[str, str]) -> tuple[float, int]
 
 def _drive(app: Any, path: str, headers: dict[str, str], warmup: int, requests: int) -> list[float]:
     for _ in range(warmup):
-        _wsgi_get(app, path, headers)
+        wsgi_get(app, path, headers)
     _spent.clear()
     _calls.clear()
     totals = []
     for _ in range(requests):
-        elapsed, status = _wsgi_get(app, path, headers)
+        elapsed, status = wsgi_get(app, path, headers)
         if status != 200:
             raise RuntimeError(f"GET {path} answered {status}")
         totals.append(elapsed)

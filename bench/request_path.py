@@ -19,30 +19,10 @@ from collections import Counter
 from types import FrameType
 from typing import Any
 
-from bench.harness import HOST, Stack
+from bench.harness import Stack
+from bench.profile import wsgi_get
 
 PROJECT_PACKAGES = ("gateway", "keys")
-
-
-def _wsgi_get(app: Any, path: str, headers: dict[str, str]) -> int:
-    from werkzeug.test import EnvironBuilder
-
-    environ = EnvironBuilder(path=path, headers=headers, base_url=f"http://{HOST}").get_environ()
-    environ["RAW_URI"] = path
-    status: list[str] = []
-
-    def start_response(code: str, _headers: Any, _exc: Any = None) -> Any:
-        status.append(code)
-        return lambda _data: None
-
-    result = app(environ, start_response)
-    try:
-        for _chunk in result:
-            pass
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-    return int(status[0].split()[0])
 
 
 def modules_on_path(app: Any, path: str, headers: dict[str, str]) -> Counter[str]:
@@ -57,7 +37,7 @@ def modules_on_path(app: Any, path: str, headers: dict[str, str]) -> Counter[str
 
     sys.setprofile(profile)
     try:
-        status = _wsgi_get(app, path, headers)
+        _elapsed, status = wsgi_get(app, path, headers)
     finally:
         sys.setprofile(None)
     if status != 200:
@@ -83,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         path = f"/v1/videos/{stack.video_id}"
         headers = {"Authorization": f"Bearer {stack.tester_key}"}
         for _ in range(args.warmup):
-            _wsgi_get(app, path, headers)
+            wsgi_get(app, path, headers)
         calls = modules_on_path(app, path, headers)
     packages = Counter(module.split(".", 1)[0] for module in calls)
     print(

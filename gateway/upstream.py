@@ -390,6 +390,11 @@ class _Watchdog:
     def cancel(self) -> None:
         self._timer.cancel()
 
+    def finish(self) -> None:
+        """Wait until a cut that has begun is whole: the read it ended can return before
+        the timer thread has cut the client's side too."""
+        self._timer.join(timeout=1.0)
+
 
 def _never_sent(exc: requests.RequestException) -> bool:
     """Whether the request failed before a byte of it left: no connection, no TLS session."""
@@ -408,6 +413,7 @@ def _chunks(
         yield from response.raw.stream(STREAM_CHUNK_BYTES, decode_content=False)
     except (HTTPError, requests.RequestException, OSError):
         if watchdog.fired:
+            watchdog.finish()
             raise DownloadCut(errno.ECONNRESET, "content download cut at its deadline") from None
         raise
     finally:
