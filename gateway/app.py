@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import cast
 
-from flask import Flask, Response, g
+from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import ClosingIterator
 
@@ -24,13 +24,11 @@ from gateway import (
     usage_api,
     videos,
 )
-from gateway.context import RequestContext
 from gateway.current import (
     EXTENSION,
     current_context,
     current_request,
     current_state,
-    new_request_id,
 )
 from gateway.errors import register_error_handlers
 from gateway.inputs import bound_chunked_body, refuse_unsafe_query
@@ -119,11 +117,8 @@ def client_request_id(incoming: str | None) -> str | None:
 
 def _start_request() -> None:
     incoming = current_request()
-    g.context = RequestContext(
-        new_request_id(),
-        time.perf_counter(),
-        client_request_id=client_request_id(incoming.headers.get(_REQUEST_ID_HEADER)),
-    )
+    context = current_context()  # made here: this is the request's first hook
+    context.client_request_id = client_request_id(incoming.headers.get(_REQUEST_ID_HEADER))
     refuse_path_tricks(incoming.environ)
     sweep = current_state().sweep
     if sweep is not None:

@@ -29,7 +29,7 @@ def _attempt() -> Attempt:
     return Attempt(
         authorization=incoming.headers.get("Authorization"),
         client_ip=incoming.remote_addr or "unknown",
-        query=incoming.args.items(multi=True) if incoming.query_string else (),
+        query=tuple(incoming.args.items(multi=True)) if incoming.query_string else (),
         video_id=video_id if isinstance(video_id, str) and VIDEO_ID.fullmatch(video_id) else None,
     )
 

@@ -31,8 +31,8 @@ def new_request_id() -> str:
 
 
 def current_context() -> RequestContext:
-    """This request's context; made here when a hook refused the request before
-    ``gateway.app`` made it."""
+    """This request's context, made on first use (the app's first request hook), so that
+    there is only ever one per request."""
     globals_ = cast(Any, g)._get_current_object()
     context: RequestContext | None = getattr(globals_, "context", None)
     if context is None:

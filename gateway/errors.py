@@ -1,7 +1,10 @@
 """The one error shape, OpenAI's: ``{"error": {"message", "type", "param", "code"}}``.
 
-Domain exceptions and werkzeug's HTTP errors are translated here, at the edge, and nowhere
-else. ``tests/test_error_shape.py`` pins the shape for every failure path.
+Every exception becomes that shape here, at the edge, and nowhere else (``api_error``):
+domain exceptions by a status table, the backend's failures (``UpstreamError``) with their
+own status, an unreachable database as a 503, werkzeug's HTTP errors by their status, and
+anything else as a logged 500. ``tests/test_error_shape.py`` pins the shape for every
+failure path, ``tests/test_error_table.py`` the table.
 
 Every error also says whether sending the same request again can help, in the
 ``x-should-retry`` header that the openai SDK obeys before its own rules (which would retry
@@ -39,6 +42,7 @@ from keys.errors import (
     Refused,
     SchemaNotCurrent,
     ShareLinkExpired,
+    TooManyInFlight,
 )
 
 log = logging.getLogger("drawbridge.errors")
@@ -147,7 +151,7 @@ def error_response(error: ApiError) -> Response:
 # specific class it is an instance of (the first one in its MRO that is listed), so a new
 # subclass inherits its parent's status until it gets its own line. DomainError itself is not
 # listed: an exception no entry covers is a 500 and logged, never a silent 400
-# (tests/test_error_shape.py checks that every domain exception has an entry).
+# (tests/test_error_table.py checks that every domain exception has an entry).
 DOMAIN_STATUS: dict[type[DomainError], int] = {
     InvalidInput: 400,
     NotReady: 400,
@@ -185,8 +189,11 @@ def from_domain(exc: DomainError) -> ApiError:
     if isinstance(exc, Lockdown):
         headers["Retry-After"] = str(LOCKDOWN_RETRY_AFTER_SECONDS)
         should_retry = False
-    elif isinstance(exc, SchemaNotCurrent | DatabaseUnreachable):
+    elif isinstance(exc, DatabaseUnreachable):
         headers["Retry-After"] = "1"
+        should_retry = True
+    elif isinstance(exc, SchemaNotCurrent):
+        should_retry = False  # nothing changes until an operator runs the migrations
     elif isinstance(exc, Refused):
         # Every 429 says when to come back; retry-after-ms is what the openai SDK reads first.
         headers["Retry-After"] = str(exc.retry_after)
@@ -194,6 +201,8 @@ def from_domain(exc: DomainError) -> ApiError:
         if isinstance(exc, RateLimited):
             window = LimitState(exc.limit, exc.remaining, exc.reset_in)
             headers.update(rate_limit_headers(window, refused=True))
+        if isinstance(exc, TooManyInFlight):
+            should_retry = True  # a running request of the key ends in moments
     return ApiError(
         status, exc.message, exc.code, param=exc.param, headers=headers, should_retry=should_retry
     )
@@ -202,14 +211,6 @@ def from_domain(exc: DomainError) -> ApiError:
 def from_upstream(exc: UpstreamError) -> ApiError:
     """The backend's failure as the tester hears it: 502/504, or its own 4xx passed on."""
     return ApiError(exc.status, exc.message, exc.code, param=exc.param, error_type=exc.error_type)
-
-
-_STORE_DOWN = ApiError(
-    503,
-    "The gateway cannot reach its key store; retry shortly.",
-    "service_unavailable",
-    headers={"Retry-After": "1"},
-)
 
 
 def api_error(exc: BaseException) -> ApiError:
@@ -228,7 +229,10 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
         _log_error("key store unavailable: %s", type(exc).__name__)
         return ApiError(
-            _STORE_DOWN.status, _STORE_DOWN.message, _STORE_DOWN.code, headers=_STORE_DOWN.headers
+            503,
+            "The gateway cannot reach its key store; retry shortly.",
+            "service_unavailable",
+            headers={"Retry-After": "1"},
         )
     if isinstance(exc, HTTPException):
         return from_http(exc)

@@ -2,9 +2,10 @@
 authentication, with flask-limiter's storage (in process embedded, Redis in production).
 
 The limits are checked explicitly after the key is verified, because they depend on the
-key's policy; flask-limiter supplies the storage, the fixed-window strategy and its
-``RateLimitExceeded`` semantics, and the 429s carry ``Retry-After`` and OpenAI's
-``x-ratelimit-*-requests`` headers so the ``openai`` SDK backs off correctly.
+key's policy; flask-limiter supplies the storage and the fixed-window strategy. A refusal
+is ``keys.errors.RateLimited`` with the window that refused; gateway/errors.py makes it a
+429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*-requests`` headers, so the ``openai``
+SDK backs off correctly.
 
 When Redis cannot be reached the counters fall back to this process's memory (a
 ``RedisOutage`` shared with the anomaly counters decides when to try Redis again): a

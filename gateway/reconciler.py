@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.upstream import UpstreamClient, UpstreamError, video_path
+from keys.errors import NotFound
 from keys.process import current_pid, unique_hex
 from keys.reconcile import Reconciler, ReconcileReport
 from keys.store import Store
@@ -50,7 +51,11 @@ class UpstreamBackend:
 
     def cancel(self, upstream_id: str) -> None:
         try:
-            self._upstream.call_json("DELETE", video_path(upstream_id), request_id=_request_id())
+            path = video_path(upstream_id)
+        except NotFound:
+            return  # an id the backend listed but could never be asked about: nothing to cancel
+        try:
+            self._upstream.call_json("DELETE", path, request_id=_request_id())
         except UpstreamError as exc:
             if exc.status != 404:
                 raise

@@ -1,8 +1,10 @@
 """What one gateway process holds, and how it is built from settings.
 
 The app factory (gateway/app.py) serves it; the CLI builds the same state to run the same
-services without any HTTP. No Flask here: ``gateway.current`` finds the state of the app
-handling a request.
+services without any HTTP. Nothing here reads a request (``gateway.current`` finds the state
+of the app handling one), but one part needs the app: the rate limits count in
+flask-limiter's storage, which exists once ``create_app`` has bound them (``init_app``), so
+tester admission runs only in a gateway app.
 """
 
 from __future__ import annotations

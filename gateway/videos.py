@@ -35,7 +35,7 @@ from gateway.video_forms import (
     prompt_of,
 )
 from keys.policies import GenerationRequest
-from keys.usage import ADMITTED
+from keys.usage import ADMITTED, UsageRecord
 
 bp = Blueprint("videos", __name__, url_prefix="/v1")
 
@@ -56,7 +56,9 @@ def _generate(
     path: str,
     remix_of: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    admitted = usage_record(status=0, outcome=ADMITTED)
+    def admitted() -> UsageRecord:
+        return usage_record(status=0, outcome=ADMITTED)
+
     return generate(
         current_state(), current_context(), generation, forwarded, path, admitted, remix_of
     )

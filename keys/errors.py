@@ -12,9 +12,9 @@ DomainError
 │   └── HoneytokenUsed     a honeytoken key: refused like an unknown one, and watched
 ├── KeyRejected            a known key that may not be used now (revoked, expired, ...)
 ├── Lockdown               the kill switch is on: tester traffic is refused program-wide
-├── Refused                admission said no for now; ``retry_after`` seconds say when to return
+├── Refused                not now; ``retry_after`` seconds say when the same request can pass
 │   ├── QuotaExceeded      a quota of the key's cohort is used up
-│   ├── RateLimited        too many requests per minute (or too many failed sign-ins)
+│   ├── RateLimited        too many requests per minute or day (or failed sign-ins per minute)
 │   └── TooManyInFlight    too many of the key's requests are still running
 ├── InvalidShareLink       a share link that is forged, revoked or unknown
 ├── ShareLinkExpired       a genuine share link past its time
@@ -120,8 +120,8 @@ class Lockdown(DomainError):
 
 
 class Refused(DomainError):
-    """Admission refused the request for now; ``retry_after`` is how many seconds until the
-    same request can succeed."""
+    """The request is refused for now (a rate limit, the bulkhead, a quota);
+    ``retry_after`` is how many seconds until the same request can succeed."""
 
     code = "rate_limit_exceeded"
 

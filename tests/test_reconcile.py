@@ -226,6 +226,18 @@ def test_an_orphan_job_upstream_is_adopted_as_the_testers_video(
     assert ("reservation.adopted", "req_lost") in audit_actions(store)
 
 
+def test_cancelling_a_job_id_the_backend_could_never_serve_is_a_no_op(
+    simulator: Simulator, videos: UpstreamBackend
+) -> None:
+    # The backend's listing is not trusted to hold well-formed ids: one that no request could
+    # address (a slash, a dot) is nothing to cancel, and must not stop the reconciler's run.
+    running = simulator.create(GenerationRequest(prompt="a real job"))
+    for listed in ("a/b", "..", "x" * 129, ""):
+        videos.cancel(listed)
+    videos.cancel(running["id"])
+    assert running["id"] not in simulator.ids()
+
+
 def test_a_job_no_reservation_can_own_is_cancelled_upstream(
     store: Store,
     clock: FakeClock,

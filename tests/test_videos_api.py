@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import responses
+from sqlalchemy import update
 
 from keys.lifecycle import IssuedKey
-from keys.models import Tester
+from keys.models import Tester, Video
 from keys.store import Store
 from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer, forwarded_fields
 
@@ -301,6 +302,25 @@ def test_delete_of_a_video_the_upstream_lost_is_404_and_forgotten(
     response = client.delete("/v1/videos/video_lost", headers=bearer(alice.secret))
 
     assert_error(response, 404, "not_found")
+    assert listing(client, alice)["data"] == []
+
+
+def test_delete_of_a_video_whose_backend_id_could_never_be_served_is_404_and_forgotten(
+    client: Any, upstream: responses.RequestsMock, alice: IssuedKey, store: Store
+) -> None:
+    # A backend id no request could address (say, adopted from a lying backend's listing) is
+    # as good as lost: the video is forgotten, and nothing is sent upstream.
+    create(client, upstream, alice, "video_odd")
+    with store.transaction() as tx:
+        tx.session.execute(
+            update(Video).where(Video.upstream_id == "video_odd").values(upstream_id="odd/id")
+        )
+    calls_before = len(upstream.calls)
+
+    response = client.delete("/v1/videos/video_odd", headers=bearer(alice.secret))
+
+    assert_error(response, 404, "not_found")
+    assert len(upstream.calls) == calls_before
     assert listing(client, alice)["data"] == []
 
 

@@ -34,7 +34,7 @@ class Attempt:
     authorization: str | None
     """The ``Authorization`` header, as sent."""
     client_ip: str
-    query: Iterable[tuple[str, str]] = ()
+    query: tuple[tuple[str, str], ...] = ()
     """The query string's parameters (name, value), all of them."""
     video_id: str | None = None
     """The well-formed video id the URL names, read with the key in the same query."""

@@ -9,6 +9,7 @@ generation is submitted on the tester's behalf).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -57,15 +58,15 @@ def _admit(
     principal: Principal,
     cost: Cost,
     intent: dict[str, Any],
-    admitted: UsageRecord,
+    admitted: Callable[[], UsageRecord],
 ) -> dict[str, str]:
-    """Charge the quota and lease the reservation, writing the request's usage event with
-    them (``admitted``)."""
+    """Charge the quota and lease the reservation, writing the request's usage event (as
+    ``admitted`` says it is now) with them."""
     store = state.store
     for attempt in (1, 2):
         try:
             with store.transaction() as tx:
-                periods = tx.generations.admit(principal, cost, admitted, intent, lease(state))
+                periods = tx.generations.admit(principal, cost, admitted(), intent, lease(state))
             context.usage_written = True
             return periods
         except QuotaExceeded as exc:
@@ -83,14 +84,15 @@ def generate(
     request: GenerationRequest,
     forwarded: tuple[bytes, str],
     path: str,
-    admitted: UsageRecord,
+    admitted: Callable[[], UsageRecord],
     remix_of: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run a creation or remix of the admitted tester through policy and quota, then hold it
     or forward it.
 
     ``forwarded`` is the body to send upstream and its content type; ``path`` the upstream
-    path; ``admitted`` the request's usage event, written with the quota charge;
+    path; ``admitted`` makes the request's usage event as it stands, written with the quota
+    charge;
     ``remix_of`` the source video's (gateway id, upstream id). Returns the video object the
     tester sees. Raises Forbidden (the cohort's policy), QuotaExceeded or UpstreamError.
     """

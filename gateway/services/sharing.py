@@ -27,7 +27,7 @@ def request_share(state: GatewayState, principal: Principal, video_id: str) -> A
     """
     if principal.policy.sharing == "off":
         raise Forbidden("Sharing is not available to your cohort.", code="policy_violation")
-    video_path(video_id)
+    video_path(video_id)  # an id that cannot be a video's is a 404 before any query
     store = state.store
     with store.transaction() as tx:
         video = tx.videos.owned(video_id, principal.tester_id)
@@ -47,7 +47,7 @@ def request_share(state: GatewayState, principal: Principal, video_id: str) -> A
 
 def share_status(state: GatewayState, principal: Principal, video_id: str) -> Approval:
     """The video's latest share request. Raises NotFound (no such video, or no request)."""
-    video_path(video_id)
+    video_path(video_id)  # an id that cannot be a video's is a 404 before any query
     with state.store.read() as tx:
         tx.videos.owned(video_id, principal.tester_id)
         latest = tx.approvals.latest(video_id, "share")

@@ -74,6 +74,8 @@ def delete_video(state: GatewayState, context: RequestContext, video: VideoRef) 
     if video.upstream_id is not None:
         try:
             timed_call(state.upstream, context, "DELETE", video_path(video.upstream_id))
+        except NotFound:
+            lost = True  # an id the backend could never serve: as good as gone
         except UpstreamError as exc:
             if exc.status != 404:
                 raise

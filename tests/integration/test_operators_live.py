@@ -189,9 +189,14 @@ def test_metrics_add_up_every_worker_under_plain_gunicorn(tmp_path: Path) -> Non
                 )
                 return response.status_code
 
+        # The kernel decides which worker accepts each connection, and on a busy machine one
+        # of them can take a whole batch: send batches until both have answered (bounded).
+        sent, answered = 0, set[str]()
         with ThreadPoolExecutor(8) as pool:
-            assert set(pool.map(probe, range(60))) == {200}
-        answered = set(re.findall(r'pid=<?(\d+)>? "GET /healthz"', process.log_text()))
+            while len(answered) < 2 and sent < 600:
+                assert set(pool.map(probe, range(60))) == {200}
+                sent += 60
+                answered = set(re.findall(r'pid=<?(\d+)>? "GET /healthz"', process.log_text()))
         assert len(answered) == 2, "both workers should have answered:\n" + tail(process.log_path)
         time.sleep(1.5)  # each worker publishes its counts every second
 
@@ -217,5 +222,5 @@ def test_metrics_add_up_every_worker_under_plain_gunicorn(tmp_path: Path) -> Non
             f"{SIBLING_SPOOL_PREFIX}{os.getuid()}-{master}-*"
         ):
             shutil.rmtree(spool, ignore_errors=True)
-    # The readiness probes are not /healthz: every scrape sees exactly the 60 probes.
-    assert totals == [60] * 8, (totals, scrapers)
+    # The readiness probes are not /healthz: every scrape sees exactly the probes sent.
+    assert totals == [sent] * 8, (totals, scrapers)
