@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam
 
-from keys.db import Database
+from keys.db import Database, PreparedRead
 from keys.digests import SecretDigester
 from keys.errors import InvalidKey
 from keys.keyformat import KeyFormat
@@ -55,6 +55,12 @@ class VideoRef:
         return self.tester_id == tester_id and self.deleted_at is None
 
 
+def hot_read(database: Database) -> PreparedRead:
+    """The check as a ``PreparedRead`` of ``database``: a row found is reused until a commit,
+    except one that lacks the video the request names."""
+    return database.prepared(CHECK_STATEMENT, reuse_until_commit=True, found_only=("video_id",))
+
+
 def check_key(
     database: Database,
     secret: str,
@@ -71,9 +77,7 @@ def check_key(
     if not key_format.is_well_formed(secret):
         raise InvalidKey("Malformed API key.")
     digest = digester.digest(secret)
-    row = database.prepared(
-        CHECK_STATEMENT, reuse_until_commit=True, found_only=("video_id",)
-    ).first(digest=digest, video_id=video_id)
+    row = hot_read(database).first(digest=digest, video_id=video_id)
     principal = principal_of(row, digest, now)
     video = None
     if row is not None and row.video_id is not None:

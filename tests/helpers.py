@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from keys.db import PreparedRead
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_ROOT_SECRET = "dGVzdC1yb290LXNlY3JldC10aGF0LWlzLWxvbmctZW5vdWdoLTEyMzQ1Njc4OTA="
@@ -136,3 +137,16 @@ def forwarded_fields(sent: Any) -> tuple[dict[str, str], dict[str, tuple[str, st
         name: (part.filename or "", part.mimetype, part.read()) for name, part in files.items()
     }
     return dict(form.items()), parts
+
+
+def count_fetches(read: PreparedRead, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every time ``read`` goes to the database (not answered from a reused row), recorded."""
+    fetched: list[Any] = []
+    fetch = read._fetch
+
+    def counted(params: Any) -> Any:
+        fetched.append(params)
+        return fetch(params)
+
+    monkeypatch.setattr(read, "_fetch", counted)
+    return fetched

@@ -18,11 +18,12 @@ from sqlalchemy import create_engine, text
 import keys.commit_notices
 import keys.db
 from keys.commit_notices import CommitNotices
-from keys.db import Base, Database, PreparedRead, normalise_url
+from keys.db import Base, Database, normalise_url
 from keys.errors import InvalidKey, KeyRejected
-from keys.gate import CHECK_STATEMENT
+from keys.gate import hot_read
 from keys.lifecycle import IssuedKey
 from keys.store import Store
+from tests.helpers import count_fetches
 
 pytestmark = pytest.mark.postgres
 
@@ -66,24 +67,6 @@ def elsewhere(store: Store) -> Iterator[Store]:
         )
     finally:
         other.dispose()
-
-
-def _count_fetches(read: PreparedRead, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    fetched: list[Any] = []
-    fetch = read._fetch
-
-    def counted(params: Any) -> Any:
-        fetched.append(params)
-        return fetch(params)
-
-    monkeypatch.setattr(read, "_fetch", counted)
-    return fetched
-
-
-def _check_read(store: Store) -> PreparedRead:
-    return store.database.prepared(
-        CHECK_STATEMENT, reuse_until_commit=True, found_only=("video_id",)
-    )
 
 
 def _count_waits(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[None]:
@@ -131,7 +114,7 @@ def test_a_found_row_is_reused_until_a_commit_notice_arrives(
     monkeypatch.setattr(keys.db, "REUSE_SECONDS", 30.0)
     key = make_key()
     _settled(notices)
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     for _ in range(3):
         store.check_key(key.secret)
     assert len(fetched) == 1
@@ -178,7 +161,7 @@ def test_a_revoke_is_in_force_when_it_returns_even_if_the_notice_is_late(
 ) -> None:
     key = make_key()
     _settled(notices)
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     store.check_key(key.secret)
     # This process stops hearing notices but believes it is live: the worst case of a
     # notice still in flight to another host.
@@ -250,7 +233,7 @@ def test_nothing_is_reused_while_the_listener_is_down(
     monkeypatch.setattr(keys.db, "REUSE_SECONDS", 30.0)
     key = make_key()
     _settled(notices)
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     store.check_key(key.secret)
     store.check_key(key.secret)
     assert len(fetched) == 1
@@ -278,7 +261,7 @@ def test_not_found_is_never_reused(
     monkeypatch.setattr(keys.db, "REUSE_SECONDS", 30.0)
     key = make_key()
     _settled(notices)
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     unknown = store.key_format.generate()
     for _ in range(3):
         with pytest.raises(InvalidKey):
@@ -306,7 +289,7 @@ def test_a_listener_that_stops_answering_is_not_trusted(
     monkeypatch.setattr(keys.db, "REUSE_SECONDS", 30.0)
     key = make_key()
     _settled(notices)
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     store.check_key(key.secret)
     store.check_key(key.secret)
     assert len(fetched) == 1

@@ -19,12 +19,13 @@ import pytest
 
 import keys.db
 from keys.commit_stamp import CommitStamp
-from keys.db import REUSE_SECONDS, Database, PreparedRead
+from keys.db import REUSE_SECONDS, Database
 from keys.errors import InvalidKey, KeyRejected
-from keys.gate import CHECK_STATEMENT
+from keys.gate import hot_read
 from keys.lifecycle import IssuedKey
 from keys.migrate import upgrade
 from keys.store import Store
+from tests.helpers import count_fetches
 
 
 def _issue_with_video(store: Store, make_key: Callable[..., IssuedKey]) -> tuple[IssuedKey, str]:
@@ -36,24 +37,6 @@ def _issue_with_video(store: Store, make_key: Callable[..., IssuedKey]) -> tuple
     return key, video.id
 
 
-def _count_fetches(read: PreparedRead, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    fetched: list[Any] = []
-    fetch = read._fetch
-
-    def counted(params: Any) -> Any:
-        fetched.append(params)
-        return fetch(params)
-
-    monkeypatch.setattr(read, "_fetch", counted)
-    return fetched
-
-
-def _check_read(store: Store) -> PreparedRead:
-    return store.database.prepared(
-        CHECK_STATEMENT, reuse_until_commit=True, found_only=("video_id",)
-    )
-
-
 def test_a_found_row_is_reused_until_anything_commits(
     store: Store,
     make_key: Callable[..., IssuedKey],
@@ -61,7 +44,7 @@ def test_a_found_row_is_reused_until_anything_commits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key, video_id = _issue_with_video(store, make_key)
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     for _ in range(3):
         store.check_key(key.secret, video_id)
     assert len(fetched) == 1
@@ -118,7 +101,7 @@ def test_a_write_that_bypasses_keys_db_is_seen_within_the_reuse_bound(
 
 
 def test_not_found_is_never_reused(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    fetched = _count_fetches(_check_read(store), monkeypatch)
+    fetched = count_fetches(hot_read(store.database), monkeypatch)
     unknown = store.key_format.generate()
     for _ in range(3):
         with pytest.raises(InvalidKey):
@@ -144,7 +127,7 @@ def test_reused_rows_are_bounded(
     secrets_ = [make_key().secret for _ in range(5)]
     for secret in secrets_:
         store.check_key(secret)
-        assert len(_check_read(store)._reused) <= 2
+        assert len(hot_read(store.database)._reused) <= 2
 
 
 @pytest.mark.both_databases
@@ -158,14 +141,14 @@ def test_each_database_has_the_change_signal_of_its_kind(
         assert database.commit_stamp is None and database.commit_notices is not None
         assert database.change_signal is database.commit_notices
         # Until this process listens, nothing is reused.
-        fetched = _count_fetches(_check_read(store), monkeypatch)
+        fetched = count_fetches(hot_read(store.database), monkeypatch)
         store.check_key(key.secret)
         store.check_key(key.secret)
         assert len(fetched) == 2
     else:
         assert database.commit_stamp is not None and database.commit_notices is None
         assert database.change_signal is database.commit_stamp
-        fetched = _count_fetches(_check_read(store), monkeypatch)
+        fetched = count_fetches(hot_read(store.database), monkeypatch)
         store.check_key(key.secret)
         store.check_key(key.secret)
         assert len(fetched) == 1
