@@ -119,6 +119,20 @@ def test_wrong_token_is_refused_and_counted(
     assert browser.get("/approvals").status_code == 302
 
 
+@pytest.mark.parametrize("settings_overrides", [{"auth_failures_per_minute": 2}])
+def test_an_address_that_failed_too_often_gets_a_429_page_even_with_a_good_secret(
+    console: Callable[..., Console], make_token: Callable[..., IssuedToken]
+) -> None:
+    browser = console()
+    for _ in range(2):
+        assert browser.sign_in("drwbadm_" + "A" * 40).status_code == 401
+    for path in ("/sign-in", "/me/sign-in"):
+        response = browser.sign_in(make_token("admin").secret, path)
+        assert response.status_code == 429
+        assert response.mimetype == "text/html"
+        assert "Too many failed authentication attempts" in response.get_data(as_text=True)
+
+
 def test_a_revoked_token_is_signed_out_on_its_next_request(
     operator: Callable[[str], tuple[Console, IssuedToken]], store: Store
 ) -> None:

@@ -23,7 +23,7 @@ from gateway.console.access import (
 from gateway.console.blueprint import bp
 from gateway.console.session import signed_in
 from gateway.current import current_state
-from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected, RateLimited
+from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected
 
 
 def _pasted_secret() -> str:
@@ -33,14 +33,6 @@ def _pasted_secret() -> str:
 def _refuse(message: str) -> tuple[str, int]:
     current_state().limits.record_auth_failure(request.remote_addr or "unknown")
     return refusal_page(401, message)
-
-
-def _refuse_blocked_client() -> tuple[str, int] | None:
-    try:
-        current_state().limits.refuse_blocked_client(request.remote_addr or "unknown")
-    except RateLimited as exc:
-        return refusal_page(429, exc.message)
-    return None
 
 
 @bp.get("/")
@@ -57,10 +49,9 @@ def sign_in() -> WerkzeugResponse | str | tuple[str, int]:
         if current_operator() is not None:
             return redirect(url_for("console.home"))
         return render("sign_in.html")
-    blocked = _refuse_blocked_client()
-    if blocked is not None:
-        return blocked
     state = current_state()
+    # A blocked address gets the 429 page from the console's error handler (console/errors.py).
+    state.limits.refuse_blocked_client(request.remote_addr or "unknown")
     try:
         with state.store.read() as tx:
             operator = tx.tokens.verify(_pasted_secret())
@@ -76,10 +67,9 @@ def me_sign_in() -> WerkzeugResponse | str | tuple[str, int]:
         if current_tester() is not None:
             return redirect(url_for("console.me"))
         return render("me_sign_in.html")
-    blocked = _refuse_blocked_client()
-    if blocked is not None:
-        return blocked
     state = current_state()
+    # A blocked address gets the 429 page from the console's error handler (console/errors.py).
+    state.limits.refuse_blocked_client(request.remote_addr or "unknown")
     try:
         with state.store.read() as tx:
             principal = tx.keys.verify(_pasted_secret())
