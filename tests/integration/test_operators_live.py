@@ -58,6 +58,13 @@ def sqlite_database(path: Path, revision: str = "head") -> str:
     return url
 
 
+def run_once(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a command that must end by itself within a minute; its output as text."""
+    return subprocess.run(
+        argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 @pytest.fixture
 def listener() -> Iterator[int]:
     """A port something already listens on."""
@@ -77,14 +84,9 @@ def test_a_demo_on_taken_ports_says_which_and_starts_nothing(
     ports = {"--port": str(free_port()), "--simulator-port": str(free_port()), taken: str(listener)}
     folder = tmp_path / "demo"
 
-    result = subprocess.run(
+    result = run_once(
         [*DEMO, "--dir", str(folder), *(item for pair in ports.items() for item in pair)],
-        env=clean_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        clean_env(),
     )
 
     assert result.returncode == 1, result.stdout + result.stderr
@@ -100,15 +102,7 @@ def test_a_demo_on_taken_ports_says_which_and_starts_nothing(
 def test_serve_refuses_an_unmigrated_database_in_one_line(tmp_path: Path) -> None:
     url = sqlite_database(tmp_path / "old.db", "0003")
 
-    result = subprocess.run(
-        [*SERVE, "--bind", f"127.0.0.1:{free_port()}"],
-        env=gateway_env(url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_once([*SERVE, "--bind", f"127.0.0.1:{free_port()}"], gateway_env(url))
 
     assert result.returncode == 1
     assert result.stderr.strip() == (
@@ -120,15 +114,7 @@ def test_serve_refuses_an_unmigrated_database_in_one_line(tmp_path: Path) -> Non
 def test_plain_gunicorn_refuses_an_unmigrated_database_in_one_line(tmp_path: Path) -> None:
     url = sqlite_database(tmp_path / "old.db", "0002")
 
-    result = subprocess.run(
-        [*GUNICORN, "-b", f"127.0.0.1:{free_port()}"],
-        env=gateway_env(url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_once([*GUNICORN, "-b", f"127.0.0.1:{free_port()}"], gateway_env(url))
 
     assert result.returncode != 0
     output = result.stdout + result.stderr
