@@ -291,6 +291,21 @@ def make_token(store: Store) -> Callable[..., IssuedToken]:
     return make
 
 
+@pytest.fixture
+def admin(make_token: Callable[..., IssuedToken]) -> IssuedToken:
+    return make_token("admin", "Ops Admin")
+
+
+@pytest.fixture
+def approver(make_token: Callable[..., IssuedToken]) -> IssuedToken:
+    return make_token("approver", "Reviewer")
+
+
+@pytest.fixture
+def auditor(make_token: Callable[..., IssuedToken]) -> IssuedToken:
+    return make_token("auditor", "Compliance")
+
+
 # -- after the whole suite -------------------------------------------------------------
 
 

@@ -22,21 +22,6 @@ API = "/admin/v1"
 THIRTY_DAYS = 30 * 86_400
 
 
-@pytest.fixture
-def admin(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("admin", "Ops Admin")
-
-
-@pytest.fixture
-def auditor(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("auditor", "Compliance")
-
-
-@pytest.fixture
-def approver(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("approver", "Reviewer")
-
-
 def actor_of(token: IssuedToken) -> str:
     return f"{token.token.role}:{token.token.id}:{token.token.name}"
 

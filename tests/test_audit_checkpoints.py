@@ -434,11 +434,6 @@ def test_concurrent_appends_make_one_chain_that_verifies(store: Store) -> None:
 # -- admin API -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def auditor(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("auditor", "Compliance")
-
-
 def test_api_lists_checkpoints_and_the_public_key(
     trail: Store, client: Any, auditor: IssuedToken, make_token: Callable[..., IssuedToken]
 ) -> None:

@@ -63,16 +63,6 @@ def remote(cli: Cli, server: str) -> Run:
     return invoke
 
 
-@pytest.fixture
-def auditor(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("auditor", "Compliance")
-
-
-@pytest.fixture
-def approver(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("approver", "Reviewer")
-
-
 def _usage(store: Store, key: IssuedKey, count: int) -> None:
     with store.transaction() as tx:
         for _ in range(count):

@@ -73,11 +73,6 @@ def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
     return make_key(tester.id)
 
 
-@pytest.fixture
-def approver(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("approver", "Reviewer")
-
-
 def actor_of(token: IssuedToken) -> str:
     return f"{token.token.role}:{token.token.id}:{token.token.name}"
 

@@ -402,11 +402,6 @@ def upstream() -> Iterator[FakeBackend]:
         yield FakeBackend(mock)
 
 
-@pytest.fixture
-def admin(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("admin", "Policy Admin")
-
-
 def actor_of(token: IssuedToken) -> str:
     return f"{token.token.role}:{token.token.id}:{token.token.name}"
 

@@ -42,11 +42,6 @@ def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
     return make_key(tester.id)
 
 
-@pytest.fixture
-def approver(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("approver", "Reviewer")
-
-
 def completed_video(client: Any, upstream: FakeBackend, key: IssuedKey) -> str:
     video = ok(create_video(client, key))
     upstream.finish(video["id"])

@@ -42,16 +42,6 @@ def upstream() -> Iterator[FakeBackend]:
         yield FakeBackend(mock)
 
 
-@pytest.fixture
-def auditor(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("auditor", "Compliance")
-
-
-@pytest.fixture
-def admin(make_token: Callable[..., IssuedToken]) -> IssuedToken:
-    return make_token("admin", "Ops")
-
-
 def record(store: Store, at: datetime, **fields: Any) -> str:
     """Write one event as the gateway would (through UsageLog); returns its request id."""
     request_id = fields.pop("request_id", None) or f"req_{uuid.uuid4().hex}"
