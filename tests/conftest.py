@@ -292,6 +292,17 @@ def make_token(store: Store) -> Callable[..., IssuedToken]:
 
 
 @pytest.fixture
+def tester(make_tester: Callable[..., Tester]) -> Tester:
+    return make_tester()
+
+
+@pytest.fixture
+def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
+    """A key of ``tester`` (a module's own ``tester`` fixture, where it has one)."""
+    return make_key(tester.id)
+
+
+@pytest.fixture
 def admin(make_token: Callable[..., IssuedToken]) -> IssuedToken:
     return make_token("admin", "Ops Admin")
 

@@ -267,11 +267,6 @@ def test_unknown_tester_is_404(client: Any, admin: IssuedToken) -> None:
 # -- keys ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tester(make_tester: Callable[..., Tester]) -> Tester:
-    return make_tester()
-
-
 def issue(client: Any, admin: IssuedToken, tester_id: str, body: Any = None) -> dict[str, Any]:
     issued: dict[str, Any] = ok(
         call(client, admin, "POST", f"/testers/{tester_id}/keys", body or {}), 201

@@ -68,11 +68,6 @@ def tester(make_tester: Callable[..., Tester], store: Store) -> Tester:
     return tester
 
 
-@pytest.fixture
-def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
-    return make_key(tester.id)
-
-
 def actor_of(token: IssuedToken) -> str:
     return f"{token.token.role}:{token.token.id}:{token.token.name}"
 

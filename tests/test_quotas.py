@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,16 +51,6 @@ ZERO = {
 def upstream() -> Iterator[FakeBackend]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield FakeBackend(mock)
-
-
-@pytest.fixture
-def tester(make_tester: Callable[..., Tester]) -> Tester:
-    return make_tester()
-
-
-@pytest.fixture
-def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
-    return make_key(tester.id)
 
 
 def billable_events(store: Store, tester_id: str) -> list[UsageEvent]:

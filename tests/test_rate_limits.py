@@ -28,16 +28,6 @@ def upstream() -> Iterator[FakeBackend]:
         yield FakeBackend(mock)
 
 
-@pytest.fixture
-def tester(make_tester: Callable[..., Tester]) -> Tester:
-    return make_tester()
-
-
-@pytest.fixture
-def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
-    return make_key(tester.id)
-
-
 def me(client: Any, key: IssuedKey, **kwargs: Any) -> Any:
     return client.get("/v1/me", headers=bearer(key.secret), **kwargs)
 

@@ -27,7 +27,6 @@ from keys.models import AuditEntry, QuotaUsage, Reservation, UsageEvent, Video
 from keys.policies import GenerationRequest
 from keys.reconcile import Reconciler
 from keys.store import Store
-from keys.testers import Tester
 from keys.usage import UsageRecord
 from keys.vault import Vault
 from tests.helpers import Cli, FakeClock, free_port
@@ -465,11 +464,6 @@ def test_concurrent_reconcilers_settle_each_reservation_once(
 @pytest.fixture
 def key(make_key: Callable[..., IssuedKey]) -> IssuedKey:
     return make_key()
-
-
-@pytest.fixture
-def tester(make_tester: Callable[..., Tester]) -> Tester:
-    return make_tester()
 
 
 def test_each_worker_sweeps_in_the_background(

@@ -115,11 +115,6 @@ def test_rate_limits_still_hold_per_process_while_redis_is_down(
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
 
-@pytest.fixture
-def tester(make_tester: Callable[..., Tester]) -> Tester:
-    return make_tester()
-
-
 def test_an_outage_tries_redis_again_after_its_pause(private_redis: PrivateRedis) -> None:
     outage = RedisOutage(retry_seconds=0.2)
     limits = RateLimits(private_redis.url, 10, outage)

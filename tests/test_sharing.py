@@ -37,11 +37,6 @@ def tester(make_tester: Callable[..., Tester], store: Store) -> Tester:
     return tester
 
 
-@pytest.fixture
-def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
-    return make_key(tester.id)
-
-
 def completed_video(client: Any, upstream: FakeBackend, key: IssuedKey) -> str:
     video = ok(create_video(client, key))
     upstream.finish(video["id"])

@@ -6,7 +6,6 @@ The openai SDK obeys the header before its own rules, which would retry every 40
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,16 +20,6 @@ from tests.flows import set_overrides
 from tests.helpers import UPSTREAM_URL, bearer
 
 VIDEOS = f"{UPSTREAM_URL}/videos"
-
-
-@pytest.fixture
-def tester(make_tester: Callable[..., Tester]) -> Tester:
-    return make_tester()
-
-
-@pytest.fixture
-def key(make_key: Callable[..., IssuedKey], tester: Tester) -> IssuedKey:
-    return make_key(tester.id)
 
 
 def should_retry(response: Any) -> str:
