@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import TEST_ROOT_SECRET, free_port
+from tests.helpers import free_port
 from tests.integration.live import (
     LiveGateway,
     LiveSimulator,
     TesterKey,
-    clean_env,
     start_gateway,
     start_simulator,
 )
@@ -57,29 +56,20 @@ def live_gateway(
     backend: str = request.param
     tmp = tmp_path_factory.mktemp(f"gateway-{backend}")
     if backend == "sqlite":
-        sqlite_path = tmp / "drawbridge.db"
-        database_url = f"sqlite:///{sqlite_path}"
+        database_url = f"sqlite:///{tmp / 'drawbridge.db'}"
     else:
         make_database: Callable[[], str] = request.getfixturevalue("make_postgres_database")
-        sqlite_path, database_url = None, make_database()
+        database_url = make_database()
     port = free_port()
-    env = clean_env(
-        DRAWBRIDGE_DATABASE_URL=database_url,
-        DRAWBRIDGE_ROOT_SECRET=TEST_ROOT_SECRET,
-        DRAWBRIDGE_UPSTREAM_URL=simulator.api_url,
-        DRAWBRIDGE_UPSTREAM_API_KEY=simulator.master,
+    gateway = LiveGateway.before(
+        simulator,
+        database_url,
+        port,
+        tmp / "gateway.log",
         # Every test of the session calls this one gateway from 127.0.0.1, many with refused
         # keys on purpose: the per-address block (tests/test_rate_limits.py pins it) would
         # otherwise refuse whichever test comes next within the same minute.
         DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE="1000000",
-    )
-    gateway = LiveGateway(
-        backend=backend,
-        base=f"http://127.0.0.1:{port}",
-        database_url=database_url,
-        sqlite_path=sqlite_path,
-        env=env,
-        log_path=tmp / "gateway.log",
     )
 
     # An operator's first steps, through the CLI.

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from keys.db import normalise_url
-from tests.helpers import TEST_ROOT_SECRET, free_port
-from tests.integration.live import LiveGateway, LiveSimulator, clean_env, start_gateway
+from tests.helpers import free_port
+from tests.integration.live import LiveGateway, LiveSimulator, start_gateway
 
 
 @contextlib.contextmanager
@@ -24,33 +24,17 @@ def gateway_fleet(
     *,
     instances: int,
     workers: int,
-    backend: str,
     migrate: bool = True,
     **settings: str,
 ) -> Iterator[list[LiveGateway]]:
     """``instances`` gateways of ``workers`` workers each, sharing ``database_url``, with one
     admin token made through the CLI. ``settings`` are extra ``DRAWBRIDGE_*`` variables."""
-    env = clean_env(
-        DRAWBRIDGE_DATABASE_URL=database_url,
-        DRAWBRIDGE_ROOT_SECRET=TEST_ROOT_SECRET,
-        DRAWBRIDGE_UPSTREAM_URL=simulator.api_url,
-        DRAWBRIDGE_UPSTREAM_API_KEY=simulator.master,
-        **settings,
-    )
-    sqlite_path = Path(database_url.removeprefix("sqlite:///")) if backend == "sqlite" else None
-    gateways = []
-    for index in range(instances):
-        port = free_port()
-        gateways.append(
-            LiveGateway(
-                backend=backend,
-                base=f"http://127.0.0.1:{port}",
-                database_url=database_url,
-                sqlite_path=sqlite_path,
-                env=env,
-                log_path=tmp / f"gateway-{index}.log",
-            )
+    gateways = [
+        LiveGateway.before(
+            simulator, database_url, free_port(), tmp / f"gateway-{index}.log", **settings
         )
+        for index in range(instances)
+    ]
     first = gateways[0]
     if migrate:
         first.cli("db", "upgrade")

@@ -22,6 +22,8 @@ from typing import Any
 import openai
 import requests
 
+from tests.helpers import TEST_ROOT_SECRET
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -247,6 +249,33 @@ class LiveGateway:
     # SDK clients of the current test; closed after it, so no kept-alive connection
     # outlives the test (gunicorn waits for those when it stops).
     clients: list[openai.OpenAI] = field(default_factory=list)
+
+    @classmethod
+    def before(
+        cls,
+        simulator: LiveSimulator,
+        database_url: str,
+        port: int,
+        log_path: Path,
+        **settings: str,
+    ) -> LiveGateway:
+        """A gateway (not started yet) on ``database_url``, listening on ``port``, in front
+        of ``simulator``; ``settings`` are more ``DRAWBRIDGE_*`` variables."""
+        sqlite = database_url.startswith("sqlite:///")
+        return cls(
+            backend="sqlite" if sqlite else "postgresql",
+            base=f"http://127.0.0.1:{port}",
+            database_url=database_url,
+            sqlite_path=Path(database_url.removeprefix("sqlite:///")) if sqlite else None,
+            env=clean_env(
+                DRAWBRIDGE_DATABASE_URL=database_url,
+                DRAWBRIDGE_ROOT_SECRET=TEST_ROOT_SECRET,
+                DRAWBRIDGE_UPSTREAM_URL=simulator.api_url,
+                DRAWBRIDGE_UPSTREAM_API_KEY=simulator.master,
+                **settings,
+            ),
+            log_path=log_path,
+        )
 
     @property
     def api_url(self) -> str:

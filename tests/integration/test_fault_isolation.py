@@ -62,7 +62,6 @@ def private_gateway(
         f"sqlite:///{tmp_path / 'drawbridge.db'}",
         instances=1,
         workers=workers,
-        backend="sqlite",
         DRAWBRIDGE_UPSTREAM_READ_TIMEOUT=str(UPSTREAM_READ_TIMEOUT),
         DRAWBRIDGE_TRUSTED_PROXIES="1",
         **settings,

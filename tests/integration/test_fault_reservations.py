@@ -67,7 +67,7 @@ def fleet(
         make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
         url = make()
     with gateway_fleet(
-        slow_simulator, tmp_path, url, instances=1, workers=WORKERS, backend=request.param,
+        slow_simulator, tmp_path, url, instances=1, workers=WORKERS,
         migrate=request.param == "sqlite",
         DRAWBRIDGE_RESERVATION_LEASE_SECONDS=str(LEASE_SECONDS),
         # The CLI reconciles here; the sweep would race it to the same result.

@@ -17,11 +17,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests.helpers import TEST_ROOT_SECRET, free_port
+from tests.helpers import free_port
 from tests.integration.live import (
     LiveGateway,
     LiveSimulator,
-    clean_env,
     error_of,
     http_session,
     start_gateway,
@@ -47,19 +46,7 @@ def pg_gateway(
     tmp = tmp_path_factory.mktemp("gateway-private-pg")
     database_url = private_postgres.create_database("drawbridge_faults")
     port = free_port()
-    gateway = LiveGateway(
-        backend="postgresql",
-        base=f"http://127.0.0.1:{port}",
-        database_url=database_url,
-        sqlite_path=None,
-        env=clean_env(
-            DRAWBRIDGE_DATABASE_URL=database_url,
-            DRAWBRIDGE_ROOT_SECRET=TEST_ROOT_SECRET,
-            DRAWBRIDGE_UPSTREAM_URL=simulator.api_url,
-            DRAWBRIDGE_UPSTREAM_API_KEY=simulator.master,
-        ),
-        log_path=tmp / "gateway.log",
-    )
+    gateway = LiveGateway.before(simulator, database_url, port, tmp / "gateway.log")
     assert "from empty to" in gateway.cli("db", "upgrade")
     token = gateway.cli("tokens", "create", "--name", "faults", "--role", "admin", "--json")
     gateway.admin_token, gateway.admin_token_id = token["secret"], token["id"]

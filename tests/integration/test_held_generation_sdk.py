@@ -200,7 +200,7 @@ def limited_gateway(
     tmp = tmp_path_factory.mktemp("limited")
     with gateway_fleet(
         simulator, tmp, f"sqlite:///{tmp / 'drawbridge.db'}", instances=1, workers=2,
-        backend="sqlite", DRAWBRIDGE_REDIS_URL=REDIS_URL,
+        DRAWBRIDGE_REDIS_URL=REDIS_URL,
     ) as (gateway,):  # fmt: skip
         yield gateway
 

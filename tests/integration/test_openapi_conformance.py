@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TEST_ROOT_SECRET, free_port
+from tests.helpers import free_port
 from tests.integration.live import (
     HTTP_TIMEOUT,
     LiveGateway,
     LiveSimulator,
-    clean_env,
     http_session,
     start_gateway,
 )
@@ -67,19 +66,7 @@ def conformance_gateway(
     tmp = tmp_path_factory.mktemp("gateway-conformance")
     database_url = f"sqlite:///{tmp / 'drawbridge.db'}"
     port = free_port()
-    gateway = LiveGateway(
-        backend="sqlite",
-        base=f"http://127.0.0.1:{port}",
-        database_url=database_url,
-        sqlite_path=tmp / "drawbridge.db",
-        env=clean_env(
-            DRAWBRIDGE_DATABASE_URL=database_url,
-            DRAWBRIDGE_ROOT_SECRET=TEST_ROOT_SECRET,
-            DRAWBRIDGE_UPSTREAM_URL=simulator.api_url,
-            DRAWBRIDGE_UPSTREAM_API_KEY=simulator.master,
-        ),
-        log_path=tmp / "gateway.log",
-    )
+    gateway = LiveGateway.before(simulator, database_url, port, tmp / "gateway.log")
     gateway.cli("db", "upgrade")
     token = gateway.cli("tokens", "create", "--name", "schemathesis", "--role", "admin", "--json")
     gateway.admin_token, gateway.admin_token_id = token["secret"], token["id"]

@@ -38,7 +38,6 @@ def sqlite_fleet(
     tmp = tmp_path_factory.mktemp("quota-sqlite")
     with gateway_fleet(
         simulator, tmp, f"sqlite:///{tmp / 'drawbridge.db'}", instances=1, workers=4,
-        backend="sqlite",
     ) as gateways:  # fmt: skip
         yield gateways
 
@@ -51,7 +50,7 @@ def postgres_fleet(
 ) -> Iterator[list[LiveGateway]]:
     tmp = tmp_path_factory.mktemp("quota-postgres")
     with gateway_fleet(
-        simulator, tmp, make_postgres_database(), instances=2, workers=2, backend="postgresql",
+        simulator, tmp, make_postgres_database(), instances=2, workers=2,
         migrate=False,
     ) as gateways:  # fmt: skip
         yield gateways

@@ -76,7 +76,6 @@ def _gateway(
         url,
         instances=1,
         workers=2,
-        backend=backend,
         migrate=backend == "sqlite",
         **settings,
     )
