@@ -168,11 +168,8 @@ def content_variant() -> str:
 def stream_content(upstream_id: str, variant: str) -> Response:
     """Stream a video's content from the backend, never holding it whole (share links and
     the approvers' console preview, which have no tester admission)."""
-    status, headers, chunks = current_state().upstream.open_stream(
-        video_path(upstream_id, "/content"),
-        request_id=current_context().request_id,
-        params={"variant": variant},
-        on_deadline=client_cutter(),
+    status, headers, chunks = videos.open_upstream_content(
+        current_state(), current_context(), upstream_id, variant, client_cutter()
     )
     return Response(chunks, status=status, headers=headers, direct_passthrough=True)
 

@@ -103,8 +103,20 @@ def open_content(
         raise not_ready(video.id)
     if principal.policy.content_requires_approval:
         _require_download_approval(state, principal, video.id)
+    return open_upstream_content(state, context, video.upstream_id, variant, on_deadline)
+
+
+def open_upstream_content(
+    state: GatewayState,
+    context: RequestContext,
+    upstream_id: str,
+    variant: str,
+    on_deadline: Callable[[], None] | None,
+) -> tuple[int, dict[str, str], Iterator[bytes]]:
+    """Open a download of a backend video's content, whoever may see it (the caller
+    decided): a tester's own video, a share link's, an approver's preview."""
     return state.upstream.open_stream(
-        video_path(video.upstream_id, "/content"),
+        video_path(upstream_id, "/content"),
         request_id=context.request_id,
         params={"variant": variant},
         on_deadline=on_deadline,
