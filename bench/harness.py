@@ -2,7 +2,7 @@
 
 * the simulator: ``python -m gateway simulator`` (gunicorn, 1 worker, gthread, 16 threads);
 * the bare passthrough and the gateway: ``python -m bench.serve`` (gunicorn through
-  ``gateway.server.serve``, so both get the SAME settings: workers, gthread, threads,
+  ``gateway.process.server.serve``, so both get the SAME settings: workers, gthread, threads,
   keep-alive, timeouts; default 1 worker x 8 threads);
 * the gateway's database: a fresh SQLite file in a temporary directory, or a fresh database
   created on the PostgreSQL server of ``database_url`` (dropped at the end). It is migrated

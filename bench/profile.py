@@ -79,7 +79,7 @@ PIECES = [
     ("  of which requests.Session.request", "the HTTP exchange with the simulator"),
     ("before_request hook", "gateway.app._start_request (request id, path checks)"),
     ("after_request hook", "gateway.app._finish_request (headers, usage, access log)"),
-    ("  of which usage record", "gateway.usage_event.record_usage"),
+    ("  of which usage record", "gateway.tester.usage_event.record_usage"),
     ("  of which access log", "the access line: JSON, redaction, queued for the writer"),
     ("threads started", "threading.Thread.start calls (count, not time)"),
 ]
@@ -108,21 +108,21 @@ def _instrument() -> None:
     _patch(keys.lifecycle.KeyService, "verify", "  of which KeyService.verify")
     _patch(keys.videos.VideoLedger, "owned", "  of which VideoLedger.owned")
     _patch(keys.videos.VideoLedger, "is_owned", "  of which VideoLedger.owned")
-    import gateway.upstream
+    import gateway.upstream.client
 
-    _patch(gateway.upstream.UpstreamClient, "call_json", "upstream call_json")
+    _patch(gateway.upstream.client.UpstreamClient, "call_json", "upstream call_json")
     _patch(requests.Session, "request", "  of which requests.Session.request")
     _patch(gateway.app, "_start_request", "before_request hook")
     _patch(gateway.app, "_finish_request", "after_request hook")
     with contextlib.suppress(ImportError):
-        import gateway.limits
+        import gateway.admission.limits
 
-        _patch(gateway.limits.RateLimits, "admit_key", "rate limits")
-        _patch(gateway.limits.RateLimits, "refuse_blocked_client", "rate limits")
+        _patch(gateway.admission.limits.RateLimits, "admit_key", "rate limits")
+        _patch(gateway.admission.limits.RateLimits, "refuse_blocked_client", "rate limits")
     with contextlib.suppress(ImportError):
-        import gateway.usage_event
+        import gateway.tester.usage_event
 
-        _patch(gateway.usage_event, "record_usage", "  of which usage record")
+        _patch(gateway.tester.usage_event, "record_usage", "  of which usage record")
         # _finish_request calls it through its own module's name.
         _patch(gateway.app, "record_usage", "  of which usage record")
     original_start = threading.Thread.start
@@ -135,7 +135,7 @@ def _instrument() -> None:
 
 
 def _instrument_log_handler() -> None:
-    from gateway import logs
+    from gateway.observability import logs
 
     logs.AccessLog.write = _timed("  of which access log", logs.AccessLog.write)  # type: ignore[method-assign]
 
@@ -257,7 +257,7 @@ def pieces(stack: Stack, args: argparse.Namespace) -> None:
 def _print_floors(app: Any, stack: Stack) -> None:
     import sqlite3
 
-    from gateway.current import EXTENSION
+    from gateway.http.current import EXTENSION
 
     state = app.extensions[EXTENSION]
     store = state.store
@@ -318,7 +318,7 @@ def _print_floors(app: Any, stack: Stack) -> None:
     )
     # The request thread builds, redacts and queues the line; the writer thread writes.
     # Point a writer at memory so the measured lines do not flood the terminal.
-    from gateway import logs
+    from gateway.observability import logs
 
     writer = logs.LineWriter(io.StringIO(), interval=3600)
     access = logs.AccessLog(

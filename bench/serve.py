@@ -1,6 +1,6 @@
 """Serve the gateway or the bare passthrough under gunicorn with identical server settings.
 
-Both go through ``gateway.server.serve``, the call ``drawbridge serve`` makes, with the same
+Both go through ``gateway.process.server.serve``, the call ``drawbridge serve`` makes, with the same
 bind/workers/threads, so the only difference between them is the application::
 
     python -m bench.serve gateway --bind 127.0.0.1:8080 --workers 1 --threads 8
@@ -23,7 +23,7 @@ anyone changes product code (comma-separated names):
   request at moderate rates; replace that with one daemon thread sweeping once a second
   (reads already expire stale windows lazily, so limits behave the same);
 * ``stream-1mib``: content downloads read the upstream in 1 MiB chunks instead of 256 KiB
-  (``gateway.upstream.STREAM_CHUNK_BYTES``).
+  (``gateway.upstream.client.STREAM_CHUNK_BYTES``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 from flask import Flask
 
-from gateway.server import serve
+from gateway.process.server import serve
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -103,9 +103,9 @@ def _patch_limiter_timer() -> None:
 
 
 def _patch_stream_1mib() -> None:
-    import gateway.upstream
+    import gateway.upstream.client
 
-    gateway.upstream.STREAM_CHUNK_BYTES = 1024 * 1024  # read at call time by _chunks
+    gateway.upstream.client.STREAM_CHUNK_BYTES = 1024 * 1024  # read at call time by _chunks
 
 
 def _patch_no_reuse() -> None:

@@ -1,11 +1,11 @@
 # gunicorn settings for `drawbridge serve --gunicorn-config config/gunicorn.conf.py`.
-# The values below are the built-in defaults (gateway/server.py); change them here.
+# The values below are the built-in defaults (gateway/process/server.py); change them here.
 
 bind = "127.0.0.1:8080"
 workers = 2  # processes; 2-4 per core is typical
 # gthread (threads let slow upstream calls and long downloads overlap), answering
 # gunicorn's own 400/414/431 errors in the OpenAI error shape instead of HTML.
-worker_class = "gateway.worker.GatewayWorker"
+worker_class = "gateway.process.worker.GatewayWorker"
 threads = 8  # keep above max_inflight_per_key (config/drawbridge.toml)
 timeout = 120  # a worker silent this long is restarted
 graceful_timeout = 30
@@ -19,9 +19,9 @@ accesslog = None  # the gateway writes its own redacted JSON access log
 errorlog = "-"
 # gunicorn's own error (and, if enabled, access) lines are JSON with secrets redacted, like
 # the gateway's; a logger_class of your own should subclass this one.
-logger_class = "gateway.server.GunicornLogger"
+logger_class = "gateway.process.server.GunicornLogger"
 control_socket_disable = True
-# worker_exit defaults to gateway.server.flush_on_worker_exit, which writes the worker's
+# worker_exit defaults to gateway.process.server.flush_on_worker_exit, which writes the worker's
 # batched usage events and metrics when it stops; a hook of your own should call it too.
-# post_worker_init defaults to gateway.server.ignore_terminal_interrupt: workers leave
+# post_worker_init defaults to gateway.process.server.ignore_terminal_interrupt: workers leave
 # Ctrl-C (SIGINT to the whole process group) to the master, which stops them with SIGQUIT.

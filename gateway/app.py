@@ -12,32 +12,27 @@ from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import ClosingIterator
 
-from gateway import (
-    admin_api,
-    approvals_api,
-    console,
-    health,
-    me,
-    metrics,
-    secret_scanning,
-    shares,
-    usage_api,
-    videos,
-)
-from gateway.current import (
+from gateway import console
+from gateway.admin import api as admin_api
+from gateway.admin import approvals as approvals_api
+from gateway.admin import usage as usage_api
+from gateway.admission.limits import add_headers as add_rate_limit_headers
+from gateway.http.current import (
     EXTENSION,
     current_context,
     current_request,
     current_state,
 )
-from gateway.errors import register_error_handlers
-from gateway.inputs import bound_chunked_body, refuse_unsafe_query
-from gateway.limits import add_headers as add_rate_limit_headers
-from gateway.logs import access_log, configure_logging
-from gateway.paths import refuse_path_tricks
+from gateway.http.errors import register_error_handlers
+from gateway.http.inputs import bound_chunked_body, refuse_unsafe_query
+from gateway.http.paths import refuse_path_tricks
+from gateway.integrations import secret_scanning
+from gateway.observability import health, metrics
+from gateway.observability.logs import access_log, configure_logging
 from gateway.settings import Settings, load_settings
 from gateway.state import GatewayState, build_state
-from gateway.usage_event import record_usage
+from gateway.tester import me, shares, videos
+from gateway.tester.usage_event import record_usage
 from keys.errors import DatabaseUnreachable
 from keys.migrate import require_current_schema
 

@@ -1,7 +1,7 @@
 """What the gateway knows about the request in hand, in one typed object.
 
 The edge (gateway/app.py) makes one ``RequestContext`` per request and keeps it on Flask's
-``g`` (gateway/current.py finds it); the admission pipeline and the services fill it in as
+``g`` (gateway/http/current.py finds it); the admission pipeline and the services fill it in as
 they learn things; the usage event, the access log and the metrics read it at the end. It
 imports no Flask, so the services can take it as a plain argument.
 """
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.bulkhead import Slot
+    from gateway.admission.bulkhead import Slot
+    from gateway.admission.limits import LimitState
     from gateway.console.session import ConsoleSession, TesterSession
-    from gateway.limits import LimitState
     from keys.admin_tokens import Operator
     from keys.gate import VideoRef
     from keys.lifecycle import Principal

@@ -1,11 +1,11 @@
 """Settings for plain gunicorn: ``gunicorn -c python:gateway.gunicorn_conf 'gateway.wsgi:app'``.
 
-The defaults and worker hooks of ``drawbridge serve`` (gateway/server.py): ``worker_exit``
+The defaults and worker hooks of ``drawbridge serve`` (gateway/process/server.py): ``worker_exit``
 writes a stopping worker's usage events, metrics and log lines, ``post_worker_init`` leaves
 Ctrl-C to the master. Options on gunicorn's command line still win.
 """
 
-from gateway.server import DEFAULT_OPTIONS
+from gateway.process.server import DEFAULT_OPTIONS
 
 bind = DEFAULT_OPTIONS["bind"]
 workers = DEFAULT_OPTIONS["workers"]

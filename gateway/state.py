@@ -1,7 +1,7 @@
 """What one gateway process holds, and how it is built from settings.
 
 The app factory (gateway/app.py) serves it; the CLI builds the same state to run the same
-services without any HTTP. Nothing here reads a request (``gateway.current`` finds the state
+services without any HTTP. Nothing here reads a request (``gateway.http.current`` finds the state
 of the app handling one), but one part needs the app: the rate limits count in
 flask-limiter's storage, which exists once ``create_app`` has bound them (``init_app``), so
 tester admission runs only in a gateway app.
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.alerts import AlertSender
-from gateway.anomalies import AnomalyWatch
-from gateway.bulkhead import Bulkhead
-from gateway.limits import MEMORY_STORAGE_URI, RateLimits
-from gateway.reconciler import ReconcileSweep
+from gateway.admission.alerts import AlertSender
+from gateway.admission.anomalies import AnomalyWatch
+from gateway.admission.bulkhead import Bulkhead
+from gateway.admission.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.settings import Secret, Settings, SettingsError, root_secret_of
-from gateway.upstream import UpstreamClient
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.reconciler import ReconcileSweep
 from keys.audit import CheckpointPolicy
 from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
 from keys.counters import (

@@ -2,7 +2,7 @@
 
 ``drawbridge serve`` is the first way to serve the gateway: it checks the settings and the
 database once, prepares the metrics spool before the workers fork and installs the worker
-hooks (gateway/server.py). Under plain gunicorn this module does what it can from inside
+hooks (gateway/process/server.py). Under plain gunicorn this module does what it can from inside
 each worker: a missing or unmigrated database stops the server with one line (gunicorn's
 "app failed to load", not a traceback per worker), and without ``metrics_dir`` the workers
 of one gunicorn master share a spool named after it, so ``/metrics`` adds up all of them.
@@ -13,7 +13,7 @@ answered its last request, not only at interpreter exit) add ``-c python:gateway
 from gunicorn.errors import AppImportError
 
 from gateway.app import create_app
-from gateway.metrics import share_with_sibling_workers
+from gateway.observability.metrics import share_with_sibling_workers
 from keys.errors import SchemaNotCurrent
 
 try:

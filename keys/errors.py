@@ -1,5 +1,5 @@
 """Domain exceptions, all of them. Each carries a stable ``code``; the HTTP edge
-(gateway/errors.py) decides the status, from a table keyed by these classes.
+(gateway/http/errors.py) decides the status, from a table keyed by these classes.
 
 DomainError
 ├── NotFound               an object does not exist, or is not the caller's to see

@@ -4,7 +4,7 @@ Billable events (a creation that reserves quota) are inserted in the reservation
 transaction, so an admitted request always has its event, whatever happens to the worker
 afterwards. Every other event goes through a per-process buffer flushed at least every
 second and when the process exits gracefully (``flush_buffers``: at interpreter exit, and
-from gunicorn's ``worker_exit`` hook, gateway/server.py).
+from gunicorn's ``worker_exit`` hook, gateway/process/server.py).
 
 Every write here also adds the event's contribution to ``usage_daily`` in the same
 transaction, so the per-tester daily report (keys/usage_reports.py) never has to scan the

@@ -16,8 +16,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.alerts import QUEUE_SIZE, AlertSender
-from gateway.anomalies import AnomalyWatch
+from gateway.admission.alerts import QUEUE_SIZE, AlertSender
+from gateway.admission.anomalies import AnomalyWatch
 from gateway.app import create_app
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.state import GatewayState, build_state

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import responses
 
-from gateway.bulkhead import Bulkhead
-from gateway.errors import api_error
+from gateway.admission.bulkhead import Bulkhead
+from gateway.http.errors import api_error
 from gateway.state import GatewayState
 from keys.errors import TooManyInFlight
 from keys.lifecycle import IssuedKey

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.settings import Secret
-from gateway.upstream import DownloadCut, UpstreamClient
+from gateway.upstream.client import DownloadCut, UpstreamClient
 
 DEADLINE = 1.0
 TRICKLE_SECONDS = 20.0  # the backend would go on this long; the download must not

@@ -1,4 +1,4 @@
-"""The one translation of exceptions into HTTP: gateway/errors.py.
+"""The one translation of exceptions into HTTP: gateway/http/errors.py.
 
 Every domain exception is defined in keys/errors.py and has its own line in the status
 table (so none silently becomes a 400 or a 500); the most specific line wins; an exception
@@ -16,8 +16,8 @@ import pytest
 
 import gateway
 import keys
-from gateway.errors import DOMAIN_STATUS, api_error, domain_status
-from gateway.upstream import UpstreamError, UpstreamUnanswered
+from gateway.http.errors import DOMAIN_STATUS, api_error, domain_status
+from gateway.upstream.client import UpstreamError, UpstreamUnanswered
 from keys import errors
 from keys.errors import (
     DomainError,

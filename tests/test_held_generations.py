@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import responses
 
-from gateway.reconciler import UpstreamBackend
 from gateway.services.generations import lease_submission
 from gateway.state import GatewayState
+from gateway.upstream.reconciler import UpstreamBackend
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey
 from keys.models import Approval, Tester, Video

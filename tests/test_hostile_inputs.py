@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from gateway.secret_scanning import KEY_ID_HEADER, SIGNATURE_HEADER
+from gateway.integrations.secret_scanning import KEY_ID_HEADER, SIGNATURE_HEADER
 from keys.admin_tokens import IssuedToken
 from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
 from keys.lifecycle import IssuedKey

@@ -8,7 +8,9 @@ so an import buried three modules deep counts as much as one at the top of the f
 - the CLI's commands load services, never the app factory or a blueprint (only ``serve``
   and ``demo`` build the app, when they run);
 - no two modules import each other, directly or around a loop, counting imports made for
-  type checking only: a loop means one of them is in the wrong place.
+  type checking only: a loop means one of them is in the wrong place;
+- each part of ``gateway/`` (a sub-package, or a module at its top) imports only the parts
+  ``MAY_IMPORT`` gives it, and the parts load one another without a loop.
 """
 
 from __future__ import annotations
@@ -36,16 +38,62 @@ WEB_FRAMEWORK = ("flask", "werkzeug")
 # The modules that make up the HTTP edge's app: the factory and every blueprint module.
 APP_AND_BLUEPRINTS = (
     "gateway.app",
-    "gateway.admin_api",
-    "gateway.approvals_api",
+    "gateway.admin.api",
+    "gateway.admin.approvals",
     "gateway.console",
-    "gateway.health",
-    "gateway.me",
-    "gateway.secret_scanning",
-    "gateway.shares",
-    "gateway.usage_api",
-    "gateway.videos",
+    "gateway.observability.health",
+    "gateway.tester.me",
+    "gateway.integrations.secret_scanning",
+    "gateway.tester.shares",
+    "gateway.admin.usage",
+    "gateway.tester.videos",
 )
+
+
+# The parts of the gateway, and what each may import (``keys`` is the domain). The planes
+# (tester, admin, integrations, observability, console) never import one another, except that
+# the console renders the tester's own views; the HTTP plumbing imports no plane; the
+# services and the backend import nothing of Flask's edge.
+_FOUNDATION = {"keys", "gateway.settings", "gateway.context", "gateway.state"}
+_PLANE = _FOUNDATION | {
+    "gateway.http",
+    "gateway.presenters",
+    "gateway.services",
+    "gateway.upstream",
+}
+MAY_IMPORT: dict[str, set[str]] = {
+    "gateway.settings": {"keys"},
+    "gateway.presenters": {"keys"},
+    "gateway.simulator": set(),
+    "gateway.admission": {"keys"},
+    # Type hints only: what admission and the console hand out for the request's lifetime.
+    "gateway.context": {"keys", "gateway.admission", "gateway.console"},
+    "gateway.upstream": {"keys", "gateway.settings", "gateway.context"},
+    "gateway.state": {"keys", "gateway.settings", "gateway.admission", "gateway.upstream"},
+    "gateway.services": _FOUNDATION | {"gateway.upstream", "gateway.presenters"},
+    "gateway.http": _FOUNDATION | {"gateway.services", "gateway.admission", "gateway.upstream"},
+    "gateway.tester": _PLANE,
+    "gateway.admin": _PLANE,
+    "gateway.integrations": _PLANE,
+    "gateway.observability": _PLANE,
+    "gateway.console": _PLANE | {"gateway.tester"},
+    "gateway.app": _PLANE
+    | {
+        "gateway",
+        "gateway.admission",
+        "gateway.admin",
+        "gateway.console",
+        "gateway.integrations",
+        "gateway.observability",
+        "gateway.tester",
+    },
+    "gateway.process": {"keys", "gateway.http", "gateway.observability"},
+    "gateway.cli": _PLANE
+    | {"gateway.app", "gateway.observability", "gateway.process", "gateway.simulator"},
+    "gateway.wsgi": {"keys", "gateway.app", "gateway.observability"},
+    "gateway.gunicorn_conf": {"gateway.process"},
+    "gateway.__main__": {"gateway.cli"},
+}
 
 
 def _modules_of(package: object) -> list[str]:
@@ -99,6 +147,71 @@ def test_the_cli_commands_load_services_not_the_app() -> None:
     )
     assert "gateway.cli.admin" in loaded
     assert [name for name in APP_AND_BLUEPRINTS if name in loaded] == []
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports when it runs (``TYPE_CHECKING`` blocks left out)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    named: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            named.add(node.module)
+        elif isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+    return named
+
+
+def _part_of(module: str) -> str:
+    """The part of the gateway a module belongs to: its sub-package, or itself at the top."""
+    if module.split(".", 1)[0] == "keys":
+        return "keys"
+    return ".".join(module.split(".")[:2])
+
+
+def _gateway_modules() -> dict[str, Path]:
+    modules = {}
+    for path in (ROOT / "gateway").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if name != "gateway":
+            modules[name] = path
+    return modules
+
+
+def test_every_part_of_the_gateway_has_import_rules() -> None:
+    parts = {_part_of(name) for name in _gateway_modules()}
+    assert sorted(parts - set(MAY_IMPORT)) == []
+    assert sorted(set(MAY_IMPORT) - parts) == []
+
+
+def test_each_part_imports_only_what_its_rules_allow() -> None:
+    broken = []
+    for name, path in sorted(_gateway_modules().items()):
+        part = _part_of(name)
+        for imported in _project_imports(path):
+            if imported.split(".", 1)[0] not in ("gateway", "keys"):
+                continue
+            target = "gateway" if imported == "gateway" else _part_of(imported)
+            if target != part and target not in MAY_IMPORT[part]:
+                broken.append(f"{name} imports {imported} ({part} may not import {target})")
+    assert broken == []
+
+
+def test_the_parts_load_one_another_without_a_loop() -> None:
+    graph: dict[str, set[str]] = {part: set() for part in MAY_IMPORT}
+    for name, path in _gateway_modules().items():
+        part = _part_of(name)
+        for imported in _runtime_imports(path):
+            if imported.split(".", 1)[0] in ("gateway", "keys") and imported != "gateway":
+                target = _part_of(imported)
+                if target != part:
+                    graph[part].add(target)
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        raise AssertionError(f"parts loading in a loop: {' -> '.join(exc.args[1])}") from None
 
 
 def _project_imports(path: Path) -> set[str]:

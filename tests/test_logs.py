@@ -8,7 +8,13 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from gateway.logs import REDACTED, AccessLog, JsonFormatter, LineWriter, RedactingFilter
+from gateway.observability.logs import (
+    REDACTED,
+    AccessLog,
+    JsonFormatter,
+    LineWriter,
+    RedactingFilter,
+)
 from keys.keyformat import KeyFormat
 
 KEYS, TOKENS = KeyFormat("drwb"), KeyFormat("drwbadm")
@@ -101,8 +107,8 @@ def test_times_are_rfc_3339_in_utc_with_milliseconds() -> None:
 
 
 def test_gunicorns_handlers_write_redacted_json_lines() -> None:
-    """gateway/server.py GunicornLogger turns gunicorn's handlers into these."""
-    from gateway.logs import to_json_lines
+    """gateway/process/server.py GunicornLogger turns gunicorn's handlers into these."""
+    from gateway.observability.logs import to_json_lines
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import responses
 
-from gateway.metrics import LATENCY_BUCKETS, MetricsRegistry
+from gateway.observability.metrics import LATENCY_BUCKETS, MetricsRegistry
 from gateway.state import GatewayState
 from keys.admin_tokens import IssuedToken
 from keys.lifecycle import IssuedKey
@@ -229,7 +229,7 @@ def test_label_values_are_escaped() -> None:
 def test_the_server_prepares_one_spool_directory_for_its_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.metrics import prepare_spool_dir
+    from gateway.observability.metrics import prepare_spool_dir
     from gateway.settings import load_settings
 
     configured = tmp_path / "spool"

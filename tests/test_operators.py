@@ -182,7 +182,7 @@ def test_a_refused_upstream_credential_is_logged_counted_and_shown_in_readyz(
     assert "refuses the gateway's credential (HTTP 401" in errors[0].getMessage()
     assert UPSTREAM_CREDENTIAL not in caplog.text
     ready = client.get("/readyz")
-    assert ready.status_code == 200  # not a readiness failure (gateway/upstream_auth.py)
+    assert ready.status_code == 200  # not a readiness failure (gateway/upstream/credential.py)
     assert ready.get_json()["detail"]["upstream_auth"].startswith("failing since ")
     assert ready.get_json()["detail"]["upstream_auth"].endswith("(HTTP 401)")
     values = samples(scrape(client))
@@ -417,6 +417,6 @@ def test_each_command_lives_in_the_module_named_after_its_group() -> None:
 
 def test_the_plain_gunicorn_config_carries_the_serve_defaults_and_hooks() -> None:
     from gateway import gunicorn_conf
-    from gateway.server import DEFAULT_OPTIONS
+    from gateway.process.server import DEFAULT_OPTIONS
 
     assert {name: getattr(gunicorn_conf, name) for name in DEFAULT_OPTIONS} == DEFAULT_OPTIONS

@@ -16,8 +16,8 @@ import responses
 from sqlalchemy import func, select
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from gateway.reconciler import UpstreamBackend
 from gateway.state import GatewayState
+from gateway.upstream.reconciler import UpstreamBackend
 from keys.errors import QuotaExceeded
 from keys.lifecycle import IssuedKey, Principal
 from keys.models import Tester, UsageEvent, Video
@@ -443,8 +443,9 @@ THREADS = 20
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    # One key racing from THREADS threads in one process: the bulkhead (gateway/bulkhead.py)
-    # would refuse most of them before the quota is reached; it is not what is tested here.
+    # One key racing from THREADS threads in one process: the bulkhead
+    # (gateway/admission/bulkhead.py) would refuse most of them before the quota is reached;
+    # it is not what is tested here.
     return {"max_inflight_per_key": 0}
 
 

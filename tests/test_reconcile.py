@@ -16,11 +16,11 @@ import requests
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from gateway.reconciler import ReconcileSweep, UpstreamBackend
 from gateway.settings import Secret, Settings, SettingsError
 from gateway.simulator import SimulatorOptions, create_simulator_app
 from gateway.state import build_state, build_store
-from gateway.upstream import UpstreamClient
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.reconciler import ReconcileSweep, UpstreamBackend
 from keys.generations import ReservationSettled, cost_of, intent_of
 from keys.lifecycle import IssuedKey, Principal
 from keys.models import AuditEntry, QuotaUsage, Reservation, UsageEvent, Video

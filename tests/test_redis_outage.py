@@ -16,7 +16,7 @@ import pytest
 import redis
 from flask import Flask
 
-from gateway.limits import RateLimits
+from gateway.admission.limits import RateLimits
 from keys.counters import FallbackCounters, MemoryCounters, RedisCounters, RedisOutage
 from keys.lifecycle import IssuedKey
 from keys.models import Tester

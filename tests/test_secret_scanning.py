@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
-from gateway.github_signatures import (
+from gateway.integrations.github_signatures import (
     MAX_KEYS_AGE,
     GitHubSigningKeys,
     RefreshThrottled,
     SigningKeysUnavailable,
 )
-from gateway.secret_scanning import (
+from gateway.integrations.secret_scanning import (
     ACTOR,
     KEY_ID_HEADER,
     SIGNATURE_HEADER,

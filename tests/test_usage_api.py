@@ -900,7 +900,7 @@ def test_prune_deletes_old_events_in_batches_keeps_totals_and_records_it(
 
 
 def test_gunicorns_worker_exit_hook_writes_the_batch(store: Store) -> None:
-    from gateway.server import DEFAULT_OPTIONS, flush_on_worker_exit
+    from gateway.process.server import DEFAULT_OPTIONS, flush_on_worker_exit
 
     assert DEFAULT_OPTIONS["worker_exit"] is flush_on_worker_exit
     buffer = UsageBuffer(store, interval=3600)
@@ -919,7 +919,7 @@ def test_gunicorns_worker_exit_hook_writes_the_batch(store: Store) -> None:
 def test_workers_leave_ctrl_c_to_the_master() -> None:
     import signal
 
-    from gateway.server import DEFAULT_OPTIONS, ignore_terminal_interrupt
+    from gateway.process.server import DEFAULT_OPTIONS, ignore_terminal_interrupt
 
     assert DEFAULT_OPTIONS["post_worker_init"] is ignore_terminal_interrupt
     previous = signal.getsignal(signal.SIGINT)

@@ -27,7 +27,7 @@ from gateway.console.session import (
     TesterSession,
     anonymous,
 )
-from gateway.current import current_context, current_state
+from gateway.http.current import current_context, current_state
 from keys.admin_tokens import Operator
 from keys.errors import InvalidKey, KeyRejected, NotFound
 from keys.lifecycle import REFUSAL_MESSAGES, refusal

@@ -11,10 +11,10 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
-from gateway.current import current_context, current_state
+from gateway.http.current import current_context, current_state
 from gateway.services.approvals import decide
-from gateway.upstream import CONTENT_VARIANTS
-from gateway.videos import stream_content
+from gateway.tester.videos import stream_content
+from gateway.upstream.client import CONTENT_VARIANTS
 from keys.approvals import MAX_LIST
 from keys.models import Approval, Tester
 from keys.roles import ANY_ROLE, APPROVAL_DECIDERS

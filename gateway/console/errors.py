@@ -1,5 +1,5 @@
 """Failures on console pages are pages too: the message and the HTTP status the admin API
-would answer (gateway/errors.py translates; this only renders)."""
+would answer (gateway/http/errors.py translates; this only renders)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.console.access import refusal_page
 from gateway.console.blueprint import bp
-from gateway.errors import ApiError, api_error
-from gateway.upstream import UpstreamError
+from gateway.http.errors import ApiError, api_error
+from gateway.upstream.client import UpstreamError
 from keys.errors import DomainError
 
 

@@ -11,8 +11,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
-from gateway.current import current_state
-from gateway.inputs import parse_timestamp
+from gateway.http.current import current_state
+from gateway.http.inputs import parse_timestamp
 from gateway.presenters import key_report_view
 from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput

@@ -18,8 +18,8 @@ from gateway.console.access import (
 )
 from gateway.console.blueprint import bp
 from gateway.console.session import TesterSession, signed_in
-from gateway.current import current_state
-from gateway.me import requests_of
+from gateway.http.current import current_state
+from gateway.tester.me import requests_of
 from keys.lifecycle import effective_status
 
 

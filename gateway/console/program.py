@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
-from gateway.current import current_state
+from gateway.http.current import current_state
 from keys.cohorts import DEFAULT_COHORT
 from keys.errors import InvalidInput
 from keys.policies import PolicyError, policy_from_mapping

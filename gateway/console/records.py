@@ -12,7 +12,7 @@ from flask import Response, request
 
 from gateway.console.access import for_roles, render
 from gateway.console.blueprint import bp
-from gateway.current import current_state
+from gateway.http.current import current_state
 from gateway.presenters import CONTENT_TYPES, FORMATS, export_chunks
 from keys.errors import InvalidInput
 from keys.roles import RECORD_READERS

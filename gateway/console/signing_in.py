@@ -22,7 +22,7 @@ from gateway.console.access import (
 )
 from gateway.console.blueprint import bp
 from gateway.console.session import signed_in
-from gateway.current import current_state
+from gateway.http.current import current_state
 from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected
 
 

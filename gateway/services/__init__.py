@@ -2,8 +2,8 @@
 
 Each function takes the process's ``GatewayState`` (and, for a tester request, its
 ``RequestContext``) explicitly, does the work with the domain (``keys``) and the backend
-(``gateway.upstream``), and raises domain or upstream exceptions that only
-gateway/errors.py turns into HTTP. A blueprint parses a request, calls one of these and
+(``gateway.upstream.client``), and raises domain or upstream exceptions that only
+gateway/http/errors.py turns into HTTP. A blueprint parses a request, calls one of these and
 renders the result; a CLI command calls the same function.
 
 * ``admission``: who is calling, and may this request go on (the pipeline, top to bottom)

@@ -1,9 +1,9 @@
 """Admission: who is calling, and may this request go on.
 
 For a tester request, the whole pipeline runs top to bottom in ``admit_tester``; every
-refusal is a domain exception that gateway/errors.py turns into the error shape. Operators
+refusal is a domain exception that gateway/http/errors.py turns into the error shape. Operators
 (admin API tokens) pass through ``admit_operator``. Nothing here knows HTTP beyond the
-values the edge hands in (gateway/auth.py reads them off the request).
+values the edge hands in (gateway/http/auth.py reads them off the request).
 """
 
 from __future__ import annotations

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.upstream import VIDEO_ID, UpstreamError, UpstreamUnanswered, timed_call, video_path
+from gateway.upstream.client import (
+    VIDEO_ID,
+    UpstreamError,
+    UpstreamUnanswered,
+    timed_call,
+    video_path,
+)
 from keys.errors import Forbidden, NotFound, QuotaExceeded
 from keys.generations import ReservationSettled, cost_of, intent_of, present
 from keys.lifecycle import Principal

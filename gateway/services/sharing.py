@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from gateway.upstream import video_path
+from gateway.upstream.client import video_path
 from keys.errors import Forbidden, InvalidShareLink, Lockdown, NotFound, NotReady
 from keys.lifecycle import Principal
 from keys.models import ApiKey, Approval, Tester

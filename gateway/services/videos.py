@@ -2,7 +2,7 @@
 
 Upstream, every video belongs to the master credential; the gateway's ledger says whose
 each one is, and a held generation is a video with no upstream id until an approver
-decides. The callers have checked ownership already (gateway/auth.py ``requested_video``).
+decides. The callers have checked ownership already (gateway/http/auth.py ``requested_video``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.upstream import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
+from gateway.upstream.client import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
 from keys.errors import Forbidden, NotFound, NotReady
 from keys.gate import VideoRef
 from keys.generations import present

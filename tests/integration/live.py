@@ -41,7 +41,7 @@ access_log_format = 'gunicorn-access pid=%(p)s "%(m)s %(U)s" %(s)s'
 
 def access_record(line: str) -> str | None:
     """The message of a gunicorn access log line (a JSON line, like every line the gateway
-    and gunicorn write: gateway/server.py GunicornLogger), or None for any other line."""
+    and gunicorn write: gateway/process/server.py GunicornLogger), or None for any other line."""
     if '"gunicorn.access"' not in line:
         return None
     try:

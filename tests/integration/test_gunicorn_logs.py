@@ -2,7 +2,7 @@
 
 gunicorn answers some requests without ever calling the application — a header line with no
 colon, a control byte in the request line — and quotes the offending bytes in its error log.
-Those quotes go through the gateway's redaction (gateway/server.py ``GunicornLogger``).
+Those quotes go through the gateway's redaction (gateway/process/server.py ``GunicornLogger``).
 """
 
 from __future__ import annotations

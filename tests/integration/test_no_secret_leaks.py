@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 TESTER_ORGANIZATION = "org-tester-private-organization"
 TESTER_PROJECT = "proj_tester-private-project"
-# What the gateway may send upstream: a fresh header set (gateway/upstream.py).
+# What the gateway may send upstream: a fresh header set (gateway/upstream/client.py).
 UPSTREAM_HEADERS = {
     "host",
     "user-agent",

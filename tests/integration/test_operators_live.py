@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from gateway.metrics import SIBLING_SPOOL_PREFIX
+from gateway.observability.metrics import SIBLING_SPOOL_PREFIX
 from keys.migrate import head_revision, upgrade
 from tests.helpers import TEST_ROOT_SECRET, free_port
 from tests.integration.live import (

@@ -334,7 +334,7 @@ def _assert_no_secret_anywhere(
 ) -> None:
     # The test's own gunicorn access log (live.py GUNICORN_TEST_CONFIG) prints raw paths, one
     # of which carried a key on purpose; the product's configuration has it off
-    # (gateway/server.py). Everything the gateway itself logged is checked.
+    # (gateway/process/server.py). Everything the gateway itself logged is checked.
     log = "\n".join(
         line
         for line in gateway.log_path.read_text(errors="replace").splitlines()

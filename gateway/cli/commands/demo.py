@@ -16,7 +16,7 @@ from gateway.cli.base import domain_errors, main
 @click.option("--job-seconds", default=6.0, show_default=True)
 def demo(directory: str, port: int, simulator_port: int, job_seconds: float) -> None:
     """Run the whole product on one machine: SQLite, the simulator, one gateway."""
-    from gateway.demo import run_demo
+    from gateway.cli.demo import run_demo
 
     with domain_errors():
         run_demo(directory, port, simulator_port, job_seconds)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from gateway.cli.base import Context, cli_actor, domain_errors, emit, main, table
-from gateway.reconciler import UpstreamBackend
-from gateway.upstream import UpstreamError
+from gateway.upstream.client import UpstreamError
+from gateway.upstream.reconciler import UpstreamBackend
 from keys.reconcile import Reconciler, ReconcileReport
 
 

@@ -7,8 +7,8 @@ import runpy
 import click
 
 from gateway.cli.base import Context, domain_errors, main
-from gateway.logs import install_redaction
-from gateway.metrics import prepare_spool_dir
+from gateway.observability.logs import install_redaction
+from gateway.observability.metrics import prepare_spool_dir
 from gateway.settings import load_settings
 from gateway.state import build_state
 from keys.errors import DatabaseUnreachable
@@ -28,7 +28,7 @@ def per_worker_counters_warning(workers: int) -> str:
 
 def _configured_workers(gunicorn_config: str | None) -> int:
     """The worker count gunicorn will use when --workers is not given."""
-    from gateway.server import DEFAULT_OPTIONS
+    from gateway.process.server import DEFAULT_OPTIONS
 
     if gunicorn_config:
         configured = runpy.run_path(gunicorn_config).get("workers")
@@ -59,7 +59,7 @@ def serve(
     """
     # Only the commands that serve load the app factory and its blueprints.
     from gateway.app import create_app
-    from gateway.server import serve as run
+    from gateway.process.server import serve as run
 
     context: Context = ctx.obj
     with domain_errors():

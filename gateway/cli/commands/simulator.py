@@ -25,7 +25,7 @@ def simulator(
     bind: str, api_key: str | None, job_seconds: float | None, content_bytes: int | None
 ) -> None:
     """Serve the built-in video backend simulator."""
-    from gateway.server import serve as run
+    from gateway.process.server import serve as run
     from gateway.simulator import SimulatorOptions, create_simulator_app
 
     options = SimulatorOptions.from_env(os.environ)

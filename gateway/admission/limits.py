@@ -1,0 +1,254 @@
+"""Rate limits: per key (from the tester's policy) and per client IP on failed
+authentication, with flask-limiter's storage (in process embedded, Redis in production).
+
+The limits are checked explicitly after the key is verified, because they depend on the
+key's policy; flask-limiter supplies the storage and the fixed-window strategy. A refusal
+is ``keys.errors.RateLimited`` with the window that refused; gateway/http/errors.py makes it a
+429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*-requests`` headers, so the ``openai``
+SDK backs off correctly.
+
+When Redis cannot be reached the counters fall back to this process's memory (a
+``RedisOutage`` shared with the anomaly counters decides when to try Redis again): a
+tester keeps being limited, at most ``limit x processes`` until Redis is back, and no request
+fails because of Redis. Key state never lives in Redis, so a revocation holds either way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import Any, TypeVar
+
+from flask import Flask, Response
+from flask_limiter import Limiter
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
+from limits.errors import StorageError
+from limits.storage import Storage
+from limits.strategies import FixedWindowRateLimiter, RateLimiter
+from redis import RedisError
+
+from gateway.admission.rate_storage import LazyMemoryStorage
+from keys.counters import RedisOutage
+from keys.errors import RateLimited
+from keys.policies import Policy
+
+MEMORY_STORAGE_URI = "drawbridge-memory://"
+# Redis calls on the request path give up quickly: a Redis that hangs costs one request this
+# long (per process and REDIS_RETRY_SECONDS), then the process counts in memory.
+REDIS_TIMEOUT_SECONDS = 0.5
+_REDIS_FAILURES = (RedisError, OSError, StorageError)
+
+T = TypeVar("T")
+
+
+@lru_cache(maxsize=1024)
+def _per_minute(amount: int) -> RateLimitItem:
+    return RateLimitItemPerMinute(max(amount, 1))
+
+
+@lru_cache(maxsize=1024)
+def _per_day(amount: int) -> RateLimitItem:
+    return RateLimitItemPerDay(max(amount, 1))
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """The tightest window after this request, for the response headers."""
+
+    limit: int
+    remaining: int
+    reset_in: float
+
+
+def _reset_text(seconds: float) -> str:
+    """OpenAI's duration format for ``x-ratelimit-reset-requests`` (``1m30s``, ``6s``)."""
+    whole = max(math.ceil(seconds), 0)
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def rate_limit_headers(state: LimitState, *, refused: bool) -> dict[str, str]:
+    headers = {
+        "x-ratelimit-limit-requests": str(state.limit),
+        "x-ratelimit-remaining-requests": str(max(state.remaining, 0)),
+        "x-ratelimit-reset-requests": _reset_text(state.reset_in),
+    }
+    if refused:
+        wait = max(math.ceil(state.reset_in), 1)
+        headers["Retry-After"] = str(wait)
+        headers["retry-after-ms"] = str(wait * 1000)
+    return headers
+
+
+class RateLimits:
+    STORE = "rate_limits"
+
+    def __init__(
+        self,
+        storage_uri: str,
+        auth_failures_per_minute: int,
+        outage: RedisOutage | None = None,
+    ) -> None:
+        shared = storage_uri.startswith(("redis://", "rediss://", "redis+"))
+        timeouts: dict[str, Any] = {
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        }
+        self._limiter = Limiter(
+            key_func=lambda: "",
+            storage_uri=storage_uri,
+            storage_options=timeouts if shared else {},
+            strategy="fixed-window",
+            default_limits=[],
+            headers_enabled=False,
+            key_prefix="drawbridge",
+        )
+        self._auth_failures = RateLimitItemPerMinute(max(auth_failures_per_minute, 1))
+        # Only a shared (Redis) storage can be unreachable; in-process storage never falls back.
+        self.outage = (outage or RedisOutage()) if shared else None
+        self._local = LazyMemoryStorage()
+        self._local_strategy = FixedWindowRateLimiter(self._local)
+
+    def init_app(self, app: Flask) -> None:
+        self._limiter.init_app(app)
+        # Every limit is checked explicitly, once the key (and so its policy) is known. The
+        # extension's own per-request hooks would find nothing to do, at a cost measured in
+        # tens of microseconds per request: they are taken off again.
+        limiter = self._limiter
+        hook_lists: list[Any] = [
+            app.before_request_funcs,
+            app.after_request_funcs,
+            app.teardown_request_funcs,
+        ]
+        for hooks in hook_lists:
+            hooks[None] = [hook for hook in hooks.get(None, []) if not _belongs_to(hook, limiter)]
+
+    def admit_key(self, key_id: str, policy: Policy) -> LimitState:
+        """Count one request against the key's limits. Raises RateLimited when over."""
+        windows: list[tuple[RateLimitItem, int]] = [
+            (_per_minute(policy.requests_per_minute), policy.requests_per_minute),
+            (_per_day(policy.requests_per_day), policy.requests_per_day),
+        ]
+        counted = self._with_storage(lambda storage: _count(storage, windows, key_id))
+        for (item, allowed), (state, admitted) in zip(windows, counted, strict=False):
+            if not admitted:
+                raise RateLimited(
+                    f"Rate limit reached: {allowed} requests per {item.GRANULARITY.name} "
+                    "for this key. Retry after the reset.",
+                    limit=state.limit,
+                    remaining=state.remaining,
+                    reset_in=state.reset_in,
+                )
+        return min((state for state, _ in counted), key=lambda state: state.remaining)
+
+    def refuse_blocked_client(self, client_ip: str) -> None:
+        """Raises RateLimited when this client has failed authentication too often."""
+        item = self._auth_failures
+        reset_time = self._with_strategy(
+            lambda strategy: (
+                None
+                if strategy.test(item, "auth-failure", client_ip)
+                else strategy.get_window_stats(item, "auth-failure", client_ip).reset_time
+            )
+        )
+        if reset_time is not None:
+            raise RateLimited(
+                "Too many failed authentication attempts from your address; retry later.",
+                code="too_many_failed_attempts",
+                limit=item.amount,
+                remaining=0,
+                reset_in=reset_time - time.time(),
+            )
+
+    def record_auth_failure(self, client_ip: str) -> None:
+        item = self._auth_failures
+        self._with_strategy(lambda strategy: strategy.hit(item, "auth-failure", client_ip))
+
+    def redis_status(self) -> str | None:
+        """Redis for ``/readyz``: "ok", or why the counters are in process memory now; None
+        without Redis.
+
+        Asks Redis (one read) rather than trusting the last request: a probe also sees a
+        Redis that came back while no traffic flowed, and ends the outage for it.
+        """
+        outage = self.outage
+        if outage is None:
+            return None
+        try:
+            self._limiter.storage.get("drawbridge/readyz")
+        except _REDIS_FAILURES as exc:
+            outage.failed(self.STORE, exc)
+            return (
+                f"unavailable: {type(exc).__name__} (rate limits and anomaly counters "
+                "count in process memory)"
+            )
+        outage.succeeded()
+        return "ok"
+
+    def reset(self) -> None:
+        """Forget every counter (tests)."""
+        self._local.reset()
+        self._limiter.reset()
+
+    def _with_storage(self, count: Callable[[Storage], T]) -> T:
+        """``count(storage)`` on the shared storage, or on this process's memory while
+        Redis is unreachable."""
+        outage = self.outage
+        if outage is None:
+            return count(self._limiter.storage)
+        if outage.in_use():
+            try:
+                result = count(self._limiter.storage)
+            except _REDIS_FAILURES as exc:
+                outage.failed(self.STORE, exc)
+            else:
+                outage.succeeded()
+                return result
+        outage.served_from_memory(self.STORE)
+        return count(self._local)
+
+    def _with_strategy(self, count: Callable[[RateLimiter], T]) -> T:
+        """The same, for the fixed-window strategy over either storage."""
+        return self._with_storage(
+            lambda storage: count(
+                self._local_strategy if storage is self._local else self._limiter.limiter
+            )
+        )
+
+
+def _count(
+    storage: Storage, windows: list[tuple[RateLimitItem, int]], key_id: str
+) -> list[tuple[LimitState, bool]]:
+    """Count a request in each window, up to the first that refuses it: (state, admitted)."""
+    counted = []
+    for item, allowed in windows:
+        if allowed <= 0:
+            # A limit of 0 pauses the key: nothing remains, and no window will reset it
+            # sooner than one whole window from now.
+            counted.append((LimitState(0, 0, float(item.get_expiry())), False))
+            break
+        # The fixed-window strategy's hit and window stats, in two storage calls instead of
+        # four (each one a round trip with Redis).
+        key = item.key_for("key", key_id)
+        count = storage.incr(key, item.get_expiry())
+        state = LimitState(allowed, allowed - count, storage.get_expiry(key) - time.time())
+        counted.append((state, count <= allowed))
+        if count > allowed:
+            break
+    return counted
+
+
+def _belongs_to(hook: Any, limiter: Limiter) -> bool:
+    """Whether a registered hook is one of the extension's (a bound method, or a partial)."""
+    if isinstance(hook, partial):
+        return limiter in hook.args
+    return getattr(hook, "__self__", None) is limiter
+
+
+def add_headers(response: Response, state: LimitState | None) -> None:
+    if state is not None:
+        for name, value in rate_limit_headers(state, refused=False).items():
+            response.headers.setdefault(name, value)

@@ -1,0 +1,89 @@
+"""Who is calling: tester keys on ``/v1``, admin tokens on ``/admin/v1``.
+
+The edge's half of admission: read what the request presents, hand it to
+gateway/services/admission.py, and keep the answer in the request's context. Keys are
+accepted in ``Authorization: Bearer`` only; a key in a URL is refused rather than served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from gateway.http.current import current_context, current_request, current_state
+from gateway.services.admission import Attempt, admit_operator, admit_tester
+from gateway.upstream.client import VIDEO_ID
+from keys.admin_tokens import Operator
+from keys.errors import NotFound
+from keys.gate import VideoRef
+from keys.lifecycle import Principal
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _attempt() -> Attempt:
+    incoming = current_request()
+    video_id = (incoming.view_args or {}).get("video_id")
+    return Attempt(
+        authorization=incoming.headers.get("Authorization"),
+        client_ip=incoming.remote_addr or "unknown",
+        query=tuple(incoming.args.items(multi=True)) if incoming.query_string else (),
+        video_id=video_id if isinstance(video_id, str) and VIDEO_ID.fullmatch(video_id) else None,
+    )
+
+
+def require_tester(view: Callable[P, R]) -> Callable[P, R]:
+    """Run the view only for an admitted tester key (``current_principal()``)."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        admit_tester(current_state(), _attempt(), current_context())
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def current_principal() -> Principal:
+    principal = current_context().principal
+    assert principal is not None, "current_principal() outside a @require_tester view"
+    return principal
+
+
+def requested_video(video_id: str) -> VideoRef:
+    """The caller's video named in the URL, read with the key at admission.
+
+    Raises NotFound for a video that does not exist, was deleted, or is someone else's: the
+    three are indistinguishable on purpose.
+    """
+    context = current_context()
+    video, principal = context.video, context.principal
+    if (
+        video is None
+        or principal is None
+        or video.id != video_id
+        or not video.visible_to(principal.tester_id)
+    ):
+        raise NotFound(f"No video found with id '{video_id[:64]}'.")
+    return video
+
+
+def require_role(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the view only for an admin token of one of ``roles`` (``current_operator()``)."""
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            admit_operator(current_state(), _attempt(), roles, current_context())
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def current_operator() -> Operator:
+    operator = current_context().operator
+    assert operator is not None, "current_operator() outside a @require_role view"
+    return operator

@@ -1,0 +1,76 @@
+"""The gunicorn worker the gateway runs on: gthread, with its own errors in OpenAI's shape.
+
+gunicorn answers requests it cannot parse (a bad request line, a URL longer than
+``limit_request_line``, too many or too large header fields) itself, before the application
+sees them, with an HTML page that echoes the offending line. This worker lets gunicorn decide
+the status exactly as before and writes the answer as ``{"error": {...}}`` instead, without
+echoing anything the client sent (a request line can hold a key in its query string).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from gateway.http.errors import ApiError, error_body
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
+
+# What each status gunicorn writes means to a client of this API.
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("The request could not be parsed as HTTP.", "bad_request"),
+    403: ("The request was refused by the server.", "permission_denied"),
+    414: ("The request line (method, URL and query string) is too long.", "url_too_long"),
+    417: ("The Expect header's expectation cannot be met.", "expectation_failed"),
+    431: ("The request's header fields are too many or too large.", "headers_too_large"),
+    500: ("The gateway failed to handle the request.", "internal_error"),
+    501: ("The request's transfer coding is not supported.", "unsupported_transfer_coding"),
+}
+
+
+class _Capture:
+    """Stands in for the client socket while gunicorn writes its error page."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def gettimeout(self) -> float:
+        return 0.0  # already non-blocking: gunicorn writes straight away
+
+    def sendall(self, data: bytes) -> None:
+        self.written += data
+
+
+def error_answer(status: int, reason: str) -> bytes:
+    """The whole HTTP answer gunicorn's error ``status`` gets: JSON in the one error shape."""
+    message, code = _ERRORS.get(status, ("The request could not be handled.", "http_error"))
+    body = json.dumps(error_body(ApiError(status, message, code))).encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class GatewayWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, answering its own errors in the OpenAI error shape."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        # gunicorn picks the status and logs; what it would write is captured and rewritten.
+        capture = _Capture()
+        super().handle_error(req, capture, addr, exc)
+        match = _STATUS_LINE.match(capture.written)
+        answer = capture.written
+        if match is not None:
+            answer = error_answer(int(match[1]), match[2].decode("latin-1"))
+        try:
+            util.write_nonblock(client, answer)
+        except Exception:
+            self.log.debug("Failed to send error message.")

@@ -1,0 +1,74 @@
+"""Usage events from the HTTP edge: what each tester request was, and how it ended.
+
+Everything a client controls (path segment, user agent, forwarded address, method) is
+cleaned before it is stored: a value shaped like a key or token is masked, so a tester who
+pastes a key into a User-Agent or a URL does not put it into the database, the exports or
+an auditor's spreadsheet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from functools import lru_cache
+
+from gateway.http.current import current_context, current_request, current_state
+from gateway.upstream.client import VIDEO_ID
+from keys.usage import FAILED, OK, REFUSED, UsageRecord
+
+REDACTED = "[REDACTED]"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _redact(text: str, patterns: tuple[re.Pattern[str], ...]) -> str:
+    for pattern in patterns:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+@lru_cache(maxsize=4096)
+def _client_ip(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return None
+
+
+def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
+    """This request as a usage event (status and outcome as known now)."""
+    state = current_state()
+    context, incoming = current_context(), current_request()
+    # KeyFormat.embedded, not .pattern: "x_drwb_<body>" still holds the whole key.
+    secrets = (state.store.key_format.embedded, state.store.token_format.embedded)
+    principal = context.principal
+    rule = incoming.url_rule.rule if incoming.url_rule is not None else "(unmatched)"
+    started = context.started
+    video_id = (incoming.view_args or {}).get("video_id")
+    if not isinstance(video_id, str) or not VIDEO_ID.fullmatch(video_id):
+        video_id = None
+    elif _redact(video_id, secrets) != video_id:
+        video_id = REDACTED
+    user_agent = _redact(incoming.headers.get("User-Agent", ""), secrets)[:300] or None
+    return UsageRecord(
+        at=state.store.clock(),
+        request_id=context.request_id,
+        method=incoming.method if incoming.method in _METHODS else "OTHER",
+        route=rule[:64],
+        status=status,
+        outcome=outcome or (OK if status < 400 else REFUSED if status < 500 else FAILED),
+        key_id=principal.key_id if principal else context.attempted_key_id,
+        tester_id=principal.tester_id if principal else None,
+        cohort=principal.cohort if principal else None,
+        video_id=video_id,
+        error_code=context.error_code,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        upstream_latency_ms=context.upstream_ms,
+        client_ip=_client_ip(incoming.remote_addr),
+        user_agent=user_agent,
+    )
+
+
+def record_usage(status: int) -> None:
+    """Queue this request's event for the next batch."""
+    current_state().usage.add(usage_record(status))
