@@ -20,10 +20,10 @@ from collections.abc import Callable
 import redis
 
 from bench.harness import command_line
-from keys.anomalies import AnomalyDetector
-from keys.counters import Counters, MemoryCounters, RedisCounters
-from keys.lifecycle import Principal
-from keys.policies import Policy
+from keys.access.lifecycle import Principal
+from keys.leaks.anomalies import AnomalyDetector
+from keys.limits.counters import Counters, MemoryCounters, RedisCounters
+from keys.limits.policies import Policy
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 

@@ -35,8 +35,8 @@ QUOTAS_OUT_OF_REACH = {
 def raise_quotas(stack: Stack) -> None:
     from gateway.settings import load_settings, root_secret_of
     from gateway.state import build_store
-    from keys.policies import Policy
-    from keys.vault import Vault
+    from keys.access.vault import Vault
+    from keys.limits.policies import Policy
 
     settings = load_settings(environ=stack.settings_env)
     store = build_store(settings, Vault(root_secret_of(settings)))

@@ -88,8 +88,8 @@ def set_policy(stack: PropagationStack, cohort: str, **policy: Any) -> None:
     """Give ``cohort`` a policy (as ``drawbridge policies apply`` would)."""
     from gateway.settings import load_settings, root_secret_of
     from gateway.state import build_store
-    from keys.policies import Policy
-    from keys.vault import Vault
+    from keys.access.vault import Vault
+    from keys.limits.policies import Policy
 
     settings = load_settings(environ=stack.settings_env)
     store = build_store(settings, Vault(root_secret_of(settings)))

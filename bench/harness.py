@@ -56,7 +56,7 @@ UNLIMITED_REQUESTS = {
     "requests_per_minute": 10**9,
     "requests_per_day": 10**9,
     # One key at thousands of requests a minute is what the anomaly rate rule suspends
-    # (keys/anomalies.py): off for the load tests' cohort, its counters still run.
+    # (keys/leaks/anomalies.py): off for the load tests' cohort, its counters still run.
     "anomaly_rate_factor": 0,
 }
 
@@ -347,8 +347,8 @@ def prepare_database(settings_env: dict[str, str]) -> tuple[str, str]:
     """Migrate the database and create one tester with one key: (tester id, key secret)."""
     from gateway.settings import load_settings, root_secret_of
     from gateway.state import build_store
+    from keys.access.vault import Vault
     from keys.migrate import upgrade
-    from keys.vault import Vault
 
     settings = load_settings(environ=settings_env)
     store = build_store(settings, Vault(root_secret_of(settings)))
@@ -360,7 +360,7 @@ def prepare_database(settings_env: dict[str, str]) -> tuple[str, str]:
             # production), where the code has cohort policies.
             policies = getattr(tx, "policies", None)
             if policies is not None:
-                from keys.policies import Policy
+                from keys.limits.policies import Policy
 
                 policies.set_policy(BENCH_COHORT, Policy(**UNLIMITED_REQUESTS), "bench")
             tester = tx.testers.add(
@@ -454,7 +454,7 @@ class Stack:
             self.database = self._exit.enter_context(fresh_postgres_database(self.database_url))
         else:
             self.database = f"sqlite:///{self.directory / 'gateway.db'}"
-        from keys.vault import new_root_secret
+        from keys.access.vault import new_root_secret
 
         self.settings_env = settings_env = {
             "DRAWBRIDGE_DATABASE_URL": self.database,

@@ -13,7 +13,7 @@ Then, page cache warm (one untimed run first), ``--runs`` times each (median rep
       (interpreter start, imports, walk, scan, database lookups, JSON out): target < 2 s;
   (b) the scan as the command reports it (``scanned.seconds``: walk + scan, and its CPU
       time ``scanned.cpu_seconds``): target >= 500 MB/s;
-  (c) the scanner core in this process (``keys.leaks.scan_path``);
+  (c) the scanner core in this process (``keys.leaks.leaked_keys.scan_path``);
   (d) baselines: GNU ``grep -rcE`` with the same candidate regex (no checksum check), and
       ripgrep ``rg -c`` when installed.
 
@@ -213,7 +213,7 @@ def write_file(
 def build_corpus(
     root: Path, total_bytes: int, keys: list[str], split_keys: list[str], seed: int
 ) -> list[Planted]:
-    from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, KeyFormat
+    from keys.access.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, KeyFormat
 
     rng = random.Random(seed)
     admin = KeyFormat(DEFAULT_ADMIN_TOKEN_PREFIX)
@@ -277,8 +277,8 @@ def issue_keys(settings_env: dict[str, str], count: int) -> dict[str, str]:
     """Migrate the database, issue ``count`` keys to a few testers: {secret: key id}."""
     from gateway.settings import load_settings, root_secret_of
     from gateway.state import build_store
+    from keys.access.vault import Vault
     from keys.migrate import upgrade
-    from keys.vault import Vault
 
     settings = load_settings(environ=settings_env)
     store = build_store(settings, Vault(root_secret_of(settings)))
@@ -318,8 +318,8 @@ def run_command(corpus: Path, env: dict[str, str]) -> tuple[float, float, dict[s
 
 def run_core(corpus: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of the scanner core over the corpus, in this process."""
-    from keys.keyformat import KeyFormat
-    from keys.leaks import scan_path
+    from keys.access.keyformat import KeyFormat
+    from keys.leaks.leaked_keys import scan_path
 
     cpu, started = time.process_time(), time.perf_counter()
     for _ in scan_path(corpus, KeyFormat("drwb")):
@@ -369,7 +369,7 @@ def main() -> None:
     options = parser.parse_args()
     install_watchdog(900)
 
-    from keys.vault import new_root_secret
+    from keys.access.vault import new_root_secret
 
     workdir = Path(tempfile.mkdtemp(prefix="drawbridge-leaks-bench-"))
     try:

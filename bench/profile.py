@@ -89,9 +89,9 @@ def _instrument() -> None:
     import requests
 
     import gateway.app
+    import keys.access.lifecycle
     import keys.db
-    import keys.lifecycle
-    import keys.videos
+    import keys.generations.videos
 
     original_session = keys.db.Database.session
 
@@ -105,9 +105,9 @@ def _instrument() -> None:
             _count("db session (write)" if write else "db session (read)", started)
 
     keys.db.Database.session = session  # type: ignore[method-assign,assignment]
-    _patch(keys.lifecycle.KeyService, "verify", "  of which KeyService.verify")
-    _patch(keys.videos.VideoLedger, "owned", "  of which VideoLedger.owned")
-    _patch(keys.videos.VideoLedger, "is_owned", "  of which VideoLedger.owned")
+    _patch(keys.access.lifecycle.KeyService, "verify", "  of which KeyService.verify")
+    _patch(keys.generations.videos.VideoLedger, "owned", "  of which VideoLedger.owned")
+    _patch(keys.generations.videos.VideoLedger, "is_owned", "  of which VideoLedger.owned")
     import gateway.upstream.client
 
     _patch(gateway.upstream.client.UpstreamClient, "call_json", "upstream call_json")
@@ -289,9 +289,9 @@ def _print_floors(app: Any, stack: Stack) -> None:
             tx.videos.owned(stack.video_id, principal.tester_id)
 
     print(f"  ONE read transaction with both             {_floor(merged_read, 2000):8.1f}")
-    import keys.lifecycle
+    import keys.access.lifecycle
 
-    verify_query = getattr(keys.lifecycle, "_VERIFY", None)
+    verify_query = getattr(keys.access.lifecycle, "_VERIFY", None)
     if verify_query is not None:
         digest = store.digester.digest(stack.tester_key)
 
@@ -345,7 +345,7 @@ def _print_limiter_floors(state: Any) -> None:
     limits = getattr(state, "limits", None)
     if limits is None:
         return
-    from keys.policies import Policy
+    from keys.limits.policies import Policy
 
     policy = Policy(requests_per_minute=10**9, requests_per_day=10**9)
     started_threads = 0

@@ -110,7 +110,7 @@ class PropagationStack:
         self._exit.close()
 
     def _start(self) -> None:
-        from keys.vault import new_root_secret
+        from keys.access.vault import new_root_secret
 
         self.directory = Path(tempfile.mkdtemp(prefix="drawbridge-revocation-"))
         self._exit.callback(shutil.rmtree, self.directory, ignore_errors=True)
@@ -150,7 +150,7 @@ class PropagationStack:
     def _create_admin_token(self) -> str:
         from gateway.settings import load_settings, root_secret_of
         from gateway.state import build_store
-        from keys.vault import Vault
+        from keys.access.vault import Vault
 
         settings = load_settings(environ=self.settings_env)
         store = build_store(settings, Vault(root_secret_of(settings)))

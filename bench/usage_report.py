@@ -5,7 +5,7 @@ For SQLite (a temporary file) and PostgreSQL (a scratch database created on the 
 
 1. generates ``--events`` usage events (default 1,000,000) over ``--days`` days for
    ``--testers`` testers, in bulk (``executemany`` on SQLite, ``COPY`` on PostgreSQL), with
-   the daily totals that keys/usage.py would have kept (the same ``tally``), and
+   the daily totals that keys/records/usage.py would have kept (the same ``tally``), and
    ``--approvals`` decided approvals;
 2. times the per-tester daily report over the last 30 days, median of ``--runs``:
    (a) the domain call on the ``usage_daily`` totals, (b) the same through HTTP
@@ -42,8 +42,8 @@ from sqlalchemy.orm import Session
 
 from keys.db import normalise_url
 from keys.migrate import upgrade
-from keys.usage import DailyTotals, totals_of
-from keys.usage_reports import UsageFilter, UsageReports
+from keys.records.usage import DailyTotals, totals_of
+from keys.records.usage_reports import UsageFilter, UsageReports
 
 TARGET_MS = 200.0
 CHUNK = 100_000

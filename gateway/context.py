@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from gateway.admission.bulkhead import Slot
     from gateway.admission.limits import LimitState
     from gateway.console.session import ConsoleSession, TesterSession
-    from keys.admin_tokens import Operator
-    from keys.gate import VideoRef
-    from keys.lifecycle import Principal
+    from keys.access.admin_tokens import Operator
+    from keys.access.gate import VideoRef
+    from keys.access.lifecycle import Principal
 
 
 @dataclass(slots=True)

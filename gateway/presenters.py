@@ -16,9 +16,9 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from keys.lifecycle import effective_status
+from keys.access.lifecycle import effective_status
 from keys.models import AdminToken, ApiKey, Approval, ProgramState, Tester
-from keys.usage_reports import EVENT_COLUMNS, DailyRow, KeyReport
+from keys.records.usage_reports import EVENT_COLUMNS, DailyRow, KeyReport
 
 FORMATS = ("csv", "jsonl")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX
+from keys.access.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX
 
 ENV_PREFIX = "DRAWBRIDGE_"
 GITHUB_SCANNING_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"

@@ -18,22 +18,22 @@ from gateway.admission.limits import MEMORY_STORAGE_URI, RateLimits
 from gateway.settings import Secret, Settings, SettingsError, root_secret_of
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.reconciler import ReconcileSweep
-from keys.audit import CheckpointPolicy
-from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
-from keys.counters import (
+from keys.access.digests import SecretDigester
+from keys.access.keyformat import KeyFormat
+from keys.access.vault import Vault
+from keys.approvals.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
+from keys.db import Database
+from keys.limits.counters import (
     Counters,
     FallbackCounters,
     MemoryCounters,
     RedisCounters,
     RedisOutage,
 )
-from keys.db import Database
-from keys.digests import SecretDigester
-from keys.keyformat import KeyFormat
-from keys.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
+from keys.records.audit import CheckpointPolicy
+from keys.records.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
+from keys.records.usage import UsageBuffer
 from keys.store import Store
-from keys.usage import UsageBuffer
-from keys.vault import Vault
 
 
 @dataclass

@@ -4,44 +4,31 @@ It never imports Flask nor anything of ``gateway`` (tests/test_layering.py check
 caller opens transactions on ``store.Store`` and uses the services it hands out; every
 exception the domain raises on purpose is in ``errors``.
 
-``__all__`` is the public surface: the modules the gateway, the CLI and the benchmarks may
-import (tests/test_public_surface.py checks). The others are the domain's own machinery,
-reached through the store: ``commit_notices`` and ``commit_stamp`` (when the hot read must
-look again), ``ids``, ``lockdown`` (``tx.lockdown``), ``pages`` and ``text``.
+One sub-package per area, each saying what lands there: ``access`` (testers, keys, tokens,
+roles, the hot read), ``limits`` (policies, quotas, counters), ``approvals`` (held requests,
+share links), ``generations`` (the ledger, ownership, idempotency, reconciliation),
+``records`` (usage and the audit trail) and ``leaks`` (scanning, anomalies, the kill switch).
+At the top is the foundation they share: ``store``, ``db``, ``models``, ``migrate`` (and
+``migrations``), ``errors``, ``durations`` and ``process``.
+
+``__all__`` is the public surface: what the gateway, the CLI and the benchmarks may import
+(tests/test_public_surface.py checks, and each sub-package has its own). The others are the
+domain's own machinery, reached through the store: ``commit_notices`` and ``commit_stamp``
+(when the hot read must look again), ``ids``, ``pages`` and ``text``.
 """
 
 __all__ = [
-    "admin_tokens",
-    "anomalies",
+    "access",
     "approvals",
-    "audit",
-    "audit_export",
-    "audit_signing",
-    "cohorts",
-    "counters",
     "db",
-    "digests",
     "durations",
     "errors",
-    "gate",
     "generations",
-    "idempotency",
-    "inventory",
-    "keyformat",
     "leaks",
-    "lifecycle",
+    "limits",
     "migrate",
     "models",
-    "policies",
     "process",
-    "quotas",
-    "reconcile",
-    "roles",
-    "share_links",
+    "records",
     "store",
-    "testers",
-    "usage",
-    "usage_reports",
-    "vault",
-    "videos",
 ]

@@ -4,7 +4,7 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout, and every wr
 transaction starts with ``BEGIN IMMEDIATE`` so writers queue for the lock up front instead of
 failing when a read transaction tries to upgrade. PostgreSQL runs through psycopg 3.
 
-The hot read (keys/gate.py) reuses its row until the database says something changed: on a
+The hot read (keys/access/gate.py) reuses its row until the database says something changed: on a
 SQLite file through a shared commit stamp (keys/commit_stamp.py), on PostgreSQL through
 commit notices (keys/commit_notices.py) together with a write wait: a write transaction that
 can take access away returns only once every row read before its commit is too old to be
@@ -42,7 +42,7 @@ WAIT_MARGIN_SECONDS = 0.005
 # Rows kept for reuse per statement and process; past that, all are forgotten at once.
 REUSE_MAX_ROWS = 4096
 
-# The tables the hot read (keys/gate.py) reads. A PostgreSQL transaction that writes one of
+# The tables the hot read (keys/access/gate.py) reads. A PostgreSQL transaction that writes one of
 # them sends a commit notice; unless every such write is access-neutral, it also waits out
 # REUSE_SECONDS after its commit.
 HOT_TABLES = frozenset(
@@ -51,7 +51,7 @@ HOT_TABLES = frozenset(
 # Writes that can only grant access, never take it away, send a notice but need not wait:
 # a new key or tester is a row no request found before (and "not found" is never reused);
 # a video row admits no one and refuses no one (the key does, and a tester only ever sees
-# their own videos; a video recorded a moment ago is never missed, see keys/gate.py); and a
+# their own videos; a video recorded a moment ago is never missed, see keys/access/gate.py); and a
 # statement run with ACCESS_NEUTRAL (recording when a key was last used).
 ACCESS_NEUTRAL_INSERTS = frozenset({"api_keys", "testers", "videos"})
 ACCESS_NEUTRAL_TABLES = frozenset({"videos"})
@@ -278,7 +278,7 @@ class Database:
 
 class PreparedRead:
     """One SELECT, compiled once, run on a pooled DBAPI connection: for the statement that
-    runs on every request (keys/gate.py).
+    runs on every request (keys/access/gate.py).
 
     A SQLAlchemy ``Connection`` spends several times the query's own cost on per-execution
     bookkeeping (measured on SQLite: 150 us against 20 us), and on PostgreSQL its implicit

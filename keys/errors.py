@@ -138,7 +138,7 @@ JOB_SLOT_RETRY_SECONDS = 10
 
 
 class Quota(Protocol):
-    """What a refusal says of the quota that refused (keys/quotas.py ``Quota``)."""
+    """What a refusal says of the quota that refused (keys/limits/quotas.py ``Quota``)."""
 
     @property
     def metric(self) -> str: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from keys.keyformat import BASE62
+from keys.access.keyformat import BASE62
 
 
 def new_id(kind: str) -> str:

@@ -124,7 +124,8 @@ class AuditEntry(Base):
 
 
 class AuditCheckpoint(Base):
-    """A signed statement "the chain's hash at ``seq`` was ``hash``" (keys/audit_signing.py).
+    """A signed statement "the chain's hash at ``seq`` was ``hash``"
+    (keys/records/audit_signing.py).
 
     No foreign key to ``audit_entries``: a checkpoint whose entry is gone is evidence of a
     truncation, which verification reports instead of the database refusing the delete."""
@@ -217,8 +218,8 @@ class UsageEvent(Base):
 
 class UsageDaily(Base):
     """Per-day, per-tester totals of ``usage_events``, changed in the same transaction as the
-    events they count (keys/usage.py), so a daily report reads days x testers rows instead of
-    every event. ``tester_id`` and ``cohort`` are '' for requests without a valid key."""
+    events they count (keys/records/usage.py), so a daily report reads days x testers rows
+    instead of every event. ``tester_id`` and ``cohort`` are '' for requests without a valid key."""
 
     __tablename__ = "usage_daily"
 
@@ -285,9 +286,9 @@ class Reservation(Base):
 
     The row lives from the reservation until the outcome is recorded (a video row takes the
     quota over, or the quota is refunded). One left behind past ``lease_until`` means its
-    worker died or lost its answer: the reconciler (keys/reconcile.py) finds the upstream job
-    by ``intent`` and adopts it, or refunds. ``video_id`` is set for the submission of an
-    approved held video, whose quota the video row already carries.
+    worker died or lost its answer: the reconciler (keys/generations/reconcile.py) finds the
+    upstream job by ``intent`` and adopts it, or refunds. ``video_id`` is set for the
+    submission of an approved held video, whose quota the video row already carries.
     """
 
     __tablename__ = "reservations"

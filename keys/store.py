@@ -10,25 +10,25 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session
 
-from keys.admin_tokens import AdminTokenService
-from keys.approvals import ApprovalService
-from keys.audit import AuditTrail, CheckpointPolicy
-from keys.audit_signing import AuditSigner
-from keys.cohorts import CohortPolicies
+from keys.access.admin_tokens import AdminTokenService
+from keys.access.digests import SecretDigester
+from keys.access.gate import VideoRef, check_key
+from keys.access.keyformat import KeyFormat
+from keys.access.lifecycle import KeyService, Principal
+from keys.access.testers import TesterService
+from keys.approvals.decisions import ApprovalService
 from keys.db import Database
-from keys.digests import SecretDigester
-from keys.gate import VideoRef, check_key
-from keys.generations import GenerationService
-from keys.idempotency import IdempotencyKeys
-from keys.keyformat import KeyFormat
-from keys.leaks import LeakService
-from keys.lifecycle import KeyService, Principal
-from keys.lockdown import LockdownSwitch
-from keys.quotas import QuotaService
-from keys.testers import TesterService
-from keys.usage import UsageLog
-from keys.usage_reports import UsageReports
-from keys.videos import VideoLedger
+from keys.generations.idempotency import IdempotencyKeys
+from keys.generations.ledger import GenerationService
+from keys.generations.videos import VideoLedger
+from keys.leaks.leaked_keys import LeakService
+from keys.leaks.lockdown import LockdownSwitch
+from keys.limits.cohorts import CohortPolicies
+from keys.limits.quotas import QuotaService
+from keys.records.audit import AuditTrail, CheckpointPolicy
+from keys.records.audit_signing import AuditSigner
+from keys.records.usage import UsageLog
+from keys.records.usage_reports import UsageReports
 
 
 def utcnow() -> datetime:

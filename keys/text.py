@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from keys.access.keyformat import BODY_LENGTH, RANDOM_LENGTH, checksum
 from keys.errors import InvalidInput
-from keys.keyformat import BODY_LENGTH, RANDOM_LENGTH, checksum
 
 REPLACEMENT = "\ufffd"
 CLIPPED = "..."

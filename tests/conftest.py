@@ -21,9 +21,9 @@ from sqlalchemy import create_engine, text
 from gateway.app import create_app
 from gateway.settings import Settings, load_settings
 from gateway.state import GatewayState, build_state
-from keys.admin_tokens import IssuedToken
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
 from keys.db import Base
-from keys.lifecycle import IssuedKey
 from keys.migrate import upgrade
 from keys.models import Tester
 from keys.store import Store

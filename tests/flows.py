@@ -17,8 +17,8 @@ import requests
 import responses
 from sqlalchemy import select
 
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
 from keys.models import QuotaUsage, Video
 from keys.store import Store
 from tests.helpers import UPSTREAM_URL, bearer

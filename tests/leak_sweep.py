@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
-from keys.leaks import scan_file
+from keys.access.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
+from keys.leaks.leaked_keys import scan_file
 from tests.helpers import UPSTREAM_CREDENTIAL
 
 # What the product writes: logs, exports (CSV, JSON Lines), dumps, metrics snapshots.

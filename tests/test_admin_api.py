@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from keys.admin_tokens import IssuedToken
-from keys.cohorts import known_cohorts
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
+from keys.limits.cohorts import known_cohorts
+from keys.limits.policies import Policy
 from keys.models import Tester
-from keys.policies import Policy
 from keys.store import Store
 from tests.helpers import FakeClock, assert_error, bearer
 

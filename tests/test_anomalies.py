@@ -21,8 +21,10 @@ from gateway.admission.anomalies import AnomalyWatch
 from gateway.app import create_app
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.state import GatewayState, build_state
-from keys.anomalies import ANOMALY_ACTOR, BASELINE_DECAY, baseline
-from keys.counters import (
+from keys.access.keyformat import KeyFormat
+from keys.access.lifecycle import IssuedKey
+from keys.leaks.anomalies import ANOMALY_ACTOR, BASELINE_DECAY, baseline
+from keys.limits.counters import (
     BASELINE_MINUTES,
     Counters,
     CountersUnavailable,
@@ -31,10 +33,8 @@ from keys.counters import (
     MemoryCounters,
     RedisCounters,
 )
-from keys.keyformat import KeyFormat
-from keys.lifecycle import IssuedKey
+from keys.limits.policies import Policy, PolicyError, load_policy_file, policy_from_mapping
 from keys.models import Tester
-from keys.policies import Policy, PolicyError, load_policy_file, policy_from_mapping
 from keys.store import Store
 from tests.helpers import Cli, FakeClock, bearer
 from tests.webhook_receiver import WebhookReceiver

@@ -8,8 +8,8 @@ from itertools import pairwise
 import pytest
 from sqlalchemy import delete, text, update
 
-from keys.audit import GENESIS_HASH, entry_hash
 from keys.models import AuditEntry
+from keys.records.audit import GENESIS_HASH, entry_hash
 from keys.store import Store
 
 pytestmark = pytest.mark.both_databases

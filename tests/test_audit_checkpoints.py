@@ -17,8 +17,10 @@ from sqlalchemy import delete, select, update
 
 from gateway.settings import SettingsError, load_settings
 from gateway.state import build_store
-from keys.admin_tokens import IssuedToken
-from keys.audit import (
+from keys.access.admin_tokens import IssuedToken
+from keys.access.vault import Vault, new_root_secret
+from keys.models import AuditCheckpoint, AuditEntry
+from keys.records.audit import (
     GENESIS_HASH,
     AuditTrail,
     ChainLink,
@@ -29,11 +31,9 @@ from keys.audit import (
     checkpoint_message,
     verify_entries,
 )
-from keys.audit_export import verify_export
-from keys.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner, AuditVerifier
-from keys.models import AuditCheckpoint, AuditEntry
+from keys.records.audit_export import verify_export
+from keys.records.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner, AuditVerifier
 from keys.store import Store
-from keys.vault import Vault, new_root_secret
 from tests.helpers import TEST_ROOT_SECRET, Cli, FakeClock, bearer
 
 pytestmark = pytest.mark.both_databases
@@ -53,7 +53,7 @@ def settings_overrides() -> dict[str, Any]:
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stream in batches of 3, so exports and verification cross batch boundaries while
     reading entries and checkpoints side by side."""
-    monkeypatch.setattr("keys.audit._STREAM_BATCH", 3)
+    monkeypatch.setattr("keys.records.audit._STREAM_BATCH", 3)
 
 
 def append(store: Store, count: int, start: int = 1) -> None:

@@ -12,8 +12,8 @@ import responses
 from gateway.admission.bulkhead import Bulkhead
 from gateway.http.errors import api_error
 from gateway.state import GatewayState
+from keys.access.lifecycle import IssuedKey
 from keys.errors import TooManyInFlight
-from keys.lifecycle import IssuedKey
 from tests.helpers import UPSTREAM_URL, bearer
 
 CAP = 2

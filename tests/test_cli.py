@@ -83,7 +83,7 @@ def test_audit_verify_and_db_upgrade(cli: Cli) -> None:
 def test_secrets_encrypt_round_trips(cli: Cli, store: Store) -> None:
     token = cli("secrets", "encrypt", stdin="sk-master-credential\n").output.strip()
     assert "sk-master-credential" not in token
-    from keys.vault import Vault
+    from keys.access.vault import Vault
 
     assert Vault(TEST_ROOT_SECRET).decrypt(token) == "sk-master-credential"
     assert len(cli("secrets", "new-root").output.strip()) >= 43
@@ -202,7 +202,7 @@ def test_prune_reports_progress_on_stderr_when_asked(cli: Cli) -> None:
 def test_audit_export_reports_progress_on_stderr_when_asked(
     cli: Cli, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("keys.audit_export.PROGRESS_EVERY", 1)
+    monkeypatch.setattr("keys.records.audit_export.PROGRESS_EVERY", 1)
     cli("testers", "add", "Mo", "--email", "mo@example.com")
 
     result = cli("audit", "export", str(tmp_path / "export"), "--progress", "--json")

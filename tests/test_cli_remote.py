@@ -20,11 +20,11 @@ from sqlalchemy import update
 from werkzeug.serving import make_server
 
 from gateway.cli.remote import EXIT_NOT_ALLOWED, EXIT_UNREACHABLE
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
 from keys.models import AuditEntry
+from keys.records.usage import UsageRecord
 from keys.store import Store
-from keys.usage import UsageRecord
 from tests.helpers import Cli, free_port
 
 pytestmark = pytest.mark.both_databases

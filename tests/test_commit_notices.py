@@ -17,11 +17,11 @@ from sqlalchemy import create_engine, text
 
 import keys.commit_notices
 import keys.db
+from keys.access.gate import hot_read
+from keys.access.lifecycle import IssuedKey
 from keys.commit_notices import CommitNotices
 from keys.db import Base, Database, normalise_url
 from keys.errors import InvalidKey, KeyRejected
-from keys.gate import hot_read
-from keys.lifecycle import IssuedKey
 from keys.store import Store
 from tests.helpers import count_fetches
 

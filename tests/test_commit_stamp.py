@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 import keys.db
+from keys.access.gate import hot_read
+from keys.access.lifecycle import IssuedKey
 from keys.commit_stamp import CommitStamp
 from keys.db import REUSE_SECONDS, Database
 from keys.errors import InvalidKey, KeyRejected
-from keys.gate import hot_read
-from keys.lifecycle import IssuedKey
 from keys.migrate import upgrade
 from keys.store import Store
 from tests.helpers import count_fetches

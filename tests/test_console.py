@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from gateway.console.session import COOKIE
-from keys.admin_tokens import IssuedToken
-from keys.leaks import LeakedSecret
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
+from keys.leaks.leaked_keys import LeakedSecret
 from keys.models import Tester
 from keys.store import Store
 from tests.helpers import FakeClock, bearer

@@ -16,9 +16,9 @@ import pytest
 import responses
 from sqlalchemy import event
 
-from keys.admin_tokens import IssuedToken
-from keys.keyformat import BASE62
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.keyformat import BASE62
+from keys.access.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
 from tests.helpers import FakeClock, assert_error, bearer

@@ -29,7 +29,7 @@ from keys.errors import (
     RateLimited,
     UnknownCohort,
 )
-from keys.quotas import Quota
+from keys.limits.quotas import Quota
 
 ENTRY_POINTS = {"gateway.__main__", "gateway.wsgi"}
 

@@ -14,10 +14,10 @@ import responses
 from gateway.services.generations import lease_submission
 from gateway.state import GatewayState
 from gateway.upstream.reconciler import UpstreamBackend
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
+from keys.generations.reconcile import Reconciler
 from keys.models import Approval, Tester, Video
-from keys.reconcile import Reconciler
 from keys.store import Store
 from tests.flows import (
     CONTENT,

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from gateway.integrations.secret_scanning import KEY_ID_HEADER, SIGNATURE_HEADER
-from keys.admin_tokens import IssuedToken
-from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
+from keys.access.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry, Tester
 from keys.store import Store
 from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer

@@ -1,4 +1,4 @@
-"""The hot path's one read (keys/gate.py) and the PreparedRead it runs on (keys/db.py).
+"""The hot path's one read (keys/access/gate.py) and the PreparedRead it runs on (keys/db.py).
 
 A PreparedRead bypasses SQLAlchemy's Connection for speed; these tests hold it to reading
 exactly what a Connection would, failing as SQLAlchemy would, and leaving the pool's
@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from keys.access.gate import CHECK_STATEMENT
+from keys.access.lifecycle import IssuedKey
 from keys.db import PreparedRead
 from keys.errors import InvalidKey, KeyRejected
-from keys.gate import CHECK_STATEMENT
-from keys.lifecycle import IssuedKey
 from keys.models import ApiKey, Video
 from keys.process import current_pid, unique_hex
 from keys.store import Store

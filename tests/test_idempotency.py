@@ -12,7 +12,7 @@ import requests
 import responses
 from sqlalchemy import func, select
 
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
 from keys.models import IdempotencyRecord, UsageEvent
 from keys.store import Store
 from tests.helpers import UPSTREAM_URL, FakeClock, bearer

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keys.keyformat import BASE62, BODY_LENGTH, KeyFormat, base62, checksum
+from keys.access.keyformat import BASE62, BODY_LENGTH, KeyFormat, base62, checksum
 
 FORMAT = KeyFormat("drwb")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
+from keys.access.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
 from keys.text import mask_secrets
 from tests.helpers import UPSTREAM_CREDENTIAL
 from tests.leak_sweep import sweep

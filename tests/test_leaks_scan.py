@@ -1,4 +1,4 @@
-"""The leak scanner (keys/leaks.py) and ``drawbridge leaks scan``.
+"""The leak scanner (keys/leaks/leaked_keys.py) and ``drawbridge leaks scan``.
 
 The scanner must find every key wherever it sits (JSON, URLs, code, chunk boundaries) and
 nothing else: only candidates whose checksum verifies count.
@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from keys.keyformat import BASE62, DEFAULT_ADMIN_TOKEN_PREFIX, KeyFormat
-from keys.leaks import (
+from keys.access.keyformat import BASE62, DEFAULT_ADMIN_TOKEN_PREFIX, KeyFormat
+from keys.access.lifecycle import IssuedKey
+from keys.leaks.leaked_keys import (
     LeakedSecret,
     files_under,
     key_length,
@@ -32,7 +33,6 @@ from keys.leaks import (
     scan_path,
     scan_stream,
 )
-from keys.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry
 from keys.store import Store
 from tests.helpers import Cli

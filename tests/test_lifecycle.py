@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from keys.access.lifecycle import IssuedKey, effective_status
 from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFound
-from keys.lifecycle import IssuedKey, effective_status
 from keys.models import ApiKey, AuditEntry, Tester
 from keys.store import Store
 from tests.helpers import FakeClock

@@ -15,7 +15,7 @@ from gateway.observability.logs import (
     LineWriter,
     RedactingFilter,
 )
-from keys.keyformat import KeyFormat
+from keys.access.keyformat import KeyFormat
 
 KEYS, TOKENS = KeyFormat("drwb"), KeyFormat("drwbadm")
 CREDENTIAL = "sk-upstream-master-credential-0123456789"

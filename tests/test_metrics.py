@@ -14,8 +14,8 @@ import responses
 
 from gateway.observability.metrics import LATENCY_BUCKETS, MetricsRegistry
 from gateway.state import GatewayState
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
 from tests.flows import FakeBackend, admin_call, create_video
 from tests.helpers import assert_error, bearer
 

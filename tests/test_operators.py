@@ -26,11 +26,11 @@ from gateway.app import create_app
 from gateway.cli import main
 from gateway.cli.base import COMMAND_MODULES, COMMAND_SUMMARIES, load_commands
 from gateway.settings import Settings
+from keys.access.lifecycle import IssuedKey
 from keys.errors import SchemaNotCurrent
-from keys.lifecycle import IssuedKey
+from keys.limits.policies import Policy
 from keys.migrate import display_url, head_revision, upgrade
 from keys.models import Tester, UsageEvent
-from keys.policies import Policy
 from keys.store import Store
 from tests.flows import FakeBackend, create_video
 from tests.helpers import (

@@ -19,7 +19,7 @@ import responses
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
 from keys.store import Store
 from tests.helpers import UPSTREAM_URL, bearer
 

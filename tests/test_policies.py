@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 import responses
 
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
-from keys.models import CohortPolicy, PolicyOverride, Tester
-from keys.policies import (
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
+from keys.limits.policies import (
     KNOWN_MODELS,
     KNOWN_SECONDS,
     KNOWN_SIZES,
@@ -28,6 +27,7 @@ from keys.policies import (
     load_policy_file,
     policy_from_mapping,
 )
+from keys.models import CohortPolicy, PolicyOverride, Tester
 from keys.store import Store
 from tests.flows import FakeBackend, admin_call, create_video, ok
 from tests.helpers import Cli, FakeClock, assert_error

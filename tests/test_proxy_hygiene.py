@@ -16,8 +16,8 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from keys.lifecycle import IssuedKey
-from keys.policies import Policy
+from keys.access.lifecycle import IssuedKey
+from keys.limits.policies import Policy
 from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer, forwarded_fields
 
 MAX_JSON = 2048

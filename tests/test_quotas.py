@@ -18,12 +18,12 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from gateway.state import GatewayState
 from gateway.upstream.reconciler import UpstreamBackend
+from keys.access.lifecycle import IssuedKey, Principal
 from keys.errors import QuotaExceeded
-from keys.lifecycle import IssuedKey, Principal
+from keys.generations.reconcile import Reconciler
+from keys.limits.policies import Policy
+from keys.limits.quotas import METRIC_ORDER, Cost, quotas_for
 from keys.models import Tester, UsageEvent, Video
-from keys.policies import Policy
-from keys.quotas import METRIC_ORDER, Cost, quotas_for
-from keys.reconcile import Reconciler
 from keys.store import Store
 from tests.flows import (
     VIDEOS,
@@ -532,7 +532,7 @@ def test_usage_of_a_principal_is_recorded_with_the_reservation(
     store: Store, tester: Tester, key: IssuedKey
 ) -> None:
     """The domain's admit step writes the billable event in the same transaction."""
-    from keys.usage import UsageRecord
+    from keys.records.usage import UsageRecord
 
     principal = Principal(key.key.id, tester.id, tester.cohort, key.key.hint, None, Policy(), {})
     event = UsageRecord(

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import responses
 
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
+from keys.limits.policies import MAX_PROMPT_CHARS
 from keys.models import Tester
-from keys.policies import MAX_PROMPT_CHARS
 from keys.store import Store
 from tests.flows import FakeBackend, admin_call, create_video, ledger, ok, set_overrides
 from tests.helpers import FakeClock, assert_error, bearer

@@ -1,5 +1,6 @@
 """Reservations past their lease: the reconciler adopts the backend's job or refunds, once,
-however many reconcilers run (keys/reconcile.py), against the real simulator over HTTP."""
+however many reconcilers run (keys/generations/reconcile.py), against the real simulator over
+HTTP."""
 
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ from gateway.simulator import SimulatorOptions, create_simulator_app
 from gateway.state import build_state, build_store
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.reconciler import ReconcileSweep, UpstreamBackend
-from keys.generations import ReservationSettled, cost_of, intent_of
-from keys.lifecycle import IssuedKey, Principal
+from keys.access.lifecycle import IssuedKey, Principal
+from keys.access.vault import Vault
+from keys.generations.ledger import ReservationSettled, cost_of, intent_of
+from keys.generations.reconcile import Reconciler
+from keys.limits.policies import GenerationRequest
 from keys.models import AuditEntry, QuotaUsage, Reservation, UsageEvent, Video
-from keys.policies import GenerationRequest
-from keys.reconcile import Reconciler
+from keys.records.usage import UsageRecord
 from keys.store import Store
-from keys.usage import UsageRecord
-from keys.vault import Vault
 from tests.helpers import Cli, FakeClock, free_port
 
 pytestmark = pytest.mark.both_databases

@@ -17,10 +17,10 @@ import redis
 from flask import Flask
 
 from gateway.admission.limits import RateLimits
-from keys.counters import FallbackCounters, MemoryCounters, RedisCounters, RedisOutage
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
+from keys.limits.counters import FallbackCounters, MemoryCounters, RedisCounters, RedisOutage
+from keys.limits.policies import Policy
 from keys.models import Tester
-from keys.policies import Policy
 from keys.store import Store
 from tests.flows import set_overrides
 from tests.helpers import bearer

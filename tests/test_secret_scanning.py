@@ -32,7 +32,7 @@ from gateway.integrations.secret_scanning import (
     SIGNING_KEYS_EXTENSION,
 )
 from gateway.state import GatewayState
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
 from keys.models import ApiKey, AuditEntry
 from keys.store import Store
 from tests.helpers import assert_error, bearer

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
 from tests.helpers import bearer

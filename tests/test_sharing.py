@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import responses
 
-from keys.admin_tokens import IssuedToken
-from keys.lifecycle import IssuedKey
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
+from keys.approvals.share_links import ShareLinkSigner
 from keys.models import Approval, Tester
-from keys.share_links import ShareLinkSigner
 from keys.store import Store
 from tests.flows import CONTENT, FakeBackend, admin_call, create_video, ok, retrieve, set_overrides
 from tests.helpers import FakeClock, assert_error, bearer
@@ -325,7 +325,7 @@ def test_the_shipped_red_team_cohort_reviews_downloads_and_refuses_sharing(
 ) -> None:
     from pathlib import Path
 
-    from keys.policies import load_policy_file
+    from keys.limits.policies import load_policy_file
 
     policies = load_policy_file(Path(__file__).resolve().parents[1] / "config/policies.toml")
     with store.transaction() as tx:

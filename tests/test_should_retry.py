@@ -13,7 +13,7 @@ import requests
 import responses
 from sqlalchemy.exc import OperationalError
 
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
 from keys.models import Tester
 from keys.store import Store
 from tests.flows import set_overrides

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from keys.access.keyformat import KeyFormat
 from keys.errors import InvalidInput
-from keys.keyformat import KeyFormat
 from keys.text import REPLACEMENT, checked_strings, checked_text, clean_text, mask_secrets
 
 KEY, TOKEN, OTHER = (

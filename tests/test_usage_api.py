@@ -21,14 +21,14 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from gateway.state import GatewayState
-from keys.admin_tokens import IssuedToken
+from keys.access.admin_tokens import IssuedToken
+from keys.access.lifecycle import IssuedKey
 from keys.db import normalise_url
-from keys.lifecycle import IssuedKey
 from keys.migrate import upgrade
 from keys.models import AuditEntry, QuotaUsage, UsageDaily, UsageEvent, Video
+from keys.records.usage import UsageBuffer, UsageLog, UsageRecord
+from keys.records.usage_reports import UsageReports
 from keys.store import Store
-from keys.usage import UsageBuffer, UsageLog, UsageRecord
-from keys.usage_reports import UsageReports
 from tests.flows import FakeBackend, admin_call, create_video, ok
 from tests.helpers import Cli, FakeClock, assert_error, bearer
 
@@ -606,9 +606,9 @@ def test_export_streams_csv_and_jsonl_with_the_filters(
     seeded: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import keys.usage_reports
+    import keys.records.usage_reports
 
-    monkeypatch.setattr(keys.usage_reports, "EXPORT_BATCH", 2)  # several batches
+    monkeypatch.setattr(keys.records.usage_reports, "EXPORT_BATCH", 2)  # several batches
     record(store, T0 + timedelta(days=2), tester_id="tst_a", user_agent='=HYPERLINK("http://evil")')
 
     response = client.get(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keys.digests import SecretDigester
-from keys.vault import Vault, VaultError, new_root_secret
+from keys.access.digests import SecretDigester
+from keys.access.vault import Vault, VaultError, new_root_secret
 
 
 def test_subkeys_differ_by_purpose_and_by_root() -> None:

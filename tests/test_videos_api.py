@@ -15,7 +15,7 @@ import pytest
 import responses
 from sqlalchemy import update
 
-from keys.lifecycle import IssuedKey
+from keys.access.lifecycle import IssuedKey
 from keys.models import Tester, Video
 from keys.store import Store
 from tests.helpers import UPSTREAM_CREDENTIAL, UPSTREAM_URL, assert_error, bearer, forwarded_fields

@@ -4,7 +4,7 @@
 their decisions) and ``usage`` (reports and exports) are the blueprints; ``plane`` is what
 they share (id routes, strict query strings, body fields) and ``openapi`` the document the
 plane is checked against. A new admin action, or a role's access to one, lands here (the
-roles themselves are ``keys.roles``). It may import ``keys``, ``gateway.services``,
+roles themselves are ``keys.access.roles``). It may import ``keys``, ``gateway.services``,
 ``gateway.http`` and the presenters; never another plane (tests/test_layering.py).
 """
 

@@ -45,12 +45,12 @@ from gateway.presenters import (
     tester_view,
     token_view,
 )
+from keys.access.lifecycle import MAX_ROTATION_GRACE
+from keys.access.roles import ADMIN, ANY_ROLE, RECORD_READERS
+from keys.access.testers import COHORT_NAME
 from keys.durations import parse_duration, parse_timestamp
 from keys.errors import InvalidInput
-from keys.lifecycle import MAX_ROTATION_GRACE
-from keys.policies import PolicyError, policy_from_mapping
-from keys.roles import ADMIN, ANY_ROLE, RECORD_READERS
-from keys.testers import COHORT_NAME
+from keys.limits.policies import PolicyError, policy_from_mapping
 
 bp = admin_blueprint("admin", __name__, "/admin/v1")
 

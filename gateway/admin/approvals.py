@@ -11,7 +11,7 @@ from gateway.http.auth import current_operator, require_role
 from gateway.http.current import current_context, current_state
 from gateway.presenters import approval_view
 from gateway.services.approvals import decide
-from keys.roles import ANY_ROLE, APPROVAL_DECIDERS
+from keys.access.roles import ANY_ROLE, APPROVAL_DECIDERS
 
 bp = admin_blueprint("approvals", __name__, "/admin/v1/approvals")
 MAX_LISTED = 500

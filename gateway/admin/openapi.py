@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from keys.policies import (
+from keys.access.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, RECORD_READERS, ROLES
+from keys.limits.policies import (
     ANOMALY_FIELDS,
     KNOWN_MODELS,
     KNOWN_SECONDS,
@@ -21,8 +22,7 @@ from keys.policies import (
     RULE_ACTIONS,
     SHARING_MODES,
 )
-from keys.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, RECORD_READERS, ROLES
-from keys.usage import OUTCOMES
+from keys.records.usage import OUTCOMES
 
 # Limits on text the admin plane accepts; gateway/admin/plane.py enforces the same values.
 MAX_REASON = 2000

@@ -18,9 +18,9 @@ from gateway.http.auth import require_role
 from gateway.http.current import current_state
 from gateway.http.errors import ApiError
 from gateway.presenters import CONTENT_TYPES, FORMATS, daily_view, event_view, export_chunks
-from keys.roles import RECORD_READERS
+from keys.access.roles import RECORD_READERS
+from keys.records.usage_reports import DEFAULT_PAGE, MAX_PAGE, UsageFilter
 from keys.store import Store
-from keys.usage_reports import DEFAULT_PAGE, MAX_PAGE, UsageFilter
 
 bp = admin_blueprint("usage", __name__, "/admin/v1/usage")
 

@@ -4,7 +4,7 @@ A request never waits for a webhook: alerts go into a bounded queue and one daem
 posts each to every configured URL with a timeout, once. A failed post is logged, not
 retried, and when the queue is full new alerts are dropped and logged: an attack that trips
 the detector thousands of times must not turn into thousands of threads or a retry storm.
-Alerts carry key ids and hints, never secrets (``keys.anomalies.Anomaly.alert``).
+Alerts carry key ids and hints, never secrets (``keys.leaks.anomalies.Anomaly.alert``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Anomaly detection on the request path: count, and on a trip stop the key and alert.
 
-``keys.anomalies`` holds the rules; this module runs them for a verified request, suspends
+``keys.leaks.anomalies`` holds the rules; this module runs them for a verified request, suspends
 the key in its own transaction (recorded in the audit trail by ``system:anomaly-detector``),
 refuses the request, and hands the alert to the webhook thread. While Redis cannot be
-reached the counters count in process memory (``keys.counters.FallbackCounters``); should
+reached the counters count in process memory (``keys.limits.counters.FallbackCounters``); should
 counters fail all the same, the request goes on undetected (and is logged) — the key check
 itself never depends on Redis and still fails closed.
 """
@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 from gateway.admission.alerts import AlertSender
-from keys.anomalies import Anomaly, AnomalyDetector, stop_key
-from keys.counters import Counters, CountersUnavailable, FallbackCounters, RedisCounters
+from keys.access.lifecycle import REFUSAL_MESSAGES, Principal
 from keys.errors import HoneytokenUsed, KeyRejected
-from keys.lifecycle import REFUSAL_MESSAGES, Principal
+from keys.leaks.anomalies import Anomaly, AnomalyDetector, stop_key
+from keys.limits.counters import Counters, CountersUnavailable, FallbackCounters, RedisCounters
 from keys.store import Store
 
 log = logging.getLogger("drawbridge.anomalies")

@@ -31,9 +31,9 @@ from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from redis import RedisError
 
 from gateway.admission.rate_storage import LazyMemoryStorage
-from keys.counters import RedisOutage
 from keys.errors import RateLimited
-from keys.policies import Policy
+from keys.limits.counters import RedisOutage
+from keys.limits.policies import Policy
 
 MEMORY_STORAGE_URI = "drawbridge-memory://"
 # Redis calls on the request path give up quickly: a Redis that hangs costs one request this

@@ -21,8 +21,8 @@ from gateway.presenters import (
     rotation_view,
     tester_view,
 )
-from keys.audit import Verification
-from keys.usage_reports import UsageFilter, parse_time
+from keys.records.audit import Verification
+from keys.records.usage_reports import UsageFilter, parse_time
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState

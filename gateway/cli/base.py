@@ -146,8 +146,8 @@ class Context:
         if self._store is None:
             from gateway.settings import root_secret_of
             from gateway.state import build_store
+            from keys.access.vault import Vault
             from keys.migrate import require_current_schema
-            from keys.vault import Vault
 
             settings = self.settings
             # A missing or unmigrated database: one line naming the fix, not a traceback.
@@ -167,7 +167,7 @@ def domain_errors() -> Iterator[None]:
     """Turn expected failures into one clear line and exit status 1."""
     from gateway.cli.remote import RemoteError
     from gateway.settings import SettingsError
-    from keys.vault import VaultError
+    from keys.access.vault import VaultError
 
     try:
         yield

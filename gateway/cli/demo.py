@@ -24,10 +24,10 @@ import requests
 from gateway.cli import cli_actor
 from gateway.settings import load_settings, root_secret_of
 from gateway.state import build_store
+from keys.access.roles import ADMIN
+from keys.access.vault import Vault, new_root_secret
 from keys.errors import Conflict
 from keys.migrate import upgrade
-from keys.roles import ADMIN
-from keys.vault import Vault, new_root_secret
 
 DEMO_TESTER_EMAIL = "demo-tester@example.com"
 

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from gateway.cli.exits import EXIT_NOT_ALLOWED, EXIT_REFUSED, EXIT_UNREACHABLE
-from keys.audit import (
+from keys.records.audit import (
     Anchor,
     ChainLink,
     SignedCheckpoint,
@@ -24,7 +24,7 @@ from keys.audit import (
     canonical_time,
     verify_chain,
 )
-from keys.audit_signing import AuditKeyError, AuditVerifier
+from keys.records.audit_signing import AuditKeyError, AuditVerifier
 
 TIMEOUT = (5.0, 60.0)  # connect, read
 PAGE = 1000

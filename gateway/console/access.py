@@ -28,10 +28,10 @@ from gateway.console.session import (
     anonymous,
 )
 from gateway.http.current import current_context, current_state
-from keys.admin_tokens import Operator
+from keys.access.admin_tokens import Operator
+from keys.access.lifecycle import REFUSAL_MESSAGES, refusal
+from keys.access.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, APPROVER, RECORD_READERS
 from keys.errors import InvalidKey, KeyRejected, NotFound
-from keys.lifecycle import REFUSAL_MESSAGES, refusal
-from keys.roles import ADMIN, ANY_ROLE, APPROVAL_DECIDERS, APPROVER, RECORD_READERS
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -15,9 +15,9 @@ from gateway.http.current import current_context, current_state
 from gateway.services.approvals import decide
 from gateway.tester.videos import stream_content
 from gateway.upstream.client import CONTENT_VARIANTS
-from keys.approvals import MAX_LIST
+from keys.access.roles import ANY_ROLE, APPROVAL_DECIDERS
+from keys.approvals.decisions import MAX_LIST
 from keys.models import Approval, Tester
-from keys.roles import ANY_ROLE, APPROVAL_DECIDERS
 from keys.store import Transaction
 
 HISTORY = 50

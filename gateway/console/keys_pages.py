@@ -14,10 +14,10 @@ from gateway.console.blueprint import bp
 from gateway.http.current import current_state
 from gateway.http.inputs import parse_timestamp
 from gateway.presenters import key_report_view
-from keys.cohorts import DEFAULT_COHORT
+from keys.access.lifecycle import IssuedKey, effective_status
+from keys.access.roles import ADMIN, RECORD_READERS
 from keys.errors import InvalidInput
-from keys.lifecycle import IssuedKey, effective_status
-from keys.roles import ADMIN, RECORD_READERS
+from keys.limits.cohorts import DEFAULT_COHORT
 
 KEY_ACTIONS = ("suspend", "resume", "revoke")
 

@@ -20,7 +20,7 @@ from gateway.console.blueprint import bp
 from gateway.console.session import TesterSession, signed_in
 from gateway.http.current import current_state
 from gateway.tester.me import requests_of
-from keys.lifecycle import effective_status
+from keys.access.lifecycle import effective_status
 
 
 def _actor(signed: TesterSession) -> str:

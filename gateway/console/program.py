@@ -12,11 +12,11 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.http.current import current_state
-from keys.cohorts import DEFAULT_COHORT
+from keys.access.roles import ADMIN, ANY_ROLE, RECORD_READERS
+from keys.access.testers import COHORT_NAME
 from keys.errors import InvalidInput
-from keys.policies import PolicyError, policy_from_mapping
-from keys.roles import ADMIN, ANY_ROLE, RECORD_READERS
-from keys.testers import COHORT_NAME
+from keys.limits.cohorts import DEFAULT_COHORT
+from keys.limits.policies import PolicyError, policy_from_mapping
 
 INCIDENTS_SHOWN = 200
 

@@ -14,10 +14,10 @@ from gateway.console.access import for_roles, render
 from gateway.console.blueprint import bp
 from gateway.http.current import current_state
 from gateway.presenters import CONTENT_TYPES, FORMATS, export_chunks
+from keys.access.roles import RECORD_READERS
 from keys.errors import InvalidInput
-from keys.roles import RECORD_READERS
+from keys.records.usage_reports import DailyRow, UsageFilter
 from keys.store import Store
-from keys.usage_reports import DailyRow, UsageFilter
 
 DAILY_FILTERS = ("since", "until", "tester_id", "cohort")
 AUDIT_PAGE = 100

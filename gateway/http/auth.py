@@ -14,10 +14,10 @@ from typing import ParamSpec, TypeVar
 from gateway.http.current import current_context, current_request, current_state
 from gateway.services.admission import Attempt, admit_operator, admit_tester
 from gateway.upstream.client import VIDEO_ID
-from keys.admin_tokens import Operator
+from keys.access.admin_tokens import Operator
+from keys.access.gate import VideoRef
+from keys.access.lifecycle import Principal
 from keys.errors import NotFound
-from keys.gate import VideoRef
-from keys.lifecycle import Principal
 
 P = ParamSpec("P")
 R = TypeVar("R")

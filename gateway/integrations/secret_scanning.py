@@ -33,7 +33,7 @@ from gateway.integrations.github_signatures import (
     SigningKeysUnavailable,
 )
 from gateway.state import GatewayState
-from keys.leaks import LeakedSecret
+from keys.leaks.leaked_keys import LeakedSecret
 
 log = logging.getLogger("drawbridge.secret_scanning")
 

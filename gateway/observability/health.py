@@ -25,7 +25,7 @@ def readyz() -> tuple[Response, int]:
     accept the gateway's credential; see gateway/upstream/credential.py for why it is not a
     check). Redis, when configured, is in ``checks`` but does not decide readiness either:
     without it the rate limits and anomaly counters count in process memory
-    (``keys.counters``), and every key check still reads the database.
+    (``keys.limits.counters``), and every key check still reads the database.
     """
     state = current_state()
     database = state.store.database

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from keys.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
+from keys.access.keyformat import DEFAULT_ADMIN_TOKEN_PREFIX, DEFAULT_KEY_PREFIX, KeyFormat
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState

@@ -51,8 +51,8 @@ from gateway.http.current import current_context, current_request, current_state
 from gateway.http.errors import ApiError
 from gateway.settings import Settings
 from gateway.state import GatewayState
-from keys.inventory import key_counts
 from keys.process import current_pid
+from keys.records.inventory import key_counts
 
 log = logging.getLogger("drawbridge.metrics")
 

@@ -13,7 +13,7 @@ from gunicorn.glogging import Logger
 
 from gateway.observability.logs import flush_logs, to_json_lines
 from gateway.observability.metrics import publish_all
-from keys.usage import flush_buffers
+from keys.records.usage import flush_buffers
 
 
 def flush_on_worker_exit(server: Any, worker: Any) -> None:

@@ -12,8 +12,9 @@ renders the result; a CLI command calls the same function.
 * ``approvals``: an approver's decision, carried out
 * ``sharing``: share requests and what a public link opens
 
-Leak response (``keys.leaks``), key lifecycle (``keys.lifecycle``) and the usage reports
-(``keys.usage_reports``) need no backend, so the domain's services serve them directly.
+Leak response (``keys.leaks.leaked_keys``), key lifecycle (``keys.access.lifecycle``) and
+the usage reports (``keys.records.usage_reports``) need no backend, so the domain's services
+serve them directly.
 """
 
 __all__ = ["admission", "approvals", "generations", "sharing", "videos"]

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from keys.admin_tokens import Operator
+from keys.access.admin_tokens import Operator
+from keys.access.keyformat import KeyFormat
+from keys.access.lifecycle import Principal, needs_touch
 from keys.errors import Forbidden, HoneytokenUsed, InvalidInput, InvalidKey, KeyRejected
-from keys.keyformat import KeyFormat
-from keys.lifecycle import Principal, needs_touch
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext

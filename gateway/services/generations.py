@@ -1,6 +1,6 @@
 """Creating videos: policy, quota, hold or forward, and the ledger.
 
-Each step that changes state is one transaction of ``keys.generations``; the upstream call
+Each step that changes state is one transaction of ``keys.generations.ledger``; the upstream call
 happens between them, with no transaction (and no database connection) held open. Used by
 the tester API (a create or remix), the approver plane and the CLI (an approved held
 generation is submitted on the tester's behalf).
@@ -22,14 +22,14 @@ from gateway.upstream.client import (
     timed_call,
     video_path,
 )
+from keys.access.lifecycle import Principal
 from keys.errors import Forbidden, NotFound, QuotaExceeded
-from keys.generations import ReservationSettled, cost_of, intent_of, present
-from keys.lifecycle import Principal
+from keys.generations.ledger import ReservationSettled, cost_of, intent_of, present
+from keys.limits.policies import GenerationRequest, decide
+from keys.limits.quotas import Cost
 from keys.models import Approval
-from keys.policies import GenerationRequest, decide
-from keys.quotas import Cost
+from keys.records.usage import UsageRecord
 from keys.store import Transaction
-from keys.usage import UsageRecord
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -273,7 +273,7 @@ def submit_approved(
 
 
 def submission_intent(approval: Approval) -> dict[str, Any]:
-    """What an approved generation sends upstream, as keys.generations.intent_of says it."""
+    """What an approved generation sends upstream, as keys.generations.ledger.intent_of says it."""
     held = approval.request
     return {
         "model": held.get("model"),

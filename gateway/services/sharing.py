@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from gateway.upstream.client import video_path
+from keys.access.lifecycle import Principal
 from keys.errors import Forbidden, InvalidShareLink, Lockdown, NotFound, NotReady
-from keys.lifecycle import Principal
 from keys.models import ApiKey, Approval, Tester
 
 if TYPE_CHECKING:

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.upstream.client import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
+from keys.access.gate import VideoRef
+from keys.access.lifecycle import Principal
 from keys.errors import Forbidden, NotFound, NotReady
-from keys.gate import VideoRef
-from keys.generations import present
-from keys.lifecycle import Principal
+from keys.generations.ledger import present
+from keys.generations.videos import TERMINAL_STATUSES
 from keys.models import Video
-from keys.videos import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext

@@ -1,9 +1,9 @@
 """``Idempotency-Key`` on creates and remixes: a repeated request gets the first one's video.
 
 The key is the client's (any printable text up to 255 characters), scoped to the tester key
-that sends it, kept 24 hours (``keys.idempotency``). A repeat with the same key and the same
-request gets the same video, without a second backend call or charge; with another request,
-409 ``idempotency_key_reused``; while the first is still running, 409
+that sends it, kept 24 hours (``keys.generations.idempotency``). A repeat with the same key
+and the same request gets the same video, without a second backend call or charge; with
+another request, 409 ``idempotency_key_reused``; while the first is still running, 409
 ``idempotency_key_in_flight`` with ``Retry-After: 1`` (and ``x-should-retry: true``, so the
 openai SDK comes back for the video); once it has been in flight for ten upstream
 deadlines its process died, and repeats get 409 ``idempotency_key_abandoned``. The
@@ -26,7 +26,7 @@ from gateway.http.auth import current_principal
 from gateway.http.current import current_context, current_state
 from gateway.http.errors import ApiError
 from gateway.upstream.client import UpstreamError
-from keys.idempotency import Claim
+from keys.generations.idempotency import Claim
 
 log = logging.getLogger("drawbridge.idempotency")
 

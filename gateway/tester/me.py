@@ -13,7 +13,7 @@ from gateway.http.auth import current_principal, require_tester
 from gateway.http.current import current_state
 from gateway.http.inputs import json_body, optional_string
 from gateway.presenters import approval_view, iso, key_view
-from keys.approvals import MAX_LIST
+from keys.approvals.decisions import MAX_LIST
 from keys.durations import parse_duration
 from keys.errors import InvalidInput
 from keys.models import Approval

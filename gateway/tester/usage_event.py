@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from gateway.http.current import current_context, current_request, current_state
 from gateway.upstream.client import VIDEO_ID
-from keys.usage import FAILED, OK, REFUSED, UsageRecord
+from keys.records.usage import FAILED, OK, REFUSED, UsageRecord
 
 REDACTED = "[REDACTED]"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

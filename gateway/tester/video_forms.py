@@ -10,7 +10,7 @@ from urllib3 import encode_multipart_formdata
 
 from gateway.http.errors import ApiError
 from gateway.http.inputs import json_body
-from keys.policies import (
+from keys.limits.policies import (
     DEFAULT_MODEL,
     DEFAULT_SECONDS,
     DEFAULT_SIZE,

@@ -34,8 +34,8 @@ from gateway.tester.video_forms import (
     prompt_of,
 )
 from gateway.upstream.client import CONTENT_VARIANTS, POLL_AFTER_HEADER, video_path
-from keys.policies import GenerationRequest
-from keys.usage import ADMITTED, UsageRecord
+from keys.limits.policies import GenerationRequest
+from keys.records.usage import ADMITTED, UsageRecord
 
 bp = Blueprint("videos", __name__, url_prefix="/v1")
 

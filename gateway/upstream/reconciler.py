@@ -1,5 +1,5 @@
 """The reconciler at the edge: the backend seen through the upstream client, and the sweep
-each gateway worker runs in the background (keys/reconcile.py does the work)."""
+each gateway worker runs in the background (keys/generations/reconcile.py does the work)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from gateway.upstream.client import UpstreamClient, UpstreamError, video_path
 from keys.errors import NotFound
+from keys.generations.reconcile import Reconciler, ReconcileReport
 from keys.process import current_pid, unique_hex
-from keys.reconcile import Reconciler, ReconcileReport
 from keys.store import Store
 
 log = logging.getLogger("drawbridge.reconcile")

@@ -22,8 +22,8 @@ import redis
 import requests
 
 from bench.revocation import PropagationStack, lockdown_trial
-from keys.anomalies import ANOMALY_ACTOR
-from keys.policies import Policy
+from keys.leaks.anomalies import ANOMALY_ACTOR
+from keys.limits.policies import Policy
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]

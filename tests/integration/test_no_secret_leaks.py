@@ -21,8 +21,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from keys.access.keyformat import DEFAULT_KEY_PREFIX, KeyFormat
 from keys.db import normalise_url
-from keys.keyformat import DEFAULT_KEY_PREFIX, KeyFormat
 from tests.integration.live import (
     LiveGateway,
     LiveSimulator,

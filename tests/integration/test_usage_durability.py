@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from keys.db import Base, normalise_url
-from keys.usage_reports import UsageReports
+from keys.records.usage_reports import UsageReports
 from tests.integration.fleet import gateway_fleet, query
 from tests.integration.live import (
     HTTP_TIMEOUT,

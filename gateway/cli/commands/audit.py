@@ -18,8 +18,8 @@ from gateway.cli.base import (
     transaction,
 )
 from gateway.cli.progress import Progress, progress_option
-from keys.audit import Verification
-from keys.audit_export import (
+from keys.records.audit import Verification
+from keys.records.audit_export import (
     ExportError,
     read_anchors,
     read_public_key,

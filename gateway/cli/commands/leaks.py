@@ -21,9 +21,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.cli.base import Context, cli_actor, emit, main, table
 from gateway.settings import Settings, SettingsError, root_secret_of
+from keys.access.keyformat import KeyFormat
+from keys.access.vault import VaultError
 from keys.errors import DomainError
-from keys.keyformat import KeyFormat
-from keys.leaks import (
+from keys.leaks.leaked_keys import (
     Finding,
     KnownKey,
     LeakedSecret,
@@ -32,7 +33,6 @@ from keys.leaks import (
     scan_file,
     scan_stream,
 )
-from keys.vault import VaultError
 
 EXIT_FOUND = 1
 EXIT_ERROR = 2

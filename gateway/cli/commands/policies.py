@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.base import cli_actor, domain_errors, emit, json_option, main, transaction
-from keys.policies import PolicyError, load_policy_file, load_policy_text
+from keys.limits.policies import PolicyError, load_policy_file, load_policy_text
 
 
 @main.group()

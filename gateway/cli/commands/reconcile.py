@@ -7,7 +7,7 @@ import click
 from gateway.cli.base import Context, cli_actor, domain_errors, emit, main, table
 from gateway.upstream.client import UpstreamError
 from gateway.upstream.reconciler import UpstreamBackend
-from keys.reconcile import Reconciler, ReconcileReport
+from keys.generations.reconcile import Reconciler, ReconcileReport
 
 
 def _render(report: ReconcileReport) -> str:

@@ -8,7 +8,7 @@ import click
 
 from gateway.cli.base import Context, domain_errors, emit, main
 from gateway.settings import root_secret_of
-from keys.vault import Vault, new_root_secret
+from keys.access.vault import Vault, new_root_secret
 
 
 @main.group()

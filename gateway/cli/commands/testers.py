@@ -6,7 +6,7 @@ import click
 
 from gateway.cli.base import admin, cli_actor, domain_errors, emit, main, pretty, table, transaction
 from gateway.presenters import tester_view
-from keys.cohorts import DEFAULT_COHORT
+from keys.limits.cohorts import DEFAULT_COHORT
 
 
 @main.group()

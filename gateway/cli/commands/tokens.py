@@ -6,8 +6,8 @@ import click
 
 from gateway.cli.base import cli_actor, domain_errors, emit, main, pretty, table, transaction
 from gateway.presenters import token_view
+from keys.access.roles import ROLES
 from keys.durations import parse_duration
-from keys.roles import ROLES
 
 
 @main.group()

@@ -24,7 +24,7 @@ from gateway.cli.progress import Progress, progress_option
 from gateway.presenters import FORMATS
 from keys.durations import describe, parse_duration
 from keys.errors import InvalidInput
-from keys.usage_reports import PRUNE_BATCH
+from keys.records.usage_reports import PRUNE_BATCH
 
 
 @main.group("usage")

@@ -1,6 +1,6 @@
 """usage daily rollup
 
-Per-day, per-tester totals of usage_events (kept in step by keys/usage.py), backfilled here
+Per-day, per-tester totals of usage_events (kept in step by keys/records/usage.py), backfilled here
 from the events already stored; and an index for counting approval decisions per day.
 
 Revision ID: 0004
@@ -18,7 +18,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# The same rules as keys/usage.py's tally: refunded generations are not counted; 4xx and
+# The same rules as keys/records/usage.py's tally: refunded generations are not counted; 4xx and
 # refused requests are rejections; 5xx are failures. Days are UTC.
 _BACKFILL = """
 INSERT INTO usage_daily

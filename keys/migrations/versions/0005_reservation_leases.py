@@ -1,7 +1,8 @@
 """reservation leases
 
 One row per creation in flight: its quota reservation, a lease, and what was sent upstream,
-so a reconciler can settle or refund a reservation whose worker died (keys/reconcile.py).
+so a reconciler can settle or refund a reservation whose worker died
+(keys/generations/reconcile.py).
 
 Revision ID: 0005
 Revises: 0004

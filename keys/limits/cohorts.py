@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
 from keys.errors import InvalidInput, NotFound
+from keys.limits.policies import Policy, PolicyError, policy_from_mapping
 from keys.models import CohortPolicy, PolicyOverride, Tester
-from keys.policies import Policy, PolicyError, policy_from_mapping
+from keys.records.audit import AuditTrail
 
 DEFAULT_POLICY = Policy()
 DEFAULT_COHORT = "default"

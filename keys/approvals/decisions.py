@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
+from keys.access.lifecycle import refusal
 from keys.errors import Conflict, InvalidInput, NotFound
 from keys.ids import new_id
-from keys.lifecycle import refusal
-from keys.lockdown import PROGRAM_ROW
+from keys.leaks.lockdown import PROGRAM_ROW
 from keys.models import ApiKey, Approval, ProgramState, Tester
+from keys.records.audit import AuditTrail
 from keys.text import clean_text
 
 KINDS = ("generation", "share", "download")

@@ -10,14 +10,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
-from keys.digests import SecretDigester
+from keys.access.digests import SecretDigester
+from keys.access.keyformat import KeyFormat
+from keys.access.roles import ROLES
 from keys.errors import Conflict, InvalidInput, InvalidKey, KeyRejected, NotFound
 from keys.ids import new_id
-from keys.keyformat import KeyFormat
 from keys.models import AdminToken
 from keys.pages import keyset_page
-from keys.roles import ROLES
+from keys.records.audit import AuditTrail
 from keys.text import checked_text, clean_text
 
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
 from keys.errors import InvalidInput
 from keys.models import ProgramState
+from keys.records.audit import AuditTrail
 from keys.text import clean_text
 
 PROGRAM_ROW = 1

@@ -10,7 +10,7 @@ The chain alone only proves internal consistency: whoever can write the table ca
 every hash after an edit. So every ``CheckpointPolicy.every`` entries, or when the last
 checkpoint is ``CheckpointPolicy.seconds`` old, the append also stores a checkpoint: the
 chain's hash at that seq, signed with an Ed25519 key derived from the root secret
-(keys/audit_signing.py). A rewrite then contradicts a signature nobody without the root
+(keys/records/audit_signing.py). A rewrite then contradicts a signature nobody without the root
 secret can redo, and a copy of the checkpoints held outside (an export) also exposes
 entries cut off the end. The byte-exact encodings are documented in docs/audit.md.
 """
@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from keys.audit_signing import AuditSigner, AuditVerifier
 from keys.models import AuditCheckpoint, AuditEntry
+from keys.records.audit_signing import AuditSigner, AuditVerifier
 
 GENESIS_HASH = "0" * 64
 CHECKPOINT_DOMAIN = "drawbridge-audit-checkpoint/v1"

@@ -7,7 +7,7 @@ second and when the process exits gracefully (``flush_buffers``: at interpreter 
 from gunicorn's ``worker_exit`` hook, gateway/process/server.py).
 
 Every write here also adds the event's contribution to ``usage_daily`` in the same
-transaction, so the per-tester daily report (keys/usage_reports.py) never has to scan the
+transaction, so the per-tester daily report (keys/records/usage_reports.py) never has to scan the
 events and can never disagree with them. This module is the only writer of both tables.
 """
 

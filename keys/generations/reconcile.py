@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from keys.generations import present
+from keys.generations.ledger import present
+from keys.limits.quotas import Cost
 from keys.models import Reservation, UsageEvent, Video
 from keys.process import unique_hex
-from keys.quotas import Cost
-from keys.usage import CREATED, REFUNDED
+from keys.records.usage import CREATED, REFUNDED
 
 if TYPE_CHECKING:
     from keys.store import Store, Transaction

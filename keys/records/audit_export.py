@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keys.audit import (
+from keys.records.audit import (
     Anchor,
     AuditTrail,
     ChainLink,
@@ -32,7 +32,7 @@ from keys.audit import (
     canonical_time,
     verify_chain,
 )
-from keys.audit_signing import AuditKeyError, AuditVerifier
+from keys.records.audit_signing import AuditKeyError, AuditVerifier
 
 ENTRIES_FILE = "entries.jsonl"
 CHECKPOINTS_FILE = "checkpoints.jsonl"

@@ -5,7 +5,7 @@ the approver said no).
 
 The HTTP edge makes the upstream calls between these steps; each step is one transaction.
 Every step that ends a reservation deletes its row with a conditional DELETE, so exactly one
-of the worker and the reconciler (keys/reconcile.py) settles it.
+of the worker and the reconciler (keys/generations/reconcile.py) settles it.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from keys.approvals import ApprovalService
-from keys.lifecycle import Principal
+from keys.access.lifecycle import Principal
+from keys.approvals.decisions import ApprovalService
+from keys.generations.videos import TERMINAL_STATUSES, VideoLedger
+from keys.limits.policies import GenerationRequest
+from keys.limits.quotas import Cost, QuotaService
 from keys.models import Approval, Reservation, Video
-from keys.policies import GenerationRequest
-from keys.quotas import Cost, QuotaService
-from keys.usage import CREATED, HELD, REFUNDED, UsageLog, UsageRecord
-from keys.videos import TERMINAL_STATUSES, VideoLedger
+from keys.records.usage import CREATED, HELD, REFUNDED, UsageLog, UsageRecord
 
 
 def new_video_id() -> str:

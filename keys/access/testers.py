@@ -10,12 +10,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
-from keys.cohorts import DEFAULT_COHORT, cohort_exists, known_cohorts
 from keys.errors import Conflict, InvalidInput, NotFound, UnknownCohort
 from keys.ids import new_id
+from keys.limits.cohorts import DEFAULT_COHORT, cohort_exists, known_cohorts
 from keys.models import Tester
 from keys.pages import keyset_page
+from keys.records.audit import AuditTrail
 from keys.text import checked_text
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")

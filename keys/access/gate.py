@@ -18,11 +18,11 @@ from typing import Any
 
 from sqlalchemy import bindparam
 
+from keys.access.digests import SecretDigester
+from keys.access.keyformat import KeyFormat
+from keys.access.lifecycle import VERIFY_STATEMENT, Principal, principal_of
 from keys.db import Database, PreparedRead
-from keys.digests import SecretDigester
 from keys.errors import InvalidKey
-from keys.keyformat import KeyFormat
-from keys.lifecycle import VERIFY_STATEMENT, Principal, principal_of
 from keys.models import Video
 
 _VIDEO_COLUMNS = {
@@ -71,7 +71,7 @@ def check_key(
 ) -> tuple[Principal, VideoRef | None]:
     """Verify a secret and look up the video the request names, in one statement.
 
-    Raises what ``keys.lifecycle.verify_secret`` raises; a malformed secret never reaches
+    Raises what ``keys.access.lifecycle.verify_secret`` raises; a malformed secret never reaches
     the database.
     """
     if not key_format.is_well_formed(secret):

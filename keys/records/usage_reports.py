@@ -4,7 +4,7 @@ totals, a key's blast radius, and retention.
 Pages and exports are in time order, ``(at, id)``, which the ``(tester_id, at)``,
 ``(key_id, at)`` and ``(at)`` indexes serve directly (SQLite and PostgreSQL both keep the
 row id with the index entry); the keyset cursor is the last event's id. Daily totals come
-from ``usage_daily`` (keys/usage.py keeps it in step with the events), so the report reads
+from ``usage_daily`` (keys/records/usage.py keeps it in step with the events), so the report reads
 days x testers rows whatever the number of events; ``daily_from_events`` computes the same
 from the raw events, for tests and as the benchmark's baseline.
 """
@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from keys.durations import UNITS, parse_duration
 from keys.errors import InvalidInput, NotFound
 from keys.models import ApiKey, Approval, Tester, UsageDaily, UsageEvent, Video
-from keys.usage import COUNTS, OUTCOMES, REFUNDED, REFUSED
+from keys.records.usage import COUNTS, OUTCOMES, REFUNDED, REFUSED
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

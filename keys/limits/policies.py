@@ -39,7 +39,7 @@ LIMIT_FIELDS = (
     "concurrent_jobs",
     "share_link_seconds",
 )
-# Anomaly detection (keys/anomalies.py), each with its allowed range; 0 switches a rule off
+# Anomaly detection (keys/leaks/anomalies.py), each with its allowed range; 0 switches a rule off
 # where the range starts at 0. A triggered rule suspends the key and alerts.
 ANOMALY_FIELDS = {
     "anomaly_window_seconds": (60, 86_400),

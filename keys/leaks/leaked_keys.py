@@ -29,12 +29,12 @@ from typing import BinaryIO, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
-from keys.digests import SecretDigester
+from keys.access.digests import SecretDigester
+from keys.access.keyformat import BASE62, BODY_LENGTH, RANDOM_LENGTH, KeyFormat
+from keys.access.lifecycle import effective_status
 from keys.errors import InvalidInput
-from keys.keyformat import BASE62, BODY_LENGTH, RANDOM_LENGTH, KeyFormat
-from keys.lifecycle import effective_status
 from keys.models import ApiKey, Tester
+from keys.records.audit import AuditTrail
 from keys.text import clean_text
 
 # Big enough that per-chunk Python overhead vanishes, small enough for a smooth progress bar.

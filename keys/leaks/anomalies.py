@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from keys.audit import AuditTrail
-from keys.counters import BASELINE_MINUTES, Counters, minute_of
+from keys.access.lifecycle import KeyService, Principal
 from keys.errors import Conflict, HoneytokenUsed
-from keys.lifecycle import KeyService, Principal
+from keys.limits.counters import BASELINE_MINUTES, Counters, minute_of
+from keys.records.audit import AuditTrail
 
 ANOMALY_ACTOR = "system:anomaly-detector"
 BASELINE_DECAY = 0.9
@@ -105,7 +105,7 @@ class AnomalyDetector:
     def observe(self, principal: Principal, client_ip: str, now: float) -> Anomaly | None:
         """Count this request; the anomaly it completes, if any.
 
-        Raises keys.counters.CountersUnavailable.
+        Raises keys.limits.counters.CountersUnavailable.
         """
         policy = principal.policy
         window = policy.anomaly_window_seconds
@@ -151,7 +151,7 @@ class AnomalyDetector:
     def alert_again(self, anomaly: Anomaly, now: float) -> bool:
         """Whether a use of an already stopped key should alert (at most every few minutes).
 
-        Raises keys.counters.CountersUnavailable.
+        Raises keys.limits.counters.CountersUnavailable.
         """
         name = f"{anomaly.rule}:{anomaly.key_id}"
         return self.counters.claim(name, HONEYTOKEN_REALERT_SECONDS, now)

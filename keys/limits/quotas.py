@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from keys.db import insert_ignoring_duplicates
 from keys.errors import QuotaExceeded
+from keys.limits.policies import Policy
 from keys.models import QuotaUsage
-from keys.policies import Policy
 
 
 @dataclass(frozen=True)

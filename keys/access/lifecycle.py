@@ -16,10 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from keys.audit import AuditTrail
-from keys.cohorts import effective_policy
+from keys.access.digests import SecretDigester
+from keys.access.keyformat import KeyFormat
 from keys.db import ACCESS_NEUTRAL
-from keys.digests import SecretDigester
 from keys.errors import (
     Conflict,
     HoneytokenUsed,
@@ -30,11 +29,12 @@ from keys.errors import (
     NotFound,
 )
 from keys.ids import new_id
-from keys.keyformat import KeyFormat
-from keys.lockdown import PROGRAM_ROW
+from keys.leaks.lockdown import PROGRAM_ROW
+from keys.limits.cohorts import effective_policy
+from keys.limits.policies import Policy
 from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, Tester
 from keys.pages import keyset_page
-from keys.policies import Policy
+from keys.records.audit import AuditTrail
 from keys.text import checked_text, clean_text
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
@@ -44,7 +44,7 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_METADATA_ENTRIES = 20
 MAX_REASON_CHARS = 2000
 # A key issued only to be watched carries this metadata entry ("true"); any use of it is
-# refused like an unknown key and raises the alarm (keys/anomalies.py).
+# refused like an unknown key and raises the alarm (keys/leaks/anomalies.py).
 HONEYTOKEN = "honeytoken"
 
 # One indexed read answers everything a request needs to know about its key: the key, its
