@@ -94,7 +94,7 @@ def assert_error(response: Any, status: int, code: str, param: str | None = None
     """The gateway's error: exactly the OpenAI shape (``assert_openai_error``), with the headers
     the gateway adds to every error; returns the error object."""
     error = assert_openai_error(response, status, code, param)
-    # Every error says whether a retry can help (tests/test_should_retry.py has the rules).
+    # Every error says whether a retry can help (tests/http/test_should_retry.py has the rules).
     assert response.headers["x-should-retry"] in ("true", "false")
     if status == 401:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -3,8 +3,8 @@
 Every exception becomes that shape here, at the edge, and nowhere else (``api_error``):
 domain exceptions by a status table, the backend's failures (``UpstreamError``) with their
 own status, an unreachable database as a 503, werkzeug's HTTP errors by their status, and
-anything else as a logged 500. ``tests/test_error_shape.py`` pins the shape for every
-failure path, ``tests/test_error_table.py`` the table.
+anything else as a logged 500. ``tests/http/test_error_shape.py`` pins the shape for every
+failure path, ``tests/http/test_error_table.py`` the table.
 
 Every error also says whether sending the same request again can help, in the
 ``x-should-retry`` header that the openai SDK obeys before its own rules (which would retry
@@ -151,7 +151,7 @@ def error_response(error: ApiError) -> Response:
 # specific class it is an instance of (the first one in its MRO that is listed), so a new
 # subclass inherits its parent's status until it gets its own line. DomainError itself is not
 # listed: an exception no entry covers is a 500 and logged, never a silent 400
-# (tests/test_error_table.py checks that every domain exception has an entry).
+# (tests/http/test_error_table.py checks that every domain exception has an entry).
 DOMAIN_STATUS: dict[type[DomainError], int] = {
     InvalidInput: 400,
     NotReady: 400,

@@ -9,7 +9,7 @@ requests it received and to inject upstream faults. Serve it with::
 State lives in this process only, so run a single worker (with as many threads as you like).
 
 The package stands in for a third-party backend, so it imports nothing from the rest of
-``gateway`` nor from ``keys`` (tests/test_simulator.py checks). Its modules:
+``gateway`` nor from ``keys`` (tests/simulator/test_simulator.py checks). Its modules:
 
 * ``options``: SimulatorOptions and the DRAWBRIDGE_SIM_* variables
 * ``app``: the Flask app, its routes and views

@@ -67,7 +67,7 @@ def live_gateway(
         port,
         tmp / "gateway.log",
         # Every test of the session calls this one gateway from 127.0.0.1, many with refused
-        # keys on purpose: the per-address block (tests/test_rate_limits.py pins it) would
+        # keys on purpose: the per-address block (tests/admission/test_rate_limits.py pins it) would
         # otherwise refuse whichever test comes next within the same minute.
         DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE="1000000",
     )

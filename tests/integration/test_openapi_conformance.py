@@ -122,7 +122,7 @@ def test_admin_api_conforms_to_its_openapi_document(
         "--request-timeout",
         "10",
         # Revoking the run's own token would turn every later request into a 401;
-        # tests/test_admin_api.py covers token revocation.
+        # tests/admin/test_admin_api.py covers token revocation.
         "--exclude-operation-id",
         "revokeToken",
         "--no-color",

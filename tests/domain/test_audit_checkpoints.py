@@ -39,7 +39,7 @@ from tests.helpers import TEST_ROOT_SECRET, Cli, FakeClock, bearer
 pytestmark = pytest.mark.both_databases
 
 EVERY = 5
-DOCS = Path(__file__).parents[1] / "docs" / "audit.md"
+DOCS = Path(__file__).parents[2] / "docs" / "audit.md"
 # No database and no root secret, so any use of either fails the command.
 OFFLINE = {"DRAWBRIDGE_DATABASE_URL": "sqlite:////nonexistent/db", "DRAWBRIDGE_ROOT_SECRET": None}
 

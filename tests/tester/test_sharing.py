@@ -327,7 +327,7 @@ def test_the_shipped_red_team_cohort_reviews_downloads_and_refuses_sharing(
 
     from keys.limits.policies import load_policy_file
 
-    policies = load_policy_file(Path(__file__).resolve().parents[1] / "config/policies.toml")
+    policies = load_policy_file(Path(__file__).resolve().parents[2] / "config/policies.toml")
     with store.transaction() as tx:
         tx.policies.set_policy("red-team", policies.cohorts["red-team"], "test:setup")
     key = make_key(make_tester(cohort="red-team").id)

@@ -40,9 +40,9 @@ from tests.helpers import (
     bearer,
     free_port,
 )
-from tests.test_metrics import samples, scrape
+from tests.observability.test_metrics import samples, scrape
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAD = head_revision()
 
 

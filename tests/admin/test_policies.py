@@ -32,7 +32,7 @@ from keys.store import Store
 from tests.flows import FakeBackend, admin_call, create_video, ok
 from tests.helpers import Cli, FakeClock, assert_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 EVERY_SETTING: dict[str, Any] = {
     "requests_per_minute": 7,

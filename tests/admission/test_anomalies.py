@@ -39,7 +39,7 @@ from keys.store import Store
 from tests.helpers import Cli, FakeClock, bearer
 from tests.webhook_receiver import WebhookReceiver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tests.helpers import assert_openai_error
 
 KEY = "sk-sim-master-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_client(**options: Any) -> FlaskClient:

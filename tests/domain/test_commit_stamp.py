@@ -4,7 +4,7 @@ On a SQLite file, ``check_key`` reuses the row it read while nothing has been co
 the database since, for at most ``REUSE_SECONDS``. These tests hold that reuse to what the
 hot path promises: every committed change is seen by the very next check, wherever it was
 committed; a write that bypasses ``keys.db`` is seen within the bound; "not found" is never
-reused. PostgreSQL's counterpart, commit notices, is tested in tests/test_commit_notices.py.
+reused. PostgreSQL's counterpart, commit notices, is tested in tests/domain/test_commit_notices.py.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def test_each_database_has_the_change_signal_of_its_kind(
     key = make_key()
     database = store.database
     if database.dialect == "postgresql":
-        # Other hosts may write PostgreSQL: commit notices (tests/test_commit_notices.py).
+        # Other hosts may write PostgreSQL: commit notices (tests/domain/test_commit_notices.py).
         assert database.commit_stamp is None and database.commit_notices is not None
         assert database.change_signal is database.commit_notices
         # Until this process listens, nothing is reused.
