@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from keys.access.lifecycle import effective_status
-from keys.models import AdminToken, ApiKey, Approval, ProgramState, Tester
+from keys.models import AdminToken, ApiKey, Approval, ProgramState, ProofKey, Tester
 from keys.records.usage_reports import EVENT_COLUMNS, DailyRow, KeyReport
 
 FORMATS = ("csv", "jsonl")
@@ -225,3 +225,20 @@ def jsonl_chunks(events: Iterable[Mapping[Any, Any]]) -> Iterator[str]:
 
 def export_chunks(events: Iterable[Mapping[Any, Any]], format: str) -> Iterator[str]:
     return csv_chunks(events) if format == "csv" else jsonl_chunks(events)
+
+
+def proof_key_view(row: ProofKey) -> dict[str, Any]:
+    """A binding as the API shows it: the public key and its thumbprint, never a secret."""
+    return {
+        "object": "proof_key",
+        "id": row.id,
+        "key_id": row.key_id,
+        "tester_id": row.tester_id,
+        "algorithm": row.algorithm,
+        "thumbprint": row.thumbprint,
+        "public_key": row.public_key,
+        "created_at": iso(row.created_at),
+        "created_by": row.created_by,
+        "removed_at": iso(row.removed_at),
+        "removed_by": row.removed_by,
+    }

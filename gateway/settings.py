@@ -88,6 +88,14 @@ class Settings:
     # How many proxies in front of the gateway may set X-Forwarded-For; 0 trusts none.
     trusted_proxies: int = 0
     auth_failures_per_minute: int = 30
+
+    # Proof of possession (docs/proof-of-possession.md): a signature's ``created`` may be this
+    # old, or this far in the future; its nonce is remembered for twice the window.
+    proof_window_seconds: int = 60
+    proof_skew_seconds: int = 5
+    # A proof-bound key found leaked (a scan, a secret-scanning report) is revoked too; false
+    # leaves it in force (the string alone cannot be used) and only reports it.
+    leaks_revoke_bound_keys: bool = True
     # Requests of one key in progress at once, per worker process; 0 turns the cap off
     # (docs/isolation.md). Keep it below gunicorn's threads per worker.
     max_inflight_per_key: int = 4

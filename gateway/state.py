@@ -20,6 +20,7 @@ from gateway.upstream.client import UpstreamClient
 from gateway.upstream.reconciler import ReconcileSweep
 from keys.access.digests import SecretDigester
 from keys.access.keyformat import KeyFormat
+from keys.access.proof_replays import DatabaseReplayClaims, ReplayGuard
 from keys.access.vault import Vault
 from keys.approvals.share_links import SHARE_LINK_PURPOSE, ShareLinkSigner
 from keys.db import Database
@@ -47,6 +48,7 @@ class GatewayState:
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
     bulkhead: Bulkhead
+    replays: ReplayGuard
     sweep: ReconcileSweep | None = None
 
 
@@ -101,6 +103,14 @@ def build_anomaly_watch(
 
 def build_state(settings: Settings) -> GatewayState:
     """Everything a gateway process holds, built from settings."""
+    if (
+        not 5 <= settings.proof_window_seconds <= 3_600
+        or not 0 <= settings.proof_skew_seconds <= 300
+    ):
+        raise SettingsError(
+            "proof.window_seconds must be between 5 and 3600 and proof.skew_seconds between "
+            "0 and 300"
+        )
     if settings.reservation_lease_seconds <= settings.upstream_deadline:
         # A live request's reservation could be reconciled under it (docs/reconcile.md).
         raise SettingsError(
@@ -133,5 +143,10 @@ def build_state(settings: Settings) -> GatewayState:
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store, outage),
         bulkhead=Bulkhead(settings.max_inflight_per_key),
+        replays=ReplayGuard(
+            DatabaseReplayClaims(store.database),
+            RedisCounters.from_url(settings.redis_url) if settings.redis_url else None,
+            outage,
+        ),
         sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )

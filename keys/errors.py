@@ -9,7 +9,10 @@ DomainError
 ├── NotReady               the object exists but cannot do that yet (a held video's content)
 ├── Forbidden              the caller may not do this (a role, a cohort policy, a review)
 ├── InvalidKey             malformed, badly checksummed or unknown secret
-│   └── HoneytokenUsed     a honeytoken key: refused like an unknown one, and watched
+│   ├── HoneytokenUsed     a honeytoken key: refused like an unknown one, and watched
+│   ├── ProofRequired      a key bound to a proof key (or whose policy needs one) came bare
+│   ├── ProofInvalid       a proof that is malformed, stale, by another key or for another request
+│   └── ProofReplayed      a valid proof seen before: captured and sent again
 ├── KeyRejected            a known key that may not be used now (revoked, expired, ...)
 ├── Lockdown               the kill switch is on: tester traffic is refused program-wide
 ├── Refused                not now; ``retry_after`` seconds say when the same request can pass
@@ -72,6 +75,24 @@ class Forbidden(DomainError):
 
 class InvalidKey(DomainError):
     code = "invalid_api_key"
+
+
+class ProofRequired(InvalidKey):
+    """A key that must prove possession of its proof key came without a signature."""
+
+    code = "proof_required"
+
+
+class ProofInvalid(InvalidKey):
+    """The signature is malformed, stale, made with another key, or for another request."""
+
+    code = "proof_invalid"
+
+
+class ProofReplayed(InvalidKey):
+    """A valid signature seen before: someone captured it and sent it again."""
+
+    code = "proof_replayed"
 
 
 class HoneytokenUsed(InvalidKey):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,6 +60,46 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ProofKey(Base):
+    """A tester's public key bound to one API key: with a binding, the key string alone is
+    refused and every request must carry an RFC 9421 signature made with the private key,
+    which never leaves the tester's machine (keys/access/proofs.py). At most one binding
+    of a key is in force; removed ones stay for the record."""
+
+    __tablename__ = "proof_keys"
+    __table_args__ = (
+        Index(
+            "ux_proof_keys_in_force",
+            "key_id",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    tester_id: Mapped[str] = mapped_column(ForeignKey("testers.id"), index=True)
+    algorithm: Mapped[str] = mapped_column(String(32))
+    public_key: Mapped[str] = mapped_column(Text)
+    thumbprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    removed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class ProofNonce(Base):
+    """A proof's nonce, claimed once (keys/access/proof_replays.py): where Redis is not
+    configured or not reachable, the database refuses a replayed proof on every worker and
+    instance. Rows expire after twice the proof window and are swept as new ones arrive."""
+
+    __tablename__ = "proof_nonces"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class AdminToken(Base):

@@ -15,6 +15,7 @@ from keys.access.digests import SecretDigester
 from keys.access.gate import VideoRef, check_key
 from keys.access.keyformat import KeyFormat
 from keys.access.lifecycle import KeyService, Principal
+from keys.access.proof_keys import ProofKeyService
 from keys.access.testers import TesterService
 from keys.approvals.decisions import ApprovalService
 from keys.db import Database
@@ -58,6 +59,10 @@ class Transaction:
     @cached_property
     def keys(self) -> KeyService:
         return KeyService(self.session, self.audit, self.digester, self.key_format, self.clock)
+
+    @cached_property
+    def proof_keys(self) -> ProofKeyService:
+        return ProofKeyService(self.session, self.audit, self.clock)
 
     @cached_property
     def leaks(self) -> LeakService:

@@ -88,8 +88,16 @@ MAY_IMPORT: dict[str, set[str]] = {
         "gateway.tester",
     },
     "gateway.process": {"keys", "gateway.http", "gateway.observability"},
+    # For testers' machines: signs requests with a proof key (no part of the gateway's edge).
+    "gateway.client": {"keys"},
     "gateway.cli": _PLANE
-    | {"gateway.app", "gateway.observability", "gateway.process", "gateway.simulator"},
+    | {
+        "gateway.app",
+        "gateway.client",
+        "gateway.observability",
+        "gateway.process",
+        "gateway.simulator",
+    },
     "gateway.wsgi": {"keys", "gateway.app", "gateway.observability"},
     "gateway.gunicorn_conf": {"gateway.process"},
     "gateway.__main__": {"gateway.cli"},

@@ -41,6 +41,7 @@ from gateway.presenters import (
     key_report_view,
     key_view,
     lockdown_view,
+    proof_key_view,
     rotation_view,
     tester_view,
     token_view,
@@ -273,6 +274,30 @@ def suspend_key(key_id: str) -> Response:
 @require_role(ADMIN)
 def resume_key(key_id: str) -> Response:
     return _key_action(key_id, "resume")
+
+
+@bp.post('/keys/<id("key"):key_id>/proof-key')
+@require_role(ADMIN)
+def bind_proof_key(key_id: str) -> tuple[Response, int]:
+    """Bind a tester's public key (PEM) to their API key; ``replace`` swaps one in force."""
+    payload = body()
+    replace = payload.get("replace", False)
+    if not isinstance(replace, bool):
+        raise InvalidInput("replace must be true or false", param="replace")
+    with current_state().store.transaction() as tx:
+        row = tx.proof_keys.bind(
+            key_id, payload.get("public_key"), current_operator().actor, replace=replace
+        )
+        return jsonify(proof_key_view(row)), 201
+
+
+@bp.delete('/keys/<id("key"):key_id>/proof-key')
+@require_role(ADMIN)
+def unbind_proof_key(key_id: str) -> Response:
+    """Remove the proof key in force on an API key (it works with the string alone again,
+    unless its policy requires a proof)."""
+    with current_state().store.transaction() as tx:
+        return jsonify(proof_key_view(tx.proof_keys.unbind_key(key_id, current_operator().actor)))
 
 
 # -- admin tokens ----------------------------------------------------------------------

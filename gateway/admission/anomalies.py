@@ -17,7 +17,7 @@ from collections.abc import Callable
 from gateway.admission.alerts import AlertSender
 from keys.access.lifecycle import REFUSAL_MESSAGES, Principal
 from keys.errors import HoneytokenUsed, KeyRejected
-from keys.leaks.anomalies import Anomaly, AnomalyDetector, stop_key
+from keys.leaks.anomalies import ANOMALY_ACTOR, Anomaly, AnomalyDetector, stop_key
 from keys.limits.counters import Counters, CountersUnavailable, FallbackCounters, RedisCounters
 from keys.store import Store
 
@@ -55,6 +55,32 @@ class AnomalyWatch:
         rejection = KeyRejected(REFUSAL_MESSAGES[code], code=code)
         rejection.key_id = principal.key_id
         raise rejection
+
+    def proof_failed(self, principal: Principal, client_ip: str) -> None:
+        """Count a bound key used without a valid proof; past the policy's threshold, alert
+        (and suspend the key only where the policy says so)."""
+        try:
+            anomaly = self.detector.proof_failure(principal, client_ip, self._now())
+        except CountersUnavailable as exc:
+            self._warn(exc)
+            return
+        if anomaly is None:
+            return
+        if principal.policy.suspend_on_missing_proof:
+            self._respond(anomaly, record_if_stopped=True)
+            return
+        with self._store.transaction() as tx:
+            tx.audit.append(
+                ANOMALY_ACTOR,
+                "anomaly.detected",
+                anomaly.key_id,
+                f"anomaly {anomaly.rule}: {anomaly.reason}",
+                details=anomaly.details("alerted"),
+            )
+        log.warning("anomaly %s on key %s: %s", anomaly.rule, anomaly.key_id, anomaly.reason)
+        self.alerts.send(anomaly.alert("alerted", self._store.clock()))
+        if self.on_trip is not None:
+            self.on_trip(anomaly.rule, "alerted")
 
     def honeytoken_used(self, used: HoneytokenUsed, client_ip: str) -> None:
         """Stop a honeytoken that was presented and raise the alarm (the caller still

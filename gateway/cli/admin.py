@@ -18,6 +18,7 @@ from gateway.presenters import (
     key_report_view,
     key_view,
     lockdown_view,
+    proof_key_view,
     rotation_view,
     tester_view,
 )
@@ -53,6 +54,8 @@ class Admin(Protocol):
     ) -> list[str]: ...
     def suspend_key(self, key_id: str, reason: str) -> dict[str, Any]: ...
     def resume_key(self, key_id: str, reason: str | None) -> dict[str, Any]: ...
+    def bind_proof_key(self, key_id: str, public_key: str, replace: bool) -> dict[str, Any]: ...
+    def unbind_proof_key(self, key_id: str) -> dict[str, Any]: ...
     def list_approvals(
         self, status: str | None, kind: str | None, tester_id: str | None
     ) -> list[dict[str, Any]]: ...
@@ -120,6 +123,15 @@ class LocalAdmin:
     def resume_key(self, key_id: str, reason: str | None) -> dict[str, Any]:
         with self._store.transaction() as tx:
             return key_view(tx.keys.resume(key_id, self._actor, reason), tx.clock())
+
+    def bind_proof_key(self, key_id: str, public_key: str, replace: bool) -> dict[str, Any]:
+        with self._store.transaction() as tx:
+            row = tx.proof_keys.bind(key_id, public_key, self._actor, replace=replace)
+            return proof_key_view(row)
+
+    def unbind_proof_key(self, key_id: str) -> dict[str, Any]:
+        with self._store.transaction() as tx:
+            return proof_key_view(tx.proof_keys.unbind_key(key_id, self._actor))
 
     # -- approvals ---------------------------------------------------------------------
 

@@ -100,6 +100,9 @@ class AdminClient:
             "POST", path, json={k: v for k, v in payload.items() if v is not None}
         ).json()
 
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path).json()
+
     def pages(self, path: str, cursor: str = "after", **params: Any) -> Iterator[dict[str, Any]]:
         """Every item of a keyset-paged listing."""
         after: Any = None
@@ -175,6 +178,13 @@ class RemoteAdmin:
 
     def resume_key(self, key_id: str, reason: str | None) -> dict[str, Any]:
         return dict(self.client.post(f"/keys/{key_id}/resume", {"reason": reason}))
+
+    def bind_proof_key(self, key_id: str, public_key: str, replace: bool) -> dict[str, Any]:
+        payload = {"public_key": public_key, "replace": replace}
+        return dict(self.client.post(f"/keys/{key_id}/proof-key", payload))
+
+    def unbind_proof_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self.client.delete(f"/keys/{key_id}/proof-key"))
 
     # -- approvals ---------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
+from urllib.parse import quote
 
 from gateway.http.current import current_context, current_request, current_state
 from gateway.services.admission import Attempt, admit_operator, admit_tester
@@ -17,13 +18,14 @@ from gateway.upstream.client import VIDEO_ID
 from keys.access.admin_tokens import Operator
 from keys.access.gate import VideoRef
 from keys.access.lifecycle import Principal
+from keys.access.proofs import SignedRequest
 from keys.errors import NotFound
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _attempt() -> Attempt:
+def _attempt(*, before_proof: bool = False) -> Attempt:
     incoming = current_request()
     video_id = (incoming.view_args or {}).get("video_id")
     return Attempt(
@@ -31,6 +33,28 @@ def _attempt() -> Attempt:
         client_ip=incoming.remote_addr or "unknown",
         query=tuple(incoming.args.items(multi=True)) if incoming.query_string else (),
         video_id=video_id if isinstance(video_id, str) and VIDEO_ID.fullmatch(video_id) else None,
+        signed_request=_signed_request,
+        before_proof=before_proof,
+    )
+
+
+def _signed_request() -> SignedRequest:
+    """The request as a proof covers it: the target exactly as sent (gunicorn's
+    ``RAW_URI``, before any decoding), the header lines, and the body, read once within
+    the request-size limit and kept for the view."""
+    incoming = current_request()
+    environ = incoming.environ
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not isinstance(target, str) or not target.startswith("/"):
+        target = quote(environ.get("PATH_INFO", "/"), safe="/%:@!$&'()*+,;=~-._")
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+    host = incoming.headers.get("Host") or environ.get("SERVER_NAME", "localhost")
+    return SignedRequest(
+        method=incoming.method,
+        url=f"{environ.get('wsgi.url_scheme', 'http')}://{host}{target}",
+        headers=tuple(incoming.headers.items()),
+        body=incoming.get_data(cache=True),
     )
 
 
@@ -40,6 +64,20 @@ def require_tester(view: Callable[P, R]) -> Callable[P, R]:
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         admit_tester(current_state(), _attempt(), current_context())
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def require_tester_before_proof(view: Callable[P, R]) -> Callable[P, R]:
+    """``require_tester`` for what a key may do before it has a proof key: its own status,
+    listing and binding proof keys (how it gets one), revoking itself. Where the policy
+    requires a proof, a key with no proof key bound may still call these; a key with one
+    bound must prove possession here as everywhere."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        admit_tester(current_state(), _attempt(before_proof=True), current_context())
         return view(*args, **kwargs)
 
     return wrapper

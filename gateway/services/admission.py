@@ -8,14 +8,22 @@ values the edge hands in (gateway/http/auth.py reads them off the request).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keys.access.admin_tokens import Operator
 from keys.access.keyformat import KeyFormat
 from keys.access.lifecycle import Principal, needs_touch
-from keys.errors import Forbidden, HoneytokenUsed, InvalidInput, InvalidKey, KeyRejected
+from keys.access.proofs import ProofRules, SignedRequest, verify_proof
+from keys.errors import (
+    Forbidden,
+    HoneytokenUsed,
+    InvalidInput,
+    InvalidKey,
+    KeyRejected,
+    ProofRequired,
+)
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -38,6 +46,12 @@ class Attempt:
     """The query string's parameters (name, value), all of them."""
     video_id: str | None = None
     """The well-formed video id the URL names, read with the key in the same query."""
+    signed_request: Callable[[], SignedRequest] | None = None
+    """The request as its proof covers it; called only for a key with a proof key bound
+    (it reads the body)."""
+    before_proof: bool = False
+    """The request is one a key may make before it has a proof key (its own status, binding
+    one, revoking itself), even where the policy requires a proof."""
 
 
 def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext) -> Principal:
@@ -47,6 +61,10 @@ def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext)
     2. a client address that failed too often is refused before its key is looked at;
     3. the key is verified (with the kill switch and the named video, in one read); a
        failure counts against the client address, and a honeytoken raises the alarm;
+    3a. a key with a proof key bound must carry a valid, unused signature made with it
+       (keys/access/proofs.py); a failure counts against the client address and, past
+       the policy's threshold, alerts. Where the policy requires a proof, a key without
+       one may only bind one;
     4. anomaly rules count the verified attempt, also one the limits refuse next, and stop
        the key when it trips one;
     5. the key's place among its in-flight requests (refused here, the request costs the
@@ -71,6 +89,7 @@ def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext)
             state.anomalies.honeytoken_used(exc, attempt.client_ip)
         raise
     context.attempted_key_id = principal.key_id
+    check_possession(state, attempt, principal)
     state.anomalies.watch(principal, attempt.client_ip)
     context.bulkhead_slot = state.bulkhead.enter(principal.key_id)
     context.rate_limit = state.limits.admit_key(principal.key_id, principal.policy)
@@ -79,6 +98,35 @@ def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext)
             tx.keys.touch(principal.key_id)
     context.principal = principal
     return principal
+
+
+def check_possession(state: GatewayState, attempt: Attempt, principal: Principal) -> None:
+    """Step 3a of ``admit_tester``. Raises ProofRequired, ProofInvalid, ProofReplayed."""
+    bound = principal.proof_key
+    if bound is None:
+        if principal.policy.require_proof and not attempt.before_proof:
+            raise ProofRequired(
+                "Your cohort requires proof of possession, and this API key has no proof key "
+                "bound: make one (`drawbridge keys new-proof-key`) and bind it with "
+                "POST /v1/me/proof-keys. See docs/proof-of-possession.md.",
+            )
+        return
+    settings = state.settings
+    try:
+        if attempt.signed_request is None:
+            raise ProofRequired("This API key is bound to a proof key; sign the request.")
+        verify_proof(
+            bound,
+            attempt.signed_request(),
+            ProofRules(settings.proof_window_seconds, settings.proof_skew_seconds),
+            state.replays,
+            state.store.clock().timestamp(),
+        )
+    except InvalidKey:
+        # The string is right and the proof is not: whoever sends it holds the string only.
+        state.limits.record_auth_failure(attempt.client_ip)
+        state.anomalies.proof_failed(principal, attempt.client_ip)
+        raise
 
 
 def admit_operator(

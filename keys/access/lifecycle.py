@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from keys.access.digests import SecretDigester
 from keys.access.keyformat import KeyFormat
+from keys.access.proof_keys import BoundProofKey, ProofKeyService
 from keys.db import ACCESS_NEUTRAL
 from keys.errors import (
     Conflict,
@@ -32,7 +33,7 @@ from keys.ids import new_id
 from keys.leaks.lockdown import PROGRAM_ROW
 from keys.limits.cohorts import effective_policy
 from keys.limits.policies import Policy
-from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, Tester
+from keys.models import ApiKey, CohortPolicy, PolicyOverride, ProgramState, ProofKey, Tester
 from keys.pages import keyset_page
 from keys.records.audit import AuditTrail
 from keys.text import checked_text, clean_text
@@ -67,11 +68,16 @@ VERIFY_STATEMENT = (
         PolicyOverride.overrides.label("overrides"),
         PolicyOverride.updated_at.label("overrides_at"),
         ProgramState.lockdown,
+        ProofKey.id.label("proof_key_id"),
+        ProofKey.algorithm.label("proof_key_algorithm"),
+        ProofKey.public_key.label("proof_key_public"),
+        ProofKey.thumbprint.label("proof_key_thumbprint"),
     )
     .join(Tester, Tester.id == ApiKey.tester_id)
     .outerjoin(CohortPolicy, CohortPolicy.cohort == Tester.cohort)
     .outerjoin(PolicyOverride, PolicyOverride.tester_id == Tester.id)
     .outerjoin(ProgramState, ProgramState.id == PROGRAM_ROW)
+    .outerjoin(ProofKey, (ProofKey.key_id == ApiKey.id) & ProofKey.removed_at.is_(None))
     .where(ApiKey.digest == bindparam("digest"))
 )
 _POLICY_CACHE: dict[tuple[object, ...], Policy] = {}
@@ -109,6 +115,8 @@ class Principal:
     last_used_at: datetime | None
     policy: Policy
     metadata: dict[str, Any]
+    proof_key: BoundProofKey | None = None
+    """The public key bound to this API key: every request must then be signed with it."""
 
 
 def refusal(
@@ -217,6 +225,11 @@ class KeyService:
             "key.rotate",
             old.id,
             details={"successor": issued.key.id, "grace_until": _iso(old.grace_until)},
+        )
+        # The successor proves possession with the same key pair: a binding survives a
+        # rotation (the old key keeps its own until its grace ends).
+        ProofKeyService(self._session, self._audit, self._clock).carry_over(
+            old.id, issued.key, actor
         )
         return issued
 
@@ -451,6 +464,15 @@ def principal_of(row: Any, digest: str, now: datetime) -> Principal:
         row.last_used_at,
         _policy_of(row),
         row.key_metadata or {},
+        _proof_key_of(row),
+    )
+
+
+def _proof_key_of(row: Any) -> BoundProofKey | None:
+    if row.proof_key_id is None:
+        return None
+    return BoundProofKey(
+        row.proof_key_id, row.proof_key_algorithm, row.proof_key_public, row.proof_key_thumbprint
     )
 
 

@@ -39,8 +39,8 @@ _WEIGHTS = tuple(BASELINE_DECAY**age for age in range(BASELINE_MINUTES))
 _WEIGHT_SUM = sum(_WEIGHTS)
 _BASELINE_CACHE_SIZE = 10_000
 
-Rule = Literal["client_ips", "rate", "honeytoken"]
-Action = Literal["suspended", "grace_ended", "already_stopped"]
+Rule = Literal["client_ips", "rate", "honeytoken", "proof_missing"]
+Action = Literal["suspended", "grace_ended", "already_stopped", "alerted"]
 
 
 def baseline(earlier_minutes: tuple[int, ...]) -> float:
@@ -78,6 +78,7 @@ class Anomaly:
             "suspended": "suspended",
             "grace_ended": "ended the rotation grace period of",
             "already_stopped": "saw another use of (already stopped)",
+            "alerted": "saw a stranger try",
         }[action]
         text = (
             f":rotating_light: Drawbridge {done} key {self.key_id} ({self.hint}) of tester "
@@ -137,6 +138,33 @@ class AnomalyDetector:
                     },
                 )
         return None
+
+    def proof_failure(self, principal: Principal, client_ip: str, now: float) -> Anomaly | None:
+        """Count a request of a proof-bound key that came without a valid proof: the key
+        string is in someone else's hands. The anomaly once ``proof_alert_after`` of them
+        fall in one minute, at most once per anomaly window per key, whichever worker
+        counts it.
+
+        Raises keys.limits.counters.CountersUnavailable.
+        """
+        policy = principal.policy
+        limit = policy.proof_alert_after
+        if not limit:
+            return None
+        window = policy.anomaly_window_seconds
+        activity = self.counters.record(f"proof:{principal.key_id}", client_ip, now, window)
+        if activity.this_minute < limit:
+            return None
+        if not self.counters.claim(f"proof_missing:{principal.key_id}", window, now):
+            return None
+        return self._anomaly(
+            principal,
+            "proof_missing",
+            client_ip,
+            f"{activity.this_minute} requests this minute with its key string but no valid "
+            "proof: the string is in someone else's hands",
+            {"requests_this_minute": activity.this_minute, "limit": limit},
+        )
 
     def honeytoken(self, used: HoneytokenUsed, client_ip: str) -> Anomaly:
         return Anomaly(

@@ -46,7 +46,14 @@ ANOMALY_FIELDS = {
     "anomaly_max_client_ips": (0, 100_000),
     "anomaly_rate_factor": (0, 1_000),
     "anomaly_rate_floor": (1, MAX_LIMIT),
+    "proof_alert_after": (0, MAX_LIMIT),
 }
+BOOLEAN_FIELDS = (
+    "hold_generations",
+    "content_requires_approval",
+    "require_proof",
+    "suspend_on_missing_proof",
+)
 
 
 class PolicyError(ValueError):
@@ -102,6 +109,14 @@ class Policy:
     # suspends a key (factor 0: off).
     anomaly_rate_factor: int = 10
     anomaly_rate_floor: int = 300
+    # Proof of possession (keys/access/proofs.py). A key with a proof key bound always needs a
+    # signed request; require_proof also refuses keys without one (bar binding one).
+    require_proof: bool = False
+    # This many requests of a bound key without a valid proof within the anomaly window
+    # alert the admins (0: off); the key is suspended too only with suspend_on_missing_proof,
+    # since a stranger holding the string could otherwise lock its tester out.
+    proof_alert_after: int = 5
+    suspend_on_missing_proof: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -188,7 +203,7 @@ def policy_from_mapping(raw: Mapping[str, Any]) -> Policy:
             if not isinstance(value, list | tuple):
                 raise PolicyError("prompt_rules must be a list of tables", name)
             values[name] = tuple(_rule(i, rule) for i, rule in enumerate(value))
-        elif name in ("hold_generations", "content_requires_approval"):
+        elif name in BOOLEAN_FIELDS:
             if not isinstance(value, bool):
                 raise PolicyError(f"{name} must be true or false", name)
             values[name] = value

@@ -249,3 +249,84 @@ def _render_key_report(view: dict[str, Any]) -> str:
     for title, rows, columns in sections:
         lines += ["", f"{title}:", table(rows, columns)]
     return "\n".join(lines)
+
+
+# -- proof of possession ---------------------------------------------------------------
+
+
+@keys_group.command("new-proof-key")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option(
+    "--algorithm",
+    type=click.Choice(["ed25519", "p256"]),
+    default="ed25519",
+    show_default=True,
+)
+@json_option
+def keys_new_proof_key(path: str, algorithm: str, as_json: bool) -> None:
+    """For testers: make a proof key pair on this machine.
+
+    The private key goes to PATH (mode 0600; an existing file is never overwritten) and
+    stays there. The public key is printed: bind it to your API key (POST /v1/me/proof-keys,
+    or ask an admin: `drawbridge keys bind KEY_ID --public-key FILE`).
+    """
+    from gateway.client import new_proof_key
+    from keys.access.proof_keys import ECDSA_P256, ED25519, parse_public_key
+
+    try:
+        public = new_proof_key(path, ED25519 if algorithm == "ed25519" else ECDSA_P256)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; a proof key is never overwritten") from None
+    parsed = parse_public_key(public)
+    if as_json:
+        view = {
+            "path": path,
+            "algorithm": parsed.algorithm,
+            "thumbprint": parsed.thumbprint,
+            "public_key": parsed.pem,
+        }
+        emit(view, True, pretty)
+        return
+    click.echo(public, nl=False)
+    click.echo(
+        f"\nPrivate key written to {path} (keep it there; never share it).\n"
+        f"Thumbprint (keyid): {parsed.thumbprint}\n"
+        "Bind the public key above to your API key; see docs/proof-of-possession.md.",
+        err=True,
+    )
+
+
+@keys_group.command("bind")
+@click.argument("key_id")
+@click.option(
+    "--public-key",
+    "public_key_file",
+    type=click.File("r"),
+    required=True,
+    help="The tester's public key, PEM ('-' for stdin)",
+)
+@click.option("--replace", is_flag=True, help="Swap the proof key bound now for this one")
+@json_option
+@click.pass_context
+def keys_bind(
+    ctx: click.Context, key_id: str, public_key_file: Any, replace: bool, as_json: bool
+) -> None:
+    """Bind a public key to a key: from then on its string alone is refused."""
+    with domain_errors():
+        view = admin(ctx).bind_proof_key(key_id, public_key_file.read(2048), replace)
+    emit(
+        view,
+        as_json,
+        lambda v: f"bound {v['id']} ({v['algorithm']}, {v['thumbprint']}) to {key_id}",
+    )
+
+
+@keys_group.command("unbind")
+@click.argument("key_id")
+@json_option
+@click.pass_context
+def keys_unbind(ctx: click.Context, key_id: str, as_json: bool) -> None:
+    """Remove the proof key bound to a key."""
+    with domain_errors():
+        view = admin(ctx).unbind_proof_key(key_id)
+    emit(view, as_json, lambda v: f"unbound {v['id']} from {key_id}")
