@@ -174,8 +174,15 @@ def current_tester() -> TesterSession | None:
             return None
         # The rule that refuses the key on the API signs it out of the console.
         code = refusal(key.status, key.expires_at, key.grace_until, tester.status, store.clock())
+        bound = tx.proof_keys.in_force(key.id) is not None
     if code is not None:
         sign_out(f"You were signed out: {REFUSAL_MESSAGES[code]}")
+        return None
+    if bound:
+        sign_out(
+            "You were signed out: this key is now bound to a proof key, and the console "
+            "cannot sign requests with it. Use the API with your proof key."
+        )
         return None
     return TesterSession(key, tester)
 

@@ -36,6 +36,7 @@ def me() -> str:
         policy, _ = tx.policies.for_tester(signed.tester.id)
         quotas = tx.quotas.status(signed.tester.id, policy)
         requests = requests_of(tx, signed.tester.id)
+        proof_keys = tx.proof_keys.list_for_tester(signed.tester.id)
     return render(
         "me.html",
         key=signed.key,
@@ -44,7 +45,28 @@ def me() -> str:
         policy=policy,
         quotas=quotas,
         requests=list(reversed(requests)),
+        proof_keys=proof_keys,
     )
+
+
+@bp.post("/me/proof-keys")
+@for_tester
+def me_bind_proof_key() -> WerkzeugResponse:
+    """Bind a pasted public key to the signed-in key. The session ends with it: from now on
+    the key string alone (the console's way in) is refused."""
+    signed = console_tester()
+    with current_state().store.transaction() as tx:
+        row = tx.proof_keys.bind(
+            signed.key.id,
+            request.form.get("public_key", ""),
+            _actor(signed),
+            tester_id=signed.tester.id,
+        )
+    sign_out(
+        f"Proof key {row.id} is bound to your key {signed.key.hint}: sign every request with "
+        "it from now on. The console cannot, so you are signed out."
+    )
+    return redirect(url_for("console.me_sign_in"))
 
 
 @bp.post("/me/revoke")

@@ -25,6 +25,11 @@ from gateway.console.session import signed_in
 from gateway.http.current import current_state
 from keys.errors import HoneytokenUsed, InvalidKey, KeyRejected
 
+PROOF_BOUND_MESSAGE = (
+    "this key is bound to a proof key, so its string alone is refused everywhere, the "
+    "console included. Use the API with your proof key (docs/proof-of-possession.md)."
+)
+
 
 def _pasted_secret() -> str:
     return (request.form.get("secret") or "").strip()
@@ -78,6 +83,9 @@ def me_sign_in() -> WerkzeugResponse | str | tuple[str, int]:
         return _refuse(f"Not signed in: {exc.message}")
     except (InvalidKey, KeyRejected) as exc:
         return _refuse(f"Not signed in: {exc.message}")
+    if principal.proof_key is not None:
+        # The string alone opens nothing, the console included: a browser cannot sign.
+        return _refuse(f"Not signed in: {PROOF_BOUND_MESSAGE}")
     set_session(signed_in("tester", principal.key_id, state.store.clock()))
     return redirect(url_for("console.me"))
 

@@ -1,0 +1,332 @@
+"""Proof-of-possession keys on the live gateway: the official openai SDK with the shipped
+signing client works; the key string alone, a replayed proof and hostile proofs do not.
+
+The shared ``live_gateway`` (two workers, SQLite and PostgreSQL, no Redis) claims nonces in
+the database; ``fleet`` runs two instances on one PostgreSQL database with Redis, and a proof
+used on one is refused on the other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+import requests
+
+from gateway.client import ProofSigner, http_client, load_proof_key, new_proof_key
+from tests.conftest import REDIS_TEST_URL, service_unavailable
+from tests.integration.conftest import SIM_CONTENT_BYTES
+from tests.integration.fleet import gateway_fleet
+from tests.integration.live import (
+    HTTP_TIMEOUT,
+    LiveGateway,
+    LiveSimulator,
+    TesterKey,
+    error_of,
+    sdk_error_code,
+)
+
+pytestmark = pytest.mark.integration
+
+# Sends one captured request again from a separate process, as an eavesdropper would.
+REPLAY = """
+import json, sys, requests
+captured = json.loads(sys.stdin.read())
+response = requests.request(
+    captured["method"], captured["url"], headers=captured["headers"],
+    data=captured["body"].encode("latin-1"), timeout=30,
+)
+print(json.dumps({"status": response.status_code, "body": response.json()}))
+"""
+
+
+def bind(gateway: LiveGateway, key: TesterKey, key_file: Path) -> dict[str, Any]:
+    """Bind a new proof key to ``key`` the way a tester does: POST /v1/me/proof-keys."""
+    public = new_proof_key(key_file)
+    response = requests.post(
+        f"{gateway.api_url}/me/proof-keys",
+        headers={"Authorization": f"Bearer {key.secret}"},
+        json={"public_key": public},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    assert body["key_id"] == key.key_id and body["algorithm"] == "ed25519"
+    return body
+
+
+@pytest.fixture
+def bound_key(
+    live_gateway: LiveGateway, tester_key: TesterKey, tmp_path: Path
+) -> tuple[TesterKey, Path]:
+    key_file = tmp_path / "proof-key.pem"
+    bind(live_gateway, tester_key, key_file)
+    return tester_key, key_file
+
+
+def signed_client(gateway: LiveGateway, secret: str, key_file: Path) -> openai.OpenAI:
+    client = openai.OpenAI(
+        base_url=gateway.api_url,
+        api_key=secret,
+        max_retries=0,
+        timeout=HTTP_TIMEOUT,
+        http_client=http_client(key_file, trust_env=False),
+    )
+    gateway.clients.append(client)
+    return client
+
+
+def capture(
+    url: str, secret: str, key_file: Path, method: str = "GET", body: bytes = b""
+) -> dict[str, Any]:
+    """A request signed by the shipped signer, not sent: what someone on the path sees."""
+    headers = {"Authorization": f"Bearer {secret}"}
+    if body:
+        headers["Content-Type"] = "application/json"
+    request = httpx2.Request(method, url, headers=headers, content=body)
+    ProofSigner(load_proof_key(key_file))(request)
+    return {
+        "method": method,
+        "url": url,
+        "headers": dict(request.headers),
+        "body": body.decode("latin-1"),
+    }
+
+
+def send(captured: dict[str, Any]) -> requests.Response:
+    return requests.request(
+        captured["method"],
+        captured["url"],
+        headers=captured["headers"],
+        data=captured["body"].encode("latin-1"),
+        timeout=HTTP_TIMEOUT,
+    )
+
+
+def replay_from_another_process(captured: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", REPLAY],
+        input=json.dumps(captured),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def assert_refused(response: requests.Response, code: str) -> None:
+    assert response.status_code == 401, response.text
+    assert error_of(response)["code"] == code, response.text
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_the_sdk_works_with_a_bound_key_and_the_signing_client(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    client = signed_client(live_gateway, key.secret, key_file)
+
+    video = client.videos.create_and_poll(prompt="a kite that proves who flies it", seconds="4")
+    assert video.status == "completed", video
+    assert len(client.videos.download_content(video.id).read()) == SIM_CONTENT_BYTES
+    assert video.id in [v.id for v in client.videos.list(limit=100).data]
+    remix = client.videos.remix(video.id, prompt="the same kite, signed at night")
+    assert client.videos.poll(remix.id).status == "completed"
+    assert client.videos.delete(video.id).deleted is True
+    # A multipart upload is covered by its Content-Digest too.
+    upload = client.videos.create(
+        prompt="animate this still",
+        input_reference=("reference.png", b"\x89PNG\r\n\x1a\n" + bytes(4096), "image/png"),
+    )
+    assert client.videos.poll(upload.id).status == "completed"
+
+
+def test_the_key_string_alone_is_refused(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, _ = bound_key
+    bare = live_gateway.openai_client(key.secret)
+    calls: list[Callable[[], object]] = [
+        lambda: bare.videos.create(prompt="a stranger with the string only"),
+        lambda: bare.videos.list(),
+        lambda: bare.videos.retrieve("video_0123456789abcdef"),
+    ]
+    for call in calls:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            call()
+        assert sdk_error_code(caught.value) == "proof_required"
+    # Nothing was created or charged: the tester's own list is empty.
+    assert_refused(live_gateway.tester_get("/videos", key.secret), "proof_required")
+
+
+def test_a_captured_proof_is_refused_from_another_process_on_any_worker(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    captured = capture(f"{live_gateway.api_url}/videos", key.secret, key_file)
+    assert send(captured).status_code == 200
+    # Fresh connections each time: whichever of the two workers takes them, all refuse.
+    for _ in range(6):
+        replayed = replay_from_another_process(captured)
+        assert replayed["status"] == 401, replayed
+        assert replayed["body"]["error"]["code"] == "proof_replayed", replayed
+
+
+def test_a_proof_for_one_request_does_not_carry_another(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    body = json.dumps({"prompt": "a harmless kite"}).encode()
+    captured = capture(f"{live_gateway.api_url}/videos", key.secret, key_file, "POST", body)
+    other_body = {**captured, "body": json.dumps({"prompt": "something else entirely"})}
+    assert_refused(send(other_body), "proof_invalid")
+    other_method = {**captured, "method": "PUT"}
+    assert send(other_method).status_code in (401, 405)
+    listing = capture(f"{live_gateway.api_url}/videos", key.secret, key_file)
+    for url in (
+        f"{live_gateway.api_url}/videos?limit=1",
+        f"{live_gateway.api_url}/me",
+        f"{live_gateway.api_url}/videos/../me",
+        f"{live_gateway.api_url}/videos%2f..%2fme",
+    ):
+        # Refused by the proof (401), or by the path rules before the key is looked at (400).
+        response = send({**listing, "url": url})
+        assert response.status_code in (400, 401), (url, response.text)
+    # Refused copies claimed nothing: the tester's own request still goes through, once.
+    assert send(listing).status_code == 200
+    assert_refused(send(listing), "proof_replayed")
+
+
+def test_unbinding_needs_a_proof_and_gives_the_string_back(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    with http_client(key_file, trust_env=False) as signed:
+        listed = signed.get(
+            f"{live_gateway.api_url}/me/proof-keys",
+            headers={"Authorization": f"Bearer {key.secret}"},
+        )
+        assert listed.status_code == 200, listed.text
+        (proof_key,) = listed.json()["data"]
+        me = signed.get(
+            f"{live_gateway.api_url}/me", headers={"Authorization": f"Bearer {key.secret}"}
+        ).json()
+        assert me["proof_key"]["id"] == proof_key["id"]
+        # Another of the tester's keys, unbound, may not remove this key's protection.
+        removed = signed.delete(
+            f"{live_gateway.api_url}/me/proof-keys/{proof_key['id']}",
+            headers={"Authorization": f"Bearer {key.secret}"},
+        )
+        assert removed.status_code == 200, removed.text
+    assert live_gateway.tester_get("/videos", key.secret).status_code == 200
+    audit = live_gateway.admin_ok("GET", "/audit", params={"limit": 500})
+    actions = [(e["action"], e["target"]) for e in audit["data"]]
+    assert ("proof_key.bind", proof_key["id"]) in actions
+    assert ("proof_key.unbind", proof_key["id"]) in actions
+
+
+def test_an_unbound_key_cannot_unbind_another_keys_proof_key(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, _ = bound_key
+    second = live_gateway.issue_key(key.tester_id)
+    listed = requests.get(
+        f"{live_gateway.api_url}/me/proof-keys",
+        headers={"Authorization": f"Bearer {second.secret}"},
+        timeout=HTTP_TIMEOUT,
+    )
+    (proof_key,) = listed.json()["data"]
+    refused = requests.delete(
+        f"{live_gateway.api_url}/me/proof-keys/{proof_key['id']}",
+        headers={"Authorization": f"Bearer {second.secret}"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert refused.status_code == 403, refused.text
+    assert error_of(refused)["code"] == "proof_required_to_unbind"
+    assert_refused(live_gateway.tester_get("/videos", key.secret), "proof_required")
+
+
+def test_admins_bind_and_unbind_with_the_cli(
+    live_gateway: LiveGateway, tester_key: TesterKey, tmp_path: Path
+) -> None:
+    public_file = tmp_path / "public.pem"
+    made = live_gateway.cli("keys", "new-proof-key", str(tmp_path / "key.pem"), "--json")
+    public_file.write_text(made["public_key"])
+    assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600
+    bound = live_gateway.cli(
+        "keys", "bind", tester_key.key_id, "--public-key", str(public_file), "--json"
+    )
+    assert bound["thumbprint"] == made["thumbprint"]
+    assert_refused(live_gateway.tester_get("/videos", tester_key.secret), "proof_required")
+    client = signed_client(live_gateway, tester_key.secret, tmp_path / "key.pem")
+    assert client.videos.list().data == []
+    live_gateway.cli("keys", "unbind", tester_key.key_id, "--json")
+    assert live_gateway.tester_get("/videos", tester_key.secret).status_code == 200
+
+
+def test_rotation_keeps_the_binding(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    rotated = live_gateway.admin_ok("POST", f"/keys/{key.key_id}/rotate", json={"grace_seconds": 0})
+    live_gateway.issued_secrets.append(rotated["secret"])
+    assert_refused(live_gateway.tester_get("/videos", rotated["secret"]), "proof_required")
+    client = signed_client(live_gateway, rotated["secret"], key_file)
+    assert client.videos.list().data == []
+
+
+# -- two instances, one PostgreSQL database, one Redis -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    simulator: LiveSimulator,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_postgres_database: Callable[[], str],
+) -> Iterator[list[LiveGateway]]:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        service_unavailable("Redis", f"{REDIS_TEST_URL}: {type(exc).__name__}")
+    with gateway_fleet(
+        simulator,
+        tmp_path_factory.mktemp("proof-fleet"),
+        make_postgres_database(),
+        instances=2,
+        workers=2,
+        DRAWBRIDGE_REDIS_URL=REDIS_TEST_URL,
+        DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE="1000000",
+    ) as gateways:
+        yield gateways
+
+
+def test_a_proof_used_on_one_instance_is_refused_on_the_other(
+    fleet: list[LiveGateway], tmp_path: Path
+) -> None:
+    first, second = fleet
+    key = first.new_tester_key()
+    key_file = tmp_path / "proof-key.pem"
+    bind(first, key, key_file)
+    client = signed_client(second, key.secret, key_file)
+    assert client.videos.list().data == []
+
+    captured = capture(f"{first.api_url}/videos", key.secret, key_file)
+    assert send(captured).status_code == 200
+    on_second = {**captured, "url": f"{second.api_url}/videos"}
+    # The signature covers the path and query, not the host: the same proof on the other
+    # instance is the same proof, and its nonce is taken.
+    for _ in range(4):
+        replayed = replay_from_another_process(on_second)
+        assert replayed["status"] == 401, replayed
+        assert replayed["body"]["error"]["code"] == "proof_replayed"
