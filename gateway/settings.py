@@ -93,9 +93,6 @@ class Settings:
     # old, or this far in the future; its nonce is remembered for twice the window.
     proof_window_seconds: int = 60
     proof_skew_seconds: int = 5
-    # A proof-bound key found leaked (a scan, a secret-scanning report) is revoked too; false
-    # leaves it in force (the string alone cannot be used) and only reports it.
-    leaks_revoke_bound_keys: bool = True
     # Requests of one key in progress at once, per worker process; 0 turns the cap off
     # (docs/isolation.md). Keep it below gunicorn's threads per worker.
     max_inflight_per_key: int = 4
