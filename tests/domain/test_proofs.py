@@ -103,7 +103,10 @@ def test_hostile_proofs_are_invalid() -> None:
 def _hand_signed(
     private: ed25519.Ed25519PrivateKey, bound: BoundProofKey, *, created: int, nonce: str
 ) -> SignedRequest:
-    params = f'("@method" "@path" "@query" "authorization");created={created};keyid="{bound.thumbprint}";nonce="{nonce}"'
+    params = (
+        '("@method" "@path" "@query" "authorization")'
+        f';created={created};keyid="{bound.thumbprint}";nonce="{nonce}"'
+    )
     base = (
         f'"@method": GET\n"@path": /v1/videos\n"@query": ?\n"authorization": {AUTH}\n'
         f'"@signature-params": {params}'
