@@ -30,6 +30,7 @@ from keys.limits.counters import (
     RedisCounters,
     RedisOutage,
 )
+from keys.provenance.identity import SignerCache
 from keys.records.audit import CheckpointPolicy
 from keys.records.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
 from keys.records.usage import UsageBuffer
@@ -47,6 +48,7 @@ class GatewayState:
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
     bulkhead: Bulkhead
+    signers: SignerCache
     sweep: ReconcileSweep | None = None
 
 
@@ -133,5 +135,6 @@ def build_state(settings: Settings) -> GatewayState:
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store, outage),
         bulkhead=Bulkhead(settings.max_inflight_per_key),
+        signers=SignerCache(store, vault),
         sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )

@@ -77,8 +77,18 @@ def sha256_of(stream: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def identify(tx: Transaction, upload: BinaryIO, actor: str) -> Identification:
-    """Identify the MP4 in ``upload`` (seekable) and record the lookup in the audit trail.
+@dataclass(frozen=True)
+class Examined:
+    """What the file says of itself, read with no transaction open."""
+
+    sha256: str
+    size: int
+    media_sha256: str
+    reading: ManifestReading
+
+
+def examine(upload: BinaryIO, trust_anchors: list[str]) -> Examined:
+    """Hash the MP4 in ``upload`` (seekable) and read its manifest against these roots.
 
     Raises InvalidInput (code ``invalid_video``) when it is not a whole MP4 file.
     """
@@ -88,7 +98,12 @@ def identify(tx: Transaction, upload: BinaryIO, actor: str) -> Identification:
     except NotAnMp4 as exc:
         raise InvalidInput(f"Not a whole MP4 file: {exc}.", code="invalid_video") from None
     upload.seek(0)
-    reading: ManifestReading = read_manifest(upload, tx.provenance_signers.trust_anchors())
+    return Examined(sha256, size, media_sha256, read_manifest(upload, trust_anchors))
+
+
+def identify(tx: Transaction, examined: Examined, actor: str) -> Identification:
+    """Which delivery the examined file is; the lookup is recorded in the audit trail."""
+    reading = examined.reading
     matched_by: str | None = None
     rows: list[Delivery] = []
     named = (reading.delivery or {}).get("download_id")
@@ -97,7 +112,7 @@ def identify(tx: Transaction, upload: BinaryIO, actor: str) -> Identification:
         if row is not None:
             matched_by, rows = "manifest", [row]
     if not rows:
-        how, rows = tx.deliveries.by_hash(sha256, media_sha256)
+        how, rows = tx.deliveries.by_hash(examined.sha256, examined.media_sha256)
         matched_by = f"{how}_hash" if how else None
     verdict = "identified" if rows else "unknown"
     entry = tx.audit.append(
@@ -105,7 +120,7 @@ def identify(tx: Transaction, upload: BinaryIO, actor: str) -> Identification:
         "provenance.identify",
         rows[0].id if len(rows) == 1 else ("several" if rows else "unknown"),
         details={
-            "sha256": sha256,
+            "sha256": examined.sha256,
             "manifest": reading.state,
             "matched_by": matched_by,
             "download_ids": [row.id for row in rows],
@@ -115,8 +130,8 @@ def identify(tx: Transaction, upload: BinaryIO, actor: str) -> Identification:
         verdict=verdict,
         manifest=reading.state,
         matched_by=matched_by,
-        sha256=sha256,
-        size=size,
+        sha256=examined.sha256,
+        size=examined.size,
         failures=reading.failures,
         deliveries=[delivery_view(row) for row in rows],
         audit_seq=entry.seq,

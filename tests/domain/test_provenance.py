@@ -12,7 +12,7 @@ import pytest
 from gateway.simulator.content import video_chunks
 from keys.access.vault import Vault
 from keys.errors import InvalidInput
-from keys.provenance.identify import identify
+from keys.provenance.identify import examine, identify
 from keys.provenance.identity import unlock
 from keys.provenance.manifests import DeliveryFacts, read_manifest, sign_mp4
 from keys.provenance.mp4 import MAX_DEPTH, NotAnMp4, check_mp4, without_c2pa
@@ -142,13 +142,15 @@ def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
             original_sha256=hashlib.sha256(original).hexdigest(),
             media_sha256=check_mp4(io.BytesIO(original), len(original)),
         )
+    roots = anchors(store)
     with store.transaction() as tx:
-        by_manifest = identify(tx, io.BytesIO(delivered), "auditor:test")
-        stripped = identify(tx, io.BytesIO(without_c2pa(delivered)), "auditor:test")
-        raw = identify(tx, io.BytesIO(original), "auditor:test")
-        stranger = identify(tx, io.BytesIO(mp4("video_never")), "auditor:test")
-        with pytest.raises(InvalidInput):
-            identify(tx, io.BytesIO(b"not a video at all"), "auditor:test")
+        by_manifest = identify(tx, examine(io.BytesIO(delivered), roots), "auditor:test")
+        bare = examine(io.BytesIO(without_c2pa(delivered)), roots)
+        stripped = identify(tx, bare, "auditor:test")
+        raw = identify(tx, examine(io.BytesIO(original), roots), "auditor:test")
+        stranger = identify(tx, examine(io.BytesIO(mp4("video_never")), roots), "auditor:test")
+    with pytest.raises(InvalidInput):
+        examine(io.BytesIO(b"not a video at all"), roots)
     assert (by_manifest.verdict, by_manifest.manifest, by_manifest.matched_by) == (
         "identified",
         "valid",
