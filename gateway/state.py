@@ -30,7 +30,7 @@ from keys.limits.counters import (
     RedisCounters,
     RedisOutage,
 )
-from keys.provenance.identity import SignerCache
+from keys.provenance.signer_cache import SignerCache
 from keys.records.audit import CheckpointPolicy
 from keys.records.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
 from keys.records.usage import UsageBuffer
