@@ -20,7 +20,7 @@ from gateway.admin.plane import admin_blueprint
 from gateway.http.auth import current_operator, require_role
 from gateway.http.current import current_state
 from gateway.http.errors import ApiError
-from gateway.services.provenance import identify_file
+from gateway.services.provenance import certificates, identify_file
 from keys.access.roles import RECORD_READERS
 
 bp = admin_blueprint("provenance", __name__, "/admin/v1/provenance")
@@ -71,29 +71,13 @@ def spooled_upload() -> IO[bytes]:
 @require_role(*RECORD_READERS)
 def identify() -> Response:
     with spooled_upload() as upload:
-        found = identify_file(current_state(), cast(BinaryIO, upload), current_operator().actor)
+        found = identify_file(
+            current_state().store, cast(BinaryIO, upload), current_operator().actor
+        )
     return jsonify(found.as_json())
 
 
 @bp.get("/certificates")
 @require_role(*RECORD_READERS)
-def certificates() -> Response:
-    with current_state().store.read() as tx:
-        rows = tx.provenance_signers.all()
-        roots = tx.provenance_signers.trust_anchors()
-    return jsonify(
-        {
-            "object": "provenance.certificates",
-            "signers": [
-                {
-                    "generation": row.generation,
-                    "key_id": row.key_id,
-                    "created_at": row.created_at.isoformat(),
-                    "certificate": row.cert_pem,
-                    "root": row.root_cert_pem,
-                }
-                for row in rows
-            ],
-            "trust_anchors": roots,
-        }
-    )
+def list_certificates() -> Response:
+    return jsonify(certificates(current_state().store))

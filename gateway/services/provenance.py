@@ -22,7 +22,7 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from keys.errors import NotFound
 from keys.models import Approval, Tester, Video
@@ -33,7 +33,7 @@ from keys.provenance.mp4 import NotAnMp4, check_mp4
 if TYPE_CHECKING:
     from gateway.context import RequestContext
     from gateway.state import GatewayState
-    from keys.store import Transaction
+    from keys.store import Store, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -291,20 +291,35 @@ def _observe(state: GatewayState, reason: str | None, video_id: str) -> None:
     state.signers.observe(reason or "signed")
 
 
-def identify_file(state: GatewayState, upload: BinaryIO, actor: str) -> Identification:
+def identify_file(store: Store, upload: BinaryIO, actor: str) -> Identification:
     """Whose this file is (keys.provenance.identify), the lookup audited under ``actor``.
     The file is read with no transaction open; only the lookup and its audit entry are.
 
     Raises InvalidInput (code ``invalid_video``) for a file that is not a whole MP4.
     """
-    with state.store.read() as tx:
+    with store.read() as tx:
         anchors = tx.provenance_signers.trust_anchors()
     examined = examine(upload, anchors)
-    with state.store.transaction() as tx:
+    with store.transaction() as tx:
         return identify(tx, examined, actor)
 
 
-def identify_path(state: GatewayState, path: str, actor: str) -> Identification:
-    """The same for a file on this machine (the local CLI)."""
-    with open(path, "rb") as upload:
-        return identify_file(state, upload, actor)
+def certificates(store: Store) -> dict[str, Any]:
+    """The deployment's signing certificates and roots, for outside validators."""
+    with store.read() as tx:
+        rows = tx.provenance_signers.all()
+        roots = tx.provenance_signers.trust_anchors()
+    return {
+        "object": "provenance.certificates",
+        "signers": [
+            {
+                "generation": row.generation,
+                "key_id": row.key_id,
+                "created_at": row.created_at.isoformat(),
+                "certificate": row.cert_pem,
+                "root": row.root_cert_pem,
+            }
+            for row in rows
+        ],
+        "trust_anchors": roots,
+    }
