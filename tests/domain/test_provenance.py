@@ -54,6 +54,31 @@ def signed(store: Store, data: bytes, delivery: DeliveryFacts) -> bytes:
     return out.getvalue()
 
 
+def record_delivery(
+    store: Store, download_id: str, video_id: str, original: bytes, delivered: bytes
+) -> None:
+    """File a delivery in the index the way the gateway does."""
+    with store.transaction() as tx:
+        tx.deliveries.record(
+            id=download_id,
+            at=store.clock(),
+            request_id="req_" + download_id,
+            route="download",
+            video_id=video_id,
+            tester_id="tst_1",
+            key_id="key_1",
+            cohort="default",
+            recipient="key:key_1",
+            downloading_key_id="key_1",
+            audit_seq=7,
+            signer_generation=1,
+            delivered_bytes=len(delivered),
+            delivered_sha256=hashlib.sha256(delivered).hexdigest(),
+            original_sha256=hashlib.sha256(original).hexdigest(),
+            media_sha256=check_mp4(io.BytesIO(original), len(original)),
+        )
+
+
 def anchors(store: Store) -> list[str]:
     with store.read() as tx:
         return tx.provenance_signers.trust_anchors()
@@ -123,25 +148,7 @@ def test_the_mp4_walk_refuses_what_is_not_a_whole_mp4() -> None:
 def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
     original = mp4("video_b")
     delivered = signed(store, original, facts("dl_9", generation_id="video_b"))
-    with store.transaction() as tx:
-        tx.deliveries.record(
-            id="dl_9",
-            at=store.clock(),
-            request_id="req_1",
-            route="download",
-            video_id="video_b",
-            tester_id="tst_1",
-            key_id="key_1",
-            cohort="default",
-            recipient="key:key_1",
-            downloading_key_id="key_1",
-            audit_seq=7,
-            signer_generation=1,
-            delivered_bytes=len(delivered),
-            delivered_sha256=hashlib.sha256(delivered).hexdigest(),
-            original_sha256=hashlib.sha256(original).hexdigest(),
-            media_sha256=check_mp4(io.BytesIO(original), len(original)),
-        )
+    record_delivery(store, "dl_9", "video_b", original, delivered)
     roots = anchors(store)
     with store.transaction() as tx:
         by_manifest = identify(tx, examine(io.BytesIO(delivered), roots), "auditor:test")
