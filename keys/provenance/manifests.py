@@ -21,6 +21,9 @@ GENERATOR = {"name": "Drawbridge", "version": "0.1.0"}
 
 _SIGN_SETTINGS = {
     "builder": {"thumbnail": {"enabled": False}},
+    # c2pa keeps its working copy in memory up to this size (default 512 MB): a 30 MiB video
+    # would grow the worker by as much. Past it, a temporary file.
+    "core": {"backing_store_memory_threshold_in_mb": 8},
     # Each download is verified by identify and the tests; verifying every signature again at
     # signing would read the file a second time.
     "verify": {"verify_after_sign": False},
