@@ -125,7 +125,7 @@ def banner(
     recipe = (
         f"{python} -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='{secret}'); "
         "v = c.videos.create_and_poll(prompt='a red kite'); "
-        f'c.videos.download_content(v.id).write_to_file({video!r})"'
+        f'c.videos.download_content(v.id).write_to_file({str(_shown(folder / "kite.mp4"))!r})"'
         if importlib.util.find_spec("openai") is not None
         else f"curl -so {video} {url}/v1/videos/VIDEO_ID/content -H 'Authorization: Bearer "
         f"{secret}'"
