@@ -206,11 +206,10 @@ def _deliver(
             media_sha256=media_sha256,
         )
     _observe(state, reason, video_id)
-    out_headers = {
-        "Content-Type": headers.get("Content-Type", "video/mp4"),
-        "Content-Length": str(delivered_bytes),
-        "X-Drawbridge-Download-Id": download_id,
-    }
+    out_headers = {**headers, "Content-Length": str(delivered_bytes)}
+    if reason is None:
+        out_headers.pop("ETag", None)  # the bytes are this download's own, not the backend's
+    out_headers["X-Drawbridge-Download-Id"] = download_id
     out.seek(0)
     return status, out_headers, _stream(out)
 
