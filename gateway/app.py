@@ -15,6 +15,7 @@ from werkzeug.wsgi import ClosingIterator
 from gateway import console
 from gateway.admin import api as admin_api
 from gateway.admin import approvals as approvals_api
+from gateway.admin import provenance as provenance_api
 from gateway.admin import usage as usage_api
 from gateway.admission.limits import add_headers as add_rate_limit_headers
 from gateway.http.current import (
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
         health.bp,
         secret_scanning.bp,
         usage_api.bp,
+        provenance_api.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)

@@ -127,6 +127,17 @@ class Settings:
     reservation_lease_seconds: float = 120.0
     reconcile_interval_seconds: float = 30.0
 
+    # Provenance (docs/provenance.md): a signed C2PA manifest on every video that leaves the
+    # gateway. A file is held in memory up to spool_memory_bytes while it is signed, on disk
+    # past that; one larger than max_sign_bytes, or not an MP4, goes out unchanged (logged
+    # and counted). The prompt is in manifests only as a keyed hash unless include_prompt.
+    provenance_sign: bool = True
+    provenance_include_prompt: bool = False
+    provenance_spool_memory_bytes: int = 8 * 1024 * 1024
+    provenance_max_sign_bytes: int = 4 * 1024 * 1024 * 1024
+    # The largest file POST /admin/v1/provenance/identify accepts (413 beyond).
+    provenance_identify_max_bytes: int = 256 * 1024 * 1024
+
     log_level: str = "INFO"
     access_log: bool = True
 

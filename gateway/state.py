@@ -31,6 +31,7 @@ from keys.limits.counters import (
     RedisCounters,
     RedisOutage,
 )
+from keys.provenance.signer_cache import SignerCache
 from keys.records.audit import CheckpointPolicy
 from keys.records.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
 from keys.records.usage import UsageBuffer
@@ -48,7 +49,11 @@ class GatewayState:
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
     bulkhead: Bulkhead
+<<<<<<< HEAD
     replays: ReplayGuard
+=======
+    signers: SignerCache
+>>>>>>> s21
     sweep: ReconcileSweep | None = None
 
 
@@ -143,10 +148,14 @@ def build_state(settings: Settings) -> GatewayState:
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store, outage),
         bulkhead=Bulkhead(settings.max_inflight_per_key),
+<<<<<<< HEAD
         replays=ReplayGuard(
             DatabaseReplayClaims(store.database),
             RedisCounters.from_url(settings.redis_url) if settings.redis_url else None,
             outage,
         ),
+=======
+        signers=SignerCache(store, vault),
+>>>>>>> s21
         sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )

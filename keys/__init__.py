@@ -7,7 +7,8 @@ exception the domain raises on purpose is in ``errors``.
 One sub-package per area, each saying what lands there: ``access`` (testers, keys, tokens,
 roles, the hot read), ``limits`` (policies, quotas, counters), ``approvals`` (held requests,
 share links), ``generations`` (the ledger, ownership, idempotency, reconciliation),
-``records`` (usage and the audit trail) and ``leaks`` (scanning, anomalies, the kill switch).
+``records`` (usage and the audit trail), ``provenance`` (C2PA manifests on delivered
+videos and identifying files) and ``leaks`` (scanning, anomalies, the kill switch).
 At the top is the foundation they share: ``store``, ``db``, ``models``, ``migrate`` (and
 ``migrations``), ``errors``, ``durations`` and ``process``.
 
@@ -29,6 +30,7 @@ __all__ = [
     "migrate",
     "models",
     "process",
+    "provenance",
     "records",
     "store",
 ]

@@ -348,3 +348,50 @@ class Reservation(Base):
     quota_periods: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     # What was sent upstream (model, size, seconds, prompt, remix_of): how its job is found.
     intent: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ProvenanceSigner(Base):
+    """One generation of the deployment's C2PA signing identity: an X.509 root and the
+    signing certificate it issued, private keys encrypted with the root secret's Fernet key.
+    The newest generation signs; every root ever made stays trusted for verification."""
+
+    __tablename__ = "provenance_signers"
+
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    # First 16 hex digits of SHA-256 over the signing certificate's DER: names it in manifests.
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    root_cert_pem: Mapped[str] = mapped_column(Text)
+    root_key_encrypted: Mapped[str] = mapped_column(Text)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    key_encrypted: Mapped[str] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """One video that left the gateway (a download, a share link's or a console preview):
+    who received it, what its manifest says, and the hashes that find it again."""
+
+    __tablename__ = "provenance_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str] = mapped_column(String(40))
+    route: Mapped[str] = mapped_column(String(16))
+    video_id: Mapped[str] = mapped_column(String(128), index=True)
+    tester_id: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(32))
+    cohort: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recipient: Mapped[str] = mapped_column(String(200))
+    downloading_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    approval_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    share_link_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    signer_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # None when signed; else why the bytes went out unchanged (docs/provenance.md).
+    unsigned_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    delivered_bytes: Mapped[int] = mapped_column(BigInteger)
+    delivered_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    original_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # SHA-256 over the MP4's media data (its mdat payloads), which signing never changes.
+    media_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)

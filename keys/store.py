@@ -26,6 +26,8 @@ from keys.leaks.leaked_keys import LeakService
 from keys.leaks.lockdown import LockdownSwitch
 from keys.limits.cohorts import CohortPolicies
 from keys.limits.quotas import QuotaService
+from keys.provenance.deliveries import DeliveryIndex
+from keys.provenance.identity import ProvenanceSigners
 from keys.records.audit import AuditTrail, CheckpointPolicy
 from keys.records.audit_signing import AuditSigner
 from keys.records.usage import UsageLog
@@ -105,6 +107,14 @@ class Transaction:
     @cached_property
     def idempotency(self) -> IdempotencyKeys:
         return IdempotencyKeys(self.session, self.clock)
+
+    @cached_property
+    def provenance_signers(self) -> ProvenanceSigners:
+        return ProvenanceSigners(self.session, self.audit, self.clock)
+
+    @cached_property
+    def deliveries(self) -> DeliveryIndex:
+        return DeliveryIndex(self.session, self.clock)
 
     @cached_property
     def generations(self) -> GenerationService:

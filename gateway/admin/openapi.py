@@ -170,6 +170,8 @@ class Operation:
     query: tuple[dict[str, Any], ...] = ()
     errors: tuple[int, ...] = ()
     content: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A file upload (the body is the file, or a multipart form with a ``file`` part).
+    upload: bool = False
 
 
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -651,6 +653,27 @@ _OPERATIONS: tuple[Operation, ...] = (
         errors=(404,),
     ),
     Operation(
+        "/provenance/identify",
+        "post",
+        "identifyVideo",
+        "provenance",
+        "Identify a video file: its C2PA manifest (valid, invalid, absent) and the delivery "
+        "it came from, by manifest or by hash; the lookup is audited (docs/provenance.md)",
+        RECORD_READERS,
+        _ref("Identification"),
+        upload=True,
+        errors=(413,),
+    ),
+    Operation(
+        "/provenance/certificates",
+        "get",
+        "listProvenanceCertificates",
+        "provenance",
+        "The deployment's C2PA signing certificates and roots (PEM), newest last",
+        RECORD_READERS,
+        {"type": "object"},
+    ),
+    Operation(
         "/usage",
         "get",
         "listUsageEvents",
@@ -726,6 +749,7 @@ _TAGS = [
     {"name": "program", "description": "The kill switch"},
     {"name": "usage", "description": "Usage events, daily totals, exports, key reports"},
     {"name": "audit", "description": "The hash-chained audit trail and its signed checkpoints"},
+    {"name": "provenance", "description": "Whose a video file is: its C2PA manifest or hashes"},
 ]
 
 _ERROR_TEXT = {
@@ -735,6 +759,7 @@ _ERROR_TEXT = {
     403: "Role not allowed",
     404: "Not found",
     409: "Conflict with the object's state",
+    413: "The upload is larger than the gateway accepts",
     429: "Too many requests; retry after Retry-After seconds",
     503: "The key store is unreachable; retry after Retry-After seconds",
 }
@@ -788,6 +813,21 @@ def _operation(op: Operation) -> dict[str, Any]:
             **{str(status): _error_response(status) for status in sorted(errors)},
         },
     }
+    if op.upload:
+        binary = {"type": "string", "format": "binary"}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "video/mp4": {"schema": binary},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": binary},
+                    }
+                },
+            },
+        }
     if op.body is not None:
         operation["requestBody"] = {
             "required": "required" in op.body,
@@ -1022,6 +1062,18 @@ _SCHEMAS: dict[str, Any] = {
         "DailyRow",
         since={"type": "string", "format": "date"},
         until={"type": "string", "format": "date"},
+    ),
+    "Identification": _object(
+        ["object", "verdict", "manifest", "matched_by", "sha256", "deliveries"],
+        object={"const": "provenance.identification"},
+        verdict={"enum": ["identified", "unknown"]},
+        manifest={"enum": ["valid", "invalid", "absent"]},
+        matched_by={"enum": ["manifest", "delivered_hash", "original_hash", "media_hash", None]},
+        sha256=_STRING,
+        size=_COUNT,
+        failures={"type": "array", "items": _STRING},
+        deliveries={"type": "array", "items": {"type": "object"}},
+        audit_seq={"type": ["integer", "null"]},
     ),
     "KeyReport": _object(
         ["object", "key_id", "tester_id", "since", "until", "requests"],

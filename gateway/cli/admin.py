@@ -22,6 +22,7 @@ from gateway.presenters import (
     rotation_view,
     tester_view,
 )
+from gateway.services.provenance import certificates, identify_file
 from keys.records.audit import Verification
 from keys.records.usage_reports import UsageFilter, parse_time
 
@@ -68,6 +69,8 @@ class Admin(Protocol):
     def verify_audit(self, against: Path | None, read_anchors: Any) -> Verification: ...
     def lockdown_state(self) -> dict[str, Any]: ...
     def set_lockdown(self, on: bool, reason: str | None) -> dict[str, Any]: ...
+    def identify_video(self, path: Path) -> dict[str, Any]: ...
+    def provenance_certificates(self) -> dict[str, Any]: ...
 
 
 class LocalAdmin:
@@ -184,6 +187,15 @@ class LocalAdmin:
             anchors = read_anchors(against, signer.verifier if signer else None) if against else []
             result: Verification = tx.audit.verify(anchors)
             return result
+
+    # -- provenance --------------------------------------------------------------------
+
+    def identify_video(self, path: Path) -> dict[str, Any]:
+        with path.open("rb") as upload:
+            return identify_file(self._store, upload, self._actor).as_json()
+
+    def provenance_certificates(self) -> dict[str, Any]:
+        return certificates(self._store)
 
     # -- the kill switch ---------------------------------------------------------------
 

@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "leaks",
     "lockdown",
     "policies",
+    "provenance",
     "reconcile",
     "secrets",
     "serve",
@@ -57,6 +58,8 @@ COMMAND_SUMMARIES = {
     "leaks": "Find leaked keys and shut them off.",
     "lockdown": "The global kill switch: refuse all tester traffic, keep the admin planes working.",
     "policies": "Cohort policies and per-tester overrides.",
+    "provenance": "Signed C2PA manifests on delivered videos: identify a file, the signing "
+    "certificates.",
     "reconcile": "Adopt or refund reservations past their lease (docs/reconcile.md).",
     "secrets": "Server-side secrets.",
     "serve": "Serve the gateway under gunicorn.",

@@ -115,13 +115,25 @@ def banner(
         "Both secrets are shown once. Try:",
         f"  curl -s {url}/v1/me -H 'Authorization: Bearer {secret}'",
     ]
+    python = shlex.quote(_shown(Path(sys.executable)))
     if importlib.util.find_spec("openai") is not None:
-        python = shlex.quote(_shown(Path(sys.executable)))
         lines.append(
             f"  {python} -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', "
             f"api_key='{secret}'); print(c.videos.create_and_poll(prompt='a red kite'))\""
         )
+    video = shlex.quote(_shown(folder / "kite.mp4"))
+    recipe = (
+        f"{python} -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='{secret}'); "
+        "v = c.videos.create_and_poll(prompt='a red kite'); "
+        f'c.videos.download_content(v.id).write_to_file({str(_shown(folder / "kite.mp4"))!r})"'
+        if importlib.util.find_spec("openai") is not None
+        else f"curl -so {video} {url}/v1/videos/VIDEO_ID/content -H 'Authorization: Bearer "
+        f"{secret}'"
+    )
     lines += [
+        "",
+        "Every video leaves with a signed C2PA manifest; download one and trace it back:",
+        f"  {recipe} && DRAWBRIDGE_CONFIG={settings} {cli} provenance identify {video}",
         "",
         "The CLI works on the demo's database with its settings file:",
         f"  DRAWBRIDGE_CONFIG={settings} {cli} keys list",

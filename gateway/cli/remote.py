@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 
@@ -82,6 +82,24 @@ class AdminClient:
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=TIMEOUT,
                 stream=stream,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise RemoteError(
+                f"cannot reach {self.base}: {type(exc).__name__}", "unreachable", EXIT_UNREACHABLE
+            ) from None
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return response
+
+    def upload(self, path: str, body: IO[bytes], content_type: str) -> requests.Response:
+        """POST a file as the request body, streamed. Raises RemoteError."""
+        try:
+            response = self._session.post(
+                self.base + path,
+                data=body,
+                headers={"Authorization": f"Bearer {self._token}", "Content-Type": content_type},
+                timeout=TIMEOUT,
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
@@ -244,6 +262,13 @@ class RemoteAdmin:
         return verify_chain(links, checkpoints, verifier, anchors)
 
     # -- the kill switch ---------------------------------------------------------------
+
+    def identify_video(self, path: Path) -> dict[str, Any]:
+        with path.open("rb") as upload:
+            return dict(self.client.upload("/provenance/identify", upload, "video/mp4").json())
+
+    def provenance_certificates(self) -> dict[str, Any]:
+        return dict(self.client.get("/provenance/certificates"))
 
     def lockdown_state(self) -> dict[str, Any]:
         return dict(self.client.get("/lockdown"))

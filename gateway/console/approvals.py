@@ -13,6 +13,7 @@ from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.http.current import current_context, current_state
 from gateway.services.approvals import decide
+from gateway.services.provenance import Recipient
 from gateway.tester.videos import stream_content
 from gateway.upstream.client import CONTENT_VARIANTS
 from keys.access.roles import ANY_ROLE, APPROVAL_DECIDERS
@@ -96,4 +97,7 @@ def approval_content(approval_id: str) -> Response:
         upstream_id = tx.videos.upstream_id(approval.video_id, approval.tester_id)
     if upstream_id is None:
         abort(404)
-    return stream_content(upstream_id, variant)
+    recipient = Recipient(
+        "preview", f"console:{console_operator().actor}"[:200], approval_id=approval.id
+    )
+    return stream_content(upstream_id, approval.video_id, recipient, variant)

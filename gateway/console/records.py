@@ -1,19 +1,23 @@
 """What auditors read: usage by tester and day (a chart, filters, CSV / JSON Lines export)
-and the audit trail with its verification status."""
+the audit trail with its verification status, and identifying a video file."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any, BinaryIO, cast
 
 from flask import Response, request
 
-from gateway.console.access import for_roles, render
+from gateway.console.access import console_operator, for_roles, render
 from gateway.console.blueprint import bp
 from gateway.http.current import current_state
 from gateway.presenters import CONTENT_TYPES, FORMATS, export_chunks
+from gateway.services.provenance import identify_file
 from keys.access.roles import RECORD_READERS
 from keys.errors import InvalidInput
 from keys.records.usage_reports import DailyRow, UsageFilter
@@ -109,7 +113,31 @@ def export_usage() -> Response:
 @bp.get("/audit")
 @for_roles(*RECORD_READERS)
 def audit() -> str:
+    return _audit_page()
+
+
+def _audit_page(identification: dict[str, Any] | None = None) -> str:
     with current_state().store.read() as tx:
         verification = tx.audit.verify()
         entries = tx.audit.latest(AUDIT_PAGE)
-    return render("audit.html", verification=verification, entries=entries)
+    return render(
+        "audit.html", verification=verification, entries=entries, identification=identification
+    )
+
+
+@bp.post("/audit/identify")
+@for_roles(*RECORD_READERS)
+def identify_video() -> str:
+    """Whose an uploaded video is (the same lookup as the API's, audited alike). The form's
+    file is bounded by max_request_bytes (the console reads the form before any view)."""
+    part = request.files.get("file")
+    if part is None or not part.filename:
+        raise InvalidInput("choose a video file to identify", param="file")
+    state = current_state()
+    with tempfile.SpooledTemporaryFile(
+        max_size=state.settings.provenance_spool_memory_bytes, mode="w+b"
+    ) as upload:
+        shutil.copyfileobj(part.stream, upload, 256 * 1024)
+        upload.seek(0)
+        found = identify_file(state.store, cast(BinaryIO, upload), console_operator().actor)
+    return _audit_page(found.as_json())

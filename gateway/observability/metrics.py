@@ -70,6 +70,7 @@ UPSTREAM_RESPONSES = "drawbridge_upstream_responses_total"
 UPSTREAM_AUTH_FAILURES = "drawbridge_upstream_auth_failures_total"
 ANOMALY_TRIPS = "drawbridge_anomaly_trips_total"
 REDIS_FALLBACKS = "drawbridge_redis_fallback_total"
+PROVENANCE = "drawbridge_provenance_deliveries_total"
 _HELP = {
     REQUESTS: ("counter", "Responses sent, by route template, method and status."),
     LATENCY: ("histogram", "Seconds from request to response start, by route and method."),
@@ -92,6 +93,11 @@ _HELP = {
         "counter",
         "Counter checks and updates made in process memory because Redis was unreachable, "
         "by store (rate_limits, anomaly_counters).",
+    ),
+    PROVENANCE: (
+        "counter",
+        "Videos delivered, by outcome: signed, or why they went out unsigned (not_mp4, "
+        "too_large, content_encoded, sign_failed).",
     ),
 }
 
@@ -432,6 +438,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     if state is not None:
         state.upstream.observe = registry.count_upstream
         state.anomalies.on_trip = registry.count_anomaly
+        state.signers.observe = lambda outcome: registry.count(PROVENANCE, (("outcome", outcome),))
     outage = state.limits.outage if state is not None else None
     if outage is not None:
         outage.listen(lambda store: registry.count(REDIS_FALLBACKS, (("store", store),)))

@@ -8,6 +8,7 @@ learns nothing about why), except a lockdown, which says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -56,8 +57,17 @@ def share_status(state: GatewayState, principal: Principal, video_id: str) -> Ap
         return latest
 
 
-def shared_video(state: GatewayState, token: str) -> str:
-    """The upstream id of the video a share link opens.
+@dataclass(frozen=True)
+class SharedVideo:
+    """What a share link opens: the backend's id, the gateway's, and the share approval."""
+
+    upstream_id: str
+    video_id: str
+    approval_id: str
+
+
+def shared_video(state: GatewayState, token: str) -> SharedVideo:
+    """The video a share link opens.
 
     Raises InvalidShareLink, ShareLinkExpired or Lockdown.
     """
@@ -82,7 +92,7 @@ def shared_video(state: GatewayState, token: str) -> str:
         upstream_id = tx.videos.upstream_id(approval.video_id, approval.tester_id)
     if upstream_id is None:
         raise InvalidShareLink("This share link is not valid.")
-    return upstream_id
+    return SharedVideo(upstream_id, approval.video_id, approval.id)
 
 
 def _in_force(share: Approval, now: datetime) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from gateway.services.provenance import Recipient, deliver
 from gateway.upstream.client import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
 from keys.access.gate import VideoRef
 from keys.access.lifecycle import Principal
@@ -103,24 +104,33 @@ def open_content(
         raise not_ready(video.id)
     if principal.policy.content_requires_approval:
         _require_download_approval(state, principal, video.id)
-    return open_upstream_content(state, context, video.upstream_id, variant, on_deadline)
+    recipient = Recipient(
+        "download", f"key:{principal.key_id}", downloading_key_id=principal.key_id
+    )
+    return open_upstream_content(
+        state, context, video.upstream_id, video.id, recipient, variant, on_deadline
+    )
 
 
 def open_upstream_content(
     state: GatewayState,
     context: RequestContext,
     upstream_id: str,
+    video_id: str,
+    recipient: Recipient,
     variant: str,
     on_deadline: Callable[[], None] | None,
 ) -> tuple[int, dict[str, str], Iterator[bytes]]:
     """Open a download of a backend video's content, whoever may see it (the caller
-    decided): a tester's own video, a share link's, an approver's preview."""
-    return state.upstream.open_stream(
+    decided): a tester's own video, a share link's, an approver's preview. The video
+    goes out with its own signed manifest naming ``recipient`` (services/provenance.py)."""
+    opened = state.upstream.open_stream(
         video_path(upstream_id, "/content"),
         request_id=context.request_id,
         params={"variant": variant},
         on_deadline=on_deadline,
     )
+    return deliver(state, context, video_id, recipient, variant, opened)
 
 
 def not_ready(video_id: str) -> NotReady:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.simulator.content import PREVIEW_BYTES, VARIANT_TYPES, content_block, repeat
+from gateway.simulator.content import VARIANT_TYPES, preview_image, video_chunks, video_length
 from gateway.simulator.errors import ApiError, error_response, http_error_response
 from gateway.simulator.faults import FaultInjector, Faults, parse_faults
 from gateway.simulator.jobs import (
@@ -177,10 +177,17 @@ class _Simulator:
         variant = choice(request.args, "variant", tuple(VARIANT_TYPES))
         video = self.videos.get(video_id)
         require_completed(video, self.options.job_seconds)
-        size = self.options.content_bytes if variant == "video" else PREVIEW_BYTES
-        chunks = repeat(content_block(video.id, variant), size)
-        response = Response(chunks, mimetype=VARIANT_TYPES[variant])
-        response.headers["Content-Length"] = str(size)
+        seconds = int(video.seconds) if video.seconds.isdigit() else 4
+        if variant == "video":
+            length = video_length(video.size, seconds, self.options.content_bytes)
+            body: Iterator[bytes] = video_chunks(
+                video.id, video.size, seconds, self.options.content_bytes
+            )
+        else:
+            image = preview_image(video.size, variant)
+            length, body = len(image), iter((image,))
+        response = Response(body, mimetype=VARIANT_TYPES[variant])
+        response.headers["Content-Length"] = str(length)
         return response
 
     def remix_video(self, video_id: str) -> Response:

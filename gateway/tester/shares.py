@@ -12,6 +12,7 @@ from gateway.http.auth import current_principal, require_tester
 from gateway.http.current import current_state
 from gateway.http.errors import ApiError
 from gateway.services import sharing
+from gateway.services.provenance import Recipient, share_link_id
 from gateway.tester.videos import stream_content
 from gateway.upstream.client import CONTENT_VARIANTS
 from keys.models import Approval
@@ -62,4 +63,9 @@ def shared_content(token: str) -> Response:
     variant = request.args.get("variant", "video")
     if variant not in CONTENT_VARIANTS:
         raise ApiError(400, "unknown variant", "invalid_value", param="variant")
-    return stream_content(sharing.shared_video(current_state(), token), variant)
+    shared = sharing.shared_video(current_state(), token)
+    link_id = share_link_id(token)
+    recipient = Recipient(
+        "share", f"share:{link_id}", share_link_id=link_id, approval_id=shared.approval_id
+    )
+    return stream_content(shared.upstream_id, shared.video_id, recipient, variant)

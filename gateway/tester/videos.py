@@ -24,6 +24,7 @@ from gateway.http.errors import ApiError
 from gateway.http.inputs import json_document
 from gateway.services import videos
 from gateway.services.generations import generate
+from gateway.services.provenance import Recipient
 from gateway.tester.idempotency import once_per_key
 from gateway.tester.usage_event import usage_record
 from gateway.tester.video_forms import (
@@ -165,11 +166,17 @@ def content_variant() -> str:
     return variant
 
 
-def stream_content(upstream_id: str, variant: str) -> Response:
-    """Stream a video's content from the backend, never holding it whole (share links and
-    the approvers' console preview, which have no tester admission)."""
+def stream_content(upstream_id: str, video_id: str, recipient: Recipient, variant: str) -> Response:
+    """Stream a video's content from the backend, never holding it whole in memory (share
+    links and the approvers' console preview, which have no tester admission)."""
     status, headers, chunks = videos.open_upstream_content(
-        current_state(), current_context(), upstream_id, variant, client_cutter()
+        current_state(),
+        current_context(),
+        upstream_id,
+        video_id,
+        recipient,
+        variant,
+        client_cutter(),
     )
     return Response(chunks, status=status, headers=headers, direct_passthrough=True)
 

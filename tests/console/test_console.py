@@ -6,6 +6,7 @@ chromium against the real gateway."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from http.cookies import SimpleCookie
@@ -451,3 +452,31 @@ def test_static_files_are_served_without_touching_the_session(client: Any) -> No
     assert css.status_code == 200 and ":focus-visible" in css.get_data(as_text=True)
     assert not css.headers.getlist("Set-Cookie")
     assert client.get("/console/static/console.js").status_code == 200
+
+
+def test_the_audit_page_identifies_an_uploaded_video(
+    operator: Callable[[str], tuple[Console, IssuedToken]], store: Store
+) -> None:
+    from tests.domain.test_provenance import facts, mp4, record_delivery, signed
+
+    delivered = signed(store, mp4("video_console"), facts("dl_console"))
+    record_delivery(store, "dl_console", "video_console", mp4("video_console"), delivered)
+    auditor, _ = operator("auditor")
+    assert "Identify a video" in auditor.get("/audit").get_data(as_text=True)
+
+    def upload(data: bytes) -> Any:
+        form = {"csrf_token": auditor.csrf, "file": (io.BytesIO(data), "found.mp4")}
+        return auditor.client.post(
+            "/console/audit/identify", data=form, content_type="multipart/form-data"
+        )
+
+    found = upload(delivered)
+    page = found.get_data(as_text=True)
+    assert found.status_code == 200 and "Identified" in page and "dl_console" in page
+    assert "Manifest: <strong>valid</strong>" in page
+    stranger = upload(mp4("video_elsewhere")).get_data(as_text=True)
+    assert "Unknown: this file never left the gateway" in stranger
+    assert upload(b"plain text").status_code == 400
+    with store.read() as tx:
+        lookups = [e for e in tx.audit.entries() if e.action == "provenance.identify"]
+    assert [e.actor.split(":")[0] for e in lookups] == ["auditor", "auditor"]

@@ -306,7 +306,10 @@ class LiveGateway:
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any
     ) -> requests.Response:
         """One admin API call (``path`` below /admin/v1) with an admin token."""
-        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        headers = {
+            **kwargs.pop("headers", {}),
+            "Authorization": f"Bearer {token or self.admin_token}",
+        }
         with http_session() as session:
             return session.request(
                 method,
@@ -369,6 +372,16 @@ class LiveGateway:
     def close_clients(self) -> None:
         while self.clients:
             self.clients.pop().close()
+
+    def tester_post(self, path: str, secret: str, **kwargs: Any) -> requests.Response:
+        """A plain HTTP POST on the tester API (``path`` below /v1)."""
+        with http_session() as session:
+            return session.post(
+                f"{self.api_url}{path}",
+                headers={"Authorization": f"Bearer {secret}"},
+                timeout=HTTP_TIMEOUT,
+                **kwargs,
+            )
 
     def tester_get(self, path: str, secret: str, **kwargs: Any) -> requests.Response:
         """A plain HTTP GET on the tester API (``path`` below /v1)."""

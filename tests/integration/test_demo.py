@@ -40,6 +40,7 @@ BANNER = {
         r"^\s*tester key\s+(?P<secret>drwb_\w+)\s+\((?P<key_id>key_\w+), tester (?P<tester>\w+)\)"
     ),
     "cli": re.compile(r"^\s*(?P<command>DRAWBRIDGE_CONFIG=\S+ \S+ keys list)\s*$"),
+    "identify": re.compile(r"^\s*(?P<command>.+ provenance identify \S+kite\.mp4)\s*$"),
 }
 
 
@@ -129,7 +130,7 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path, stop: str
         ) as client:
             video = client.videos.create_and_poll(prompt="a paper boat on a canal")
             assert video.status == "completed"
-            assert len(client.videos.download_content(video.id).read()) == DEMO_CONTENT_BYTES
+            assert len(client.videos.download_content(video.id).read()) > DEMO_CONTENT_BYTES
 
         # The admin token works on the admin API and shows the key without its secret.
         with http_session() as session:
@@ -161,6 +162,20 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path, stop: str
         )
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert key_id in listed.stdout
+
+        # So does the provenance recipe: download a video, identify it as that download.
+        traced = subprocess.run(
+            ["/bin/sh", "-c", found["identify"]["command"]],
+            env={**clean_env(), "PATH": path},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        assert "verdict: identified" in traced.stdout and "manifest: valid" in traced.stdout
+        assert f"key {key_id}" in traced.stdout
 
         # The demo's processes: the simulator and the gateway (gunicorn masters + workers).
         processes = descendants(demo.pid)

@@ -23,7 +23,7 @@ def test_video_lifecycle_with_the_sdk(live_gateway: LiveGateway, tester_key: Tes
     assert video.progress == 100 and video.prompt == "a red kite over the dunes"
 
     content = client.videos.download_content(video.id).read()
-    assert len(content) == SIM_CONTENT_BYTES
+    assert len(content) > SIM_CONTENT_BYTES
     thumbnail = client.videos.download_content(video.id, variant="thumbnail")
     assert thumbnail.response.headers["content-type"] == "image/webp"
     assert len(thumbnail.read()) > 0
@@ -38,7 +38,7 @@ def test_video_lifecycle_with_the_sdk(live_gateway: LiveGateway, tester_key: Tes
     assert remix.id in listed_ids(client)
     finished = client.videos.poll(remix.id)
     assert finished.status == "completed"
-    assert len(client.videos.download_content(remix.id).read()) == SIM_CONTENT_BYTES
+    assert len(client.videos.download_content(remix.id).read()) > SIM_CONTENT_BYTES
 
     deleted = client.videos.delete(video.id)
     assert deleted.id == video.id and deleted.deleted is True
@@ -77,4 +77,4 @@ def test_create_with_an_input_reference_upload(
 
     assert client.videos.poll(video.id).status == "completed"
     assert video.id in listed_ids(client)
-    assert len(client.videos.download_content(video.id).read()) == SIM_CONTENT_BYTES
+    assert len(client.videos.download_content(video.id).read()) > SIM_CONTENT_BYTES

@@ -1,0 +1,173 @@
+"""keys/provenance: the signing identity, manifests signed and read with c2pa, the bounded
+MP4 walk, and identify, on real MP4s made by the simulator's encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+
+import pytest
+
+from gateway.simulator.content import video_chunks
+from keys.access.vault import Vault
+from keys.errors import InvalidInput
+from keys.provenance.identify import examine, identify
+from keys.provenance.identity import unlock
+from keys.provenance.manifests import DeliveryFacts, read_manifest, sign_mp4
+from keys.provenance.mp4 import MAX_DEPTH, NotAnMp4, check_mp4, without_c2pa
+from keys.store import Store
+from tests.helpers import TEST_ROOT_SECRET
+
+VAULT = Vault(TEST_ROOT_SECRET)
+
+
+def mp4(video_id: str = "video_a", size: int = 50_000) -> bytes:
+    return b"".join(video_chunks(video_id, "1280x720", 4, size))
+
+
+def facts(download_id: str = "dl_1", seq: int = 7, **changes: object) -> DeliveryFacts:
+    values: dict[str, object] = {
+        "download_id": download_id,
+        "downloaded_at": "2026-12-07T00:00:00+00:00",
+        "route": "download",
+        "generation_id": "video_a",
+        "model": "sora-2",
+        "prompt_hmac_sha256": "ab" * 32,
+        "key_id": "key_1",
+        "tester_id": "tst_1",
+        "cohort": "default",
+        "downloading_key_id": "key_1",
+        "recipient": "key:key_1",
+        "audit_seq": seq,
+        "signer_key_id": "0" * 16,
+    }
+    values.update(changes)
+    return DeliveryFacts(**values)  # type: ignore[arg-type]
+
+
+def signed(store: Store, data: bytes, delivery: DeliveryFacts) -> bytes:
+    with store.transaction() as tx:
+        identity = unlock(tx.provenance_signers.ensure(VAULT), VAULT)
+    out = io.BytesIO()
+    sign_mp4(identity.chain_pem, identity.private_key_pem, delivery, io.BytesIO(data), out)
+    return out.getvalue()
+
+
+def record_delivery(
+    store: Store, download_id: str, video_id: str, original: bytes, delivered: bytes
+) -> None:
+    """File a delivery in the index the way the gateway does."""
+    with store.transaction() as tx:
+        tx.deliveries.record(
+            id=download_id,
+            at=store.clock(),
+            request_id="req_" + download_id,
+            route="download",
+            video_id=video_id,
+            tester_id="tst_1",
+            key_id="key_1",
+            cohort="default",
+            recipient="key:key_1",
+            downloading_key_id="key_1",
+            audit_seq=7,
+            signer_generation=1,
+            delivered_bytes=len(delivered),
+            delivered_sha256=hashlib.sha256(delivered).hexdigest(),
+            original_sha256=hashlib.sha256(original).hexdigest(),
+            media_sha256=check_mp4(io.BytesIO(original), len(original)),
+        )
+
+
+def anchors(store: Store) -> list[str]:
+    with store.read() as tx:
+        return tx.provenance_signers.trust_anchors()
+
+
+def test_the_identity_is_made_once_and_a_manifest_validates_against_its_root(store: Store) -> None:
+    with store.transaction() as tx:
+        first = tx.provenance_signers.ensure(VAULT)
+    with store.transaction() as tx:
+        assert tx.provenance_signers.ensure(VAULT).key_id == first.key_id
+        assert "PRIVATE KEY" not in first.key_encrypted + first.root_key_encrypted
+    data = signed(store, mp4(), facts())
+    reading = read_manifest(io.BytesIO(data), anchors(store))
+    assert (reading.state, reading.failures) == ("valid", ())
+    assert reading.delivery is not None
+    assert (reading.delivery["download_id"], reading.delivery["audit_seq"]) == ("dl_1", 7)
+    assert "prompt" not in reading.delivery
+
+
+def test_a_changed_byte_or_a_foreign_root_is_invalid_and_no_manifest_is_absent(
+    store: Store,
+) -> None:
+    data = bytearray(signed(store, mp4(), facts()))
+    data[-10] ^= 0xFF  # in the media data
+    assert read_manifest(io.BytesIO(bytes(data)), anchors(store)).state == "invalid"
+    assert read_manifest(io.BytesIO(mp4()), anchors(store)).state == "absent"
+    # Checked against no anchor of ours (another deployment's roots): sound but untrusted.
+    foreign = read_manifest(io.BytesIO(signed(store, mp4(), facts())), [])
+    assert (foreign.state, foreign.failures) == ("invalid", ("signingCredential.untrusted",))
+
+
+def test_rotation_signs_with_a_new_certificate_and_old_files_still_verify(store: Store) -> None:
+    old = signed(store, mp4(), facts())
+    with store.transaction() as tx:
+        before = tx.provenance_signers.ensure(VAULT)
+        after = tx.provenance_signers.rotate(VAULT, "admin:test")
+        fresh_root = tx.provenance_signers.rotate(VAULT, "admin:test", new_root=True)
+    assert after.key_id != before.key_id and after.root_cert_pem == before.root_cert_pem
+    assert fresh_root.root_cert_pem != before.root_cert_pem
+    new = signed(store, mp4(), facts("dl_2"))
+    assert len(anchors(store)) == 2
+    for data in (old, new):
+        assert read_manifest(io.BytesIO(data), anchors(store)).state == "valid"
+    with store.read() as tx:
+        actions = [entry.action for entry in tx.audit.entries()]
+    assert actions.count("provenance.signer_created") == 3
+
+
+def test_the_mp4_walk_refuses_what_is_not_a_whole_mp4() -> None:
+    data = mp4()
+    assert check_mp4(io.BytesIO(data), len(data)) == check_mp4(io.BytesIO(data), len(data))
+    cases = {
+        "not a video": b"PK\x03\x04" + b"\x00" * 100,
+        "truncated": data[: len(data) // 2],
+        "tiny": b"\x00\x00",
+    }
+    nested = struct.pack(">I4s", 16, b"ftyp") + b"isom\x00\x00\x00\x00"
+    inner = b""
+    for _ in range(MAX_DEPTH + 2):
+        inner = struct.pack(">I4s", 8 + len(inner), b"moov") + inner
+    cases["nesting"] = nested + inner
+    for bad in cases.values():
+        with pytest.raises(NotAnMp4):
+            check_mp4(io.BytesIO(bad), len(bad))
+
+
+def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
+    original = mp4("video_b")
+    delivered = signed(store, original, facts("dl_9", generation_id="video_b"))
+    record_delivery(store, "dl_9", "video_b", original, delivered)
+    roots = anchors(store)
+    with store.transaction() as tx:
+        by_manifest = identify(tx, examine(io.BytesIO(delivered), roots), "auditor:test")
+        bare = examine(io.BytesIO(without_c2pa(delivered)), roots)
+        stripped = identify(tx, bare, "auditor:test")
+        raw = identify(tx, examine(io.BytesIO(original), roots), "auditor:test")
+        stranger = identify(tx, examine(io.BytesIO(mp4("video_never")), roots), "auditor:test")
+    with pytest.raises(InvalidInput):
+        examine(io.BytesIO(b"not a video at all"), roots)
+    assert (by_manifest.verdict, by_manifest.manifest, by_manifest.matched_by) == (
+        "identified",
+        "valid",
+        "manifest",
+    )
+    assert by_manifest.deliveries[0]["download_id"] == "dl_9"
+    assert (stripped.manifest, stripped.matched_by) == ("absent", "media_hash")
+    assert stripped.deliveries[0]["download_id"] == "dl_9"
+    assert raw.matched_by == "original_hash"
+    assert (stranger.verdict, stranger.deliveries) == ("unknown", [])
+    with store.read() as tx:
+        looked_up = [e for e in tx.audit.entries() if e.action == "provenance.identify"]
+    assert len(looked_up) == 4
