@@ -25,7 +25,7 @@ from gateway.http.current import (
     current_state,
 )
 from gateway.http.errors import register_error_handlers
-from gateway.http.inputs import bound_chunked_body, refuse_unsafe_query
+from gateway.http.inputs import bound_request_body, refuse_unsafe_query
 from gateway.http.paths import refuse_path_tricks
 from gateway.integrations import secret_scanning
 from gateway.observability import health, metrics
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     register_error_handlers(app)
     metrics.init_app(app, settings)
     app.before_request(_start_request)
-    app.before_request(bound_chunked_body)
+    app.before_request(bound_request_body)
     app.before_request(refuse_unsafe_query)
     app.after_request(_finish_request)
     for blueprint in (

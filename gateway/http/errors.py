@@ -21,7 +21,7 @@ from typing import Any
 from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from gateway.admission.limits import LimitState, rate_limit_headers
 from gateway.http.current import current_context
@@ -250,6 +250,10 @@ def _log_unexpected(message: str) -> None:
 
 
 def from_http(exc: HTTPException) -> ApiError:
+    if isinstance(exc, ClientDisconnected):  # werkzeug's LimitedStream: the body ended early
+        return ApiError(
+            400, "The request body ended before the length its Content-Length gave.", "bad_request"
+        )
     status = exc.code or 500
     messages = {
         404: "Unknown request URL. Please check the URL and method.",

@@ -2,8 +2,9 @@
 
 Request JSON is parsed here and only here: with a depth limit, no NaN or infinities, and
 every failure a 400 ``invalid_json`` (never a ``RecursionError`` turned 500). Query integers
-are bounded to 64 bits. A chunked body is measured against ``max_request_bytes`` before
-anything reads it, so an oversized one is a 413, not a silently truncated 400.
+are bounded to 64 bits. A body is held to its framing before anything reads it: one shorter
+than its ``Content-Length`` or with broken chunks is a 400 ``bad_request`` (never a 500, and
+never parsed as if it were whole), a chunked one over ``max_request_bytes`` a 413.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from typing import Any
 
 from flask import current_app, request
+from gunicorn.http.errors import ParseException
 
 from gateway.http.current import current_context
 from gateway.http.errors import ApiError
@@ -86,32 +88,51 @@ def json_body() -> dict[str, Any]:
     return dict(payload)
 
 
-def bound_chunked_body() -> None:
-    """``before_request``: read a body sent without ``Content-Length`` (chunked) up to one byte
-    past ``max_request_bytes``, and answer 413 when it is longer.
+def bound_request_body() -> None:
+    """``before_request``: hold every request body to its framing, before anything reads it.
 
-    werkzeug stops reading such a body at the limit *without* an error, so a JSON or form
-    parser would see a truncated body and answer 400. Once measured, the body is handed on
-    with its length, like any other. Raises ApiError (413).
+    A body with ``Content-Length`` must be that long: gunicorn says its input ends by itself
+    (``wsgi.input_terminated``), so werkzeug would hand a parser whatever came before the
+    client's EOF, and a JSON document cut short but whole (``{"prompt":"hi"}``) would create
+    a video. Without that flag werkzeug reads through its ``LimitedStream``, which raises
+    ``ClientDisconnected`` (400 ``bad_request``) when the body ends early.
+
+    A body sent chunked is read here up to one byte past ``max_request_bytes`` (werkzeug
+    stops reading such a body at the limit *without* an error, so a parser would see it
+    truncated) and handed on with its length, like any other. A chunk gunicorn cannot parse
+    (a size that is not hex, a control byte in an extension, a chunk longer or shorter than
+    it said, an EOF before the last chunk) is the client's framing, not the gateway's
+    failure. Raises ApiError (400 ``bad_request``, 413).
     """
     environ = request.environ
-    if environ.get("CONTENT_LENGTH") or not environ.get("wsgi.input_terminated"):
+    if not environ.get("wsgi.input_terminated"):
+        return
+    if environ.get("CONTENT_LENGTH"):
+        del environ["wsgi.input_terminated"]
+        request.__dict__.pop("stream", None)  # werkzeug caches the stream it wrapped
         return
     if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     stream, body, size = environ["wsgi.input"], [], 0
-    while size <= limit:
-        chunk = stream.read(min(_CHUNK, limit + 1 - size))
-        if not chunk:
-            break
-        body.append(chunk)
-        size += len(chunk)
+    try:
+        while size <= limit:
+            chunk = stream.read(min(_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            body.append(chunk)
+            size += len(chunk)
+    # ParseException: gunicorn's InvalidChunkSize, ChunkMissingTerminator and the rest;
+    # OSError: its NoMoreData (EOF inside the body) and a connection reset while reading.
+    except (ParseException, OSError, ValueError):
+        raise ApiError(
+            400, "The request body is not valid chunked transfer coding.", "bad_request"
+        ) from None
     if size > limit:
         raise ApiError(413, f"The request body is larger than {limit} bytes.", "request_too_large")
     environ["wsgi.input"] = io.BytesIO(b"".join(body))
     environ["CONTENT_LENGTH"] = str(size)
-    request.__dict__.pop("stream", None)  # werkzeug caches the stream it wrapped
+    request.__dict__.pop("stream", None)
 
 
 def refuse_unsafe_query() -> None:
@@ -156,7 +177,7 @@ def required_string(payload: dict[str, Any], name: str) -> str:
 
 __all__ = [
     "MAX_JSON_DEPTH",
-    "bound_chunked_body",
+    "bound_request_body",
     "json_body",
     "json_document",
     "optional_string",

@@ -23,6 +23,8 @@ import pytest
 import responses
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
+from gunicorn.http.unreader import IterUnreader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -557,6 +559,56 @@ def test_a_chunked_body_under_the_limit_is_read_whole(caller: Caller, store: Sto
         environ_overrides=CHUNKED,
     )
     assert response.status_code == 201, response.get_data(as_text=True)
+
+
+# Bodies gunicorn's own readers (gunicorn.http.body, over the bytes a client sent before its
+# EOF) cannot hand over whole: the gateway answers 400 ``bad_request``, never a 500, and
+# never parses what came as if it were the body. tests/integration/test_server_errors.py
+# sends the same over a socket to a real gunicorn and checks that nothing was charged.
+WHOLE = b'{"prompt":"hi"}'
+BROKEN_CHUNKS = {
+    "size not hex": b"zz\r\n" + WHOLE + b"\r\n0\r\n\r\n",
+    "control byte in an extension": b"f;x=\x01\r\n" + WHOLE + b"\r\n0\r\n\r\n",
+    "chunk longer than declared": b"5\r\n" + WHOLE + b"\r\n0\r\n\r\n",
+    "chunk shorter than declared": b"64\r\n" + WHOLE,
+    "size past 64 bits": b"1" + b"0" * 20 + b"\r\n" + WHOLE,
+    "no last chunk": b"f\r\n" + WHOLE + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CHUNKS))
+@pytest.mark.parametrize("route", ["/admin/v1/testers", "/v1/videos", SCANNING])
+def test_a_broken_chunked_body_is_400(caller: Caller, route: str, case: str) -> None:
+    sent = BROKEN_CHUNKS[case]
+    stream = Body(ChunkedReader(None, IterUnreader([sent])))
+    response = caller.client.post(
+        route,
+        headers={
+            **caller.headers_for(route, WHOLE),
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+        environ_overrides={**CHUNKED, "wsgi.input": stream},
+    )
+    assert_error(response, 400, "bad_request")
+    assert response.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("route", ["/admin/v1/testers", "/v1/videos", SCANNING])
+def test_a_body_shorter_than_its_content_length_is_400(caller: Caller, route: str) -> None:
+    stream = Body(LengthReader(IterUnreader([WHOLE]), 100))
+    response = caller.client.post(
+        route,
+        headers={**caller.headers_for(route, WHOLE), "Content-Type": "application/json"},
+        # What gunicorn hands over for a sized body: its length and a stream it ends itself.
+        environ_overrides={
+            "wsgi.input_terminated": True,
+            "CONTENT_LENGTH": "100",
+            "wsgi.input": stream,
+        },
+    )
+    assert_error(response, 400, "bad_request")
+    assert response.headers["x-should-retry"] == "false"
 
 
 @pytest.mark.both_databases
