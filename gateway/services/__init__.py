@@ -11,10 +11,11 @@ renders the result; a CLI command calls the same function.
 * ``videos``: a tester's videos: read, list, delete, download
 * ``approvals``: an approver's decision, carried out
 * ``sharing``: share requests and what a public link opens
+* ``doctor``: a deployment checked, each finding with its fix (``drawbridge doctor``)
 
 Leak response (``keys.leaks.leaked_keys``), key lifecycle (``keys.access.lifecycle``) and
 the usage reports (``keys.records.usage_reports``) need no backend, so the domain's services
 serve them directly.
 """
 
-__all__ = ["admission", "approvals", "generations", "sharing", "videos"]
+__all__ = ["admission", "approvals", "doctor", "generations", "sharing", "videos"]
