@@ -55,6 +55,9 @@ class Settings:
     database_url: str = "sqlite:///drawbridge.db"
     database_pool_size: int = 10
     redis_url: str | None = None
+    # How many gateway hosts serve this database; more than one needs redis_url to share the
+    # rate limits (`drawbridge doctor` checks it).
+    instances: int = 1
 
     # The root secret derives the key pepper and the credential encryption key.
     root_secret: Secret | None = None

@@ -87,6 +87,21 @@ def build_store(settings: Settings, vault: Vault) -> Store:
     )
 
 
+def build_upstream(settings: Settings, vault: Vault) -> UpstreamClient:
+    """The client of the generation backend, with the master credential. Raises
+    SettingsError when no credential is configured."""
+    return UpstreamClient(
+        settings.upstream_url,
+        Secret(upstream_credential(settings, vault)),
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        deadline=settings.upstream_deadline,
+        download_deadline=settings.upstream_download_deadline,
+        max_json_bytes=settings.upstream_max_json_bytes,
+        pool_size=settings.upstream_pool_size,
+    )
+
+
 def build_anomaly_watch(
     settings: Settings, store: Store, outage: RedisOutage | None = None
 ) -> AnomalyWatch:
@@ -124,16 +139,7 @@ def build_state(settings: Settings) -> GatewayState:
         )
     vault = Vault(root_secret_of(settings))
     store = build_store(settings, vault)
-    upstream = UpstreamClient(
-        settings.upstream_url,
-        Secret(upstream_credential(settings, vault)),
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        deadline=settings.upstream_deadline,
-        download_deadline=settings.upstream_download_deadline,
-        max_json_bytes=settings.upstream_max_json_bytes,
-        pool_size=settings.upstream_pool_size,
-    )
+    upstream = build_upstream(settings, vault)
     # One view of Redis per process, shared by the two stores that count in it.
     outage = RedisOutage()
     return GatewayState(

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 
 from gateway.admin.openapi import (
     COHORT_PATTERN,
@@ -45,6 +45,13 @@ from gateway.presenters import (
     rotation_view,
     tester_view,
     token_view,
+)
+from gateway.services.doctor import (
+    Arrival,
+    Deployment,
+    examine,
+    exit_status,
+    workers_from_environment,
 )
 from keys.access.lifecycle import MAX_ROTATION_GRACE
 from keys.access.roles import ADMIN, ANY_ROLE, RECORD_READERS
@@ -500,3 +507,44 @@ def clear_tester_policy(tester_id: str) -> Response:
         tx.testers.get(tester_id)
         tx.policies.clear_overrides(tester_id, current_operator().actor)
     return jsonify({"tester_id": tester_id, "overrides": {}})
+
+
+# -- the deployment's own check ---------------------------------------------------------
+
+
+@bp.get("/doctor")
+@require_role(ADMIN)
+def doctor() -> Response:
+    """``drawbridge doctor`` run by the gateway, with this request as a sample of how
+    requests arrive (through the proxy, or not)."""
+    state = current_state()
+    environ = request.environ
+    original = environ.get("werkzeug.proxy_fix.orig") or {}
+    arrival = Arrival(
+        peer=str(original.get("REMOTE_ADDR") or environ.get("REMOTE_ADDR") or "unknown"),
+        forwarded_for=request.headers.get("X-Forwarded-For"),
+    )
+    # The address this connection came in on (under gunicorn, its listening socket's).
+    connection = environ.get("gunicorn.socket")
+    try:
+        host, port = connection.getsockname()[:2]  # type: ignore[union-attr]
+        bind = f"{host}:{port}"
+    except (AttributeError, OSError, TypeError, ValueError):
+        bind = f"{environ.get('SERVER_NAME', 'unknown')}:{environ.get('SERVER_PORT', '')}"
+    findings = examine(
+        Deployment(
+            state.settings,
+            bind,
+            workers_from_environment(),
+            store=state.store,
+            upstream=state.upstream,
+            arrival=arrival,
+        )
+    )
+    return jsonify(
+        {
+            "object": "doctor",
+            "ok": exit_status(findings) == 0,
+            "findings": [finding.as_dict() for finding in findings],
+        }
+    )

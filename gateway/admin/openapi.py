@@ -532,6 +532,17 @@ _OPERATIONS: tuple[Operation, ...] = (
         },
     ),
     Operation(
+        "/doctor",
+        "get",
+        "doctor",
+        "program",
+        "Check this deployment (database, root secret, clock, Redis, backend credential, "
+        "proxies, /metrics, audit signing); each finding says how to fix it. The request "
+        "itself shows how requests reach the gateway: send it through the front proxy",
+        (ADMIN,),
+        _ref("Doctor"),
+    ),
+    Operation(
         "/cohorts",
         "get",
         "listCohortPolicies",
@@ -746,7 +757,7 @@ _TAGS = [
     {"name": "tokens", "description": "Admin, approver and auditor tokens"},
     {"name": "approvals", "description": "Held generations, shares and downloads"},
     {"name": "policies", "description": "Cohort policies and per-tester overrides"},
-    {"name": "program", "description": "The kill switch"},
+    {"name": "program", "description": "The kill switch and the deployment's own check"},
     {"name": "usage", "description": "Usage events, daily totals, exports, key reports"},
     {"name": "audit", "description": "The hash-chained audit trail and its signed checkpoints"},
     {"name": "provenance", "description": "Whose a video file is: its C2PA manifest or hashes"},
@@ -1003,6 +1014,21 @@ _SCHEMAS: dict[str, Any] = {
         algorithm={"const": "Ed25519"},
         key_id=_STRING,
         public_key_pem=_STRING,
+    ),
+    "Doctor": _object(
+        ["object", "ok", "findings"],
+        object={"const": "doctor"},
+        ok={"type": "boolean", "description": "No finding failed (warnings allowed)"},
+        findings={
+            "type": "array",
+            "items": _object(
+                ["name", "status", "detail", "fix"],
+                name=_STRING,
+                status={"enum": ["ok", "warn", "fail"]},
+                detail=_STRING,
+                fix=_NULLABLE_STRING,
+            ),
+        },
     ),
     "Lockdown": _object(
         ["object", "lockdown"],

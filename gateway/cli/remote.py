@@ -273,6 +273,10 @@ class RemoteAdmin:
     def lockdown_state(self) -> dict[str, Any]:
         return dict(self.client.get("/lockdown"))
 
+    def doctor(self) -> dict[str, Any]:
+        """The server's own checks of its deployment (admin role)."""
+        return dict(self.client.get("/doctor"))
+
     def set_lockdown(self, on: bool, reason: str | None) -> dict[str, Any]:
         return dict(self.client.post("/lockdown", {"lockdown": on, "reason": reason}))
 

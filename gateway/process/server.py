@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import runpy
 import signal
 from collections.abc import Callable
@@ -14,6 +15,9 @@ from gunicorn.glogging import Logger
 from gateway.observability.logs import flush_logs, to_json_lines
 from gateway.observability.metrics import publish_all
 from keys.records.usage import flush_buffers
+
+# Set by ``drawbridge serve`` for its workers (gateway.services.doctor reads it).
+WORKERS_VARIABLE = "DRAWBRIDGE_GUNICORN_WORKERS"
 
 
 def flush_on_worker_exit(server: Any, worker: Any) -> None:
@@ -99,6 +103,8 @@ class Server(BaseApplication):  # type: ignore[misc]
         for name, value in settings.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
+        # The workers inherit it: `drawbridge doctor --server` reports how many count apart.
+        os.environ[WORKERS_VARIABLE] = str(self.cfg.workers)
 
     def load(self) -> Flask:
         return self._factory()

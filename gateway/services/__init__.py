@@ -12,10 +12,11 @@ renders the result; a CLI command calls the same function.
 * ``approvals``: an approver's decision, carried out
 * ``sharing``: share requests and what a public link opens
 * ``provenance``: a signed C2PA manifest on each video that leaves, and identify
+* ``doctor``: a deployment checked, each finding with its fix (``drawbridge doctor``)
 
 Leak response (``keys.leaks.leaked_keys``), key lifecycle (``keys.access.lifecycle``) and
 the usage reports (``keys.records.usage_reports``) need no backend, so the domain's services
 serve them directly.
 """
 
-__all__ = ["admission", "approvals", "generations", "provenance", "sharing", "videos"]
+__all__ = ["admission", "approvals", "doctor", "generations", "provenance", "sharing", "videos"]
