@@ -49,11 +49,8 @@ class GatewayState:
     share_links: ShareLinkSigner
     anomalies: AnomalyWatch
     bulkhead: Bulkhead
-<<<<<<< HEAD
     replays: ReplayGuard
-=======
     signers: SignerCache
->>>>>>> s21
     sweep: ReconcileSweep | None = None
 
 
@@ -154,14 +151,11 @@ def build_state(settings: Settings) -> GatewayState:
         share_links=ShareLinkSigner(vault.derive(SHARE_LINK_PURPOSE)),
         anomalies=build_anomaly_watch(settings, store, outage),
         bulkhead=Bulkhead(settings.max_inflight_per_key),
-<<<<<<< HEAD
         replays=ReplayGuard(
             DatabaseReplayClaims(store.database),
             RedisCounters.from_url(settings.redis_url) if settings.redis_url else None,
             outage,
         ),
-=======
         signers=SignerCache(store, vault),
->>>>>>> s21
         sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )
