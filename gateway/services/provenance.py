@@ -16,11 +16,14 @@ were read, filed in the index so its hash still finds it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -65,8 +68,14 @@ def deliver(
     recipient: Recipient,
     variant: str,
     opened: Opened,
+    on_deadline: Callable[[], None] | None = None,
 ) -> Opened:
-    """The download as the client gets it: the video signed, anything else as it came."""
+    """The download as the client gets it: the video signed, anything else as it came.
+
+    A signed video is read whole before it goes out, so the backend's deadline watchdog has
+    ended by then; the rest of the download deadline is kept while it streams to the client
+    (``on_deadline`` cuts the client's side, as for an unsigned download)."""
+    deadline_at = time.monotonic() + state.settings.upstream_download_deadline
     status, headers, chunks = opened
     if variant != "video" or not state.settings.provenance_sign:
         return opened
@@ -105,6 +114,7 @@ def deliver(
             original_sha256,
             media_sha256,
             reason,
+            (deadline_at, on_deadline),
         )
     except BaseException:
         original.close()
@@ -121,6 +131,7 @@ def _deliver(
     original_sha256: str,
     media_sha256: str | None,
     reason: str | None,
+    deadline: tuple[float, Callable[[], None] | None],
 ) -> Opened:
     status, headers = answer
     download_id = "dl_" + secrets.token_hex(12)
@@ -211,7 +222,7 @@ def _deliver(
         out_headers.pop("ETag", None)  # the bytes are this download's own, not the backend's
     out_headers["X-Drawbridge-Download-Id"] = download_id
     out.seek(0)
-    return status, out_headers, _stream(out)
+    return status, out_headers, _stream(out, *deadline)
 
 
 def _approval(tx: Transaction, video_id: str, approval_id: str | None) -> Approval | None:
@@ -265,12 +276,31 @@ def _hash(spool: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _stream(spool: IO[bytes]) -> Iterator[bytes]:
+def _stream(
+    spool: IO[bytes],
+    deadline_at: float | None = None,
+    on_deadline: Callable[[], None] | None = None,
+) -> Iterator[bytes]:
+    timer = None
+    if deadline_at is not None and on_deadline is not None:
+        timer = threading.Timer(max(deadline_at - time.monotonic(), 0.0), _cut, (on_deadline,))
+        timer.daemon = True  # a pending timer must never keep a stopping worker alive
+        timer.start()
     try:
         while chunk := spool.read(READ_BYTES):
             yield chunk
     finally:
+        if timer is not None:
+            timer.cancel()
         spool.close()
+
+
+def _cut(on_deadline: Callable[[], None]) -> None:
+    """A client still reading a signed video at the download deadline: its side is cut, and
+    the write blocked on it ends."""
+    log.warning("content download cut: it was still running at its deadline")
+    with contextlib.suppress(OSError):
+        on_deadline()
 
 
 def _rest(spool: IO[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:

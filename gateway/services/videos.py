@@ -130,7 +130,7 @@ def open_upstream_content(
         params={"variant": variant},
         on_deadline=on_deadline,
     )
-    return deliver(state, context, video_id, recipient, variant, opened)
+    return deliver(state, context, video_id, recipient, variant, opened, on_deadline)
 
 
 def not_ready(video_id: str) -> NotReady:

@@ -37,7 +37,8 @@ SEED = os.environ.get("DRAWBRIDGE_SCHEMATHESIS_SEED", "20261204")
 # Rules the document cannot state, so a request valid field by field may still be a 400
 # invalid_value, for these operations only: the usage reads relate two parameters (until
 # after since; a daily range of at most 366 days; a cursor naming an event that exists) or
-# need a real time (2026-02-30 matches the pattern); an expiry must lie in the future.
+# need a real time (2026-02-30 matches the pattern); an expiry must lie in the future; a
+# proof key must be a real public key and an uploaded file a real video (no schema says so).
 CONFIG = """\
 [headers]
 Authorization = "Bearer {token}"
@@ -45,6 +46,7 @@ Authorization = "Bearer {token}"
 [[operations]]
 include-operation-id = [
   "listUsageEvents", "exportUsage", "getDailyUsage", "getKeyReport", "issueKey", "createToken",
+  "bindProofKey", "identifyVideo",
 ]
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx",
