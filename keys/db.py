@@ -46,7 +46,15 @@ REUSE_MAX_ROWS = 4096
 # them sends a commit notice; unless every such write is access-neutral, it also waits out
 # REUSE_SECONDS after its commit.
 HOT_TABLES = frozenset(
-    {"api_keys", "testers", "cohort_policies", "policy_overrides", "program_state", "videos"}
+    {
+        "api_keys",
+        "testers",
+        "cohort_policies",
+        "policy_overrides",
+        "program_state",
+        "proof_keys",
+        "videos",
+    }
 )
 # Writes that can only grant access, never take it away, send a notice but need not wait:
 # a new key or tester is a row no request found before (and "not found" is never reused);

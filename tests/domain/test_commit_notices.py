@@ -13,11 +13,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import Table, create_engine, text
+from sqlalchemy.sql import visitors
 
 import keys.commit_notices
 import keys.db
-from keys.access.gate import hot_read
+from keys.access.gate import CHECK_STATEMENT, hot_read
 from keys.access.lifecycle import IssuedKey
 from keys.commit_notices import CommitNotices
 from keys.db import Base, Database, normalise_url
@@ -190,6 +193,41 @@ def test_lockdown_is_in_force_when_it_returns_even_if_the_notice_is_late(
         tx.lockdown.set_lockdown(True, "admin", "drill")
     with pytest.raises(Exception, match="locked down"):
         store.check_key(key.secret)
+
+
+def test_every_table_the_hot_read_reads_is_a_hot_table() -> None:
+    """A table the hot read joins but no write announces would leave a stale row reused on
+    other hosts (a proof key bound, yet the bare string still admitted)."""
+    read = {
+        element.name for element in visitors.iterate(CHECK_STATEMENT) if isinstance(element, Table)
+    }
+    assert read == keys.db.HOT_TABLES
+
+
+def test_a_proof_key_bind_is_in_force_when_it_returns_even_if_the_notice_is_late(
+    store: Store,
+    elsewhere: Store,
+    notices: CommitNotices,
+    make_key: Callable[..., IssuedKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = make_key()
+    _settled(notices)
+    store.check_key(key.secret)
+    monkeypatch.setattr(notices, "_renew", lambda: None)
+    public_key = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with elsewhere.transaction() as tx:
+        tx.proof_keys.bind(key.key.id, public_key, "admin")
+    principal, _ = store.check_key(key.secret)
+    assert principal.proof_key is not None, "the binding was not in force when bind returned"
+    with elsewhere.transaction() as tx:
+        tx.proof_keys.unbind_key(key.key.id, "admin")
+    assert store.check_key(key.secret)[0].proof_key is None
 
 
 def test_writes_that_can_take_access_away_wait_and_others_do_not(

@@ -452,6 +452,26 @@ def child_pids(pid: int) -> set[int]:
     return children
 
 
+def connections_to(pid: int, port: int) -> int:
+    """How many established TCP connections a process holds to ``port`` on this machine (from
+    /proc: its socket descriptors matched against the kernel's TCP tables)."""
+    inodes = set()
+    for descriptor in Path(f"/proc/{pid}/fd").glob("*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(descriptor)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                remote, state, inode = fields[2], fields[3], fields[9]
+                if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                    count += 1
+    return count
+
+
 def is_alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     try:

@@ -27,6 +27,7 @@ from tests.integration.live import (
     LiveGateway,
     LiveSimulator,
     child_pids,
+    connections_to,
     http_session,
     is_alive,
     start_simulator,
@@ -162,22 +163,34 @@ def test_kill_9_mid_create_then_reconcile_leaves_nothing_stuck(
     # Ready means one worker answers; the others may still be booting on a loaded machine.
     wait_for(lambda: len(child_pids(master)) == WORKERS, 30, "every worker to be up")
     workers = sorted(child_pids(master))
-    victim = workers[0]
+    upstream_port = int(slow_simulator.base.rsplit(":", 1)[1])
+    # Connections a worker already holds to the backend (none are in use before the storm).
+    idle = {pid: connections_to(pid, upstream_port) for pid in workers}
+    victims: list[int] = []
+
+    def in_flight() -> dict[int, int]:
+        return {pid: connections_to(pid, upstream_port) - idle[pid] for pid in workers}
 
     def kill() -> int:
-        # More calls in flight than the other workers have threads: some are the victim's.
+        # The kernel decides which worker accepts which call, and may give one worker all of
+        # them: the victim is the worker seen with the most upstream calls in flight, once
+        # every thread of some worker is busy upstream.
         wait_for(
-            lambda: scalar(url, "SELECT COUNT(*) FROM reservations") > (WORKERS - 1) * THREADS,
+            lambda: max(in_flight().values()) >= THREADS,
             30,
-            "every worker to have calls in flight",
+            "a worker to have all its threads waiting upstream",
             interval=0.02,
         )
+        calls = in_flight()
+        victim = max(workers, key=lambda pid: calls[pid])
         os.kill(victim, signal.SIGKILL)
+        victims.append(victim)
         return victim
 
     set_latency(slow_simulator, UPSTREAM_LATENCY_MS)
     try:
         results = storm(fleet, key.secret, kill)
+        (victim,) = victims
         wait_for(lambda: not is_alive(victim), 10, "the killed worker to be gone")
         # The jobs of the dead worker's calls are made upstream after it died.
         time.sleep(UPSTREAM_LATENCY_MS / 1000 + 0.5)
