@@ -3,10 +3,10 @@
 The PostgreSQL counterpart of ``keys/commit_stamp.py``. Every write transaction through
 ``keys.db`` that changes a table the hot read reads (keys, testers, policies, overrides, the
 kill switch, proof-key bindings, videos) sends ``NOTIFY drawbridge_commit`` inside the
-transaction, which PostgreSQL delivers to every listening session once the commit is durable. Each process holds
-one listening connection on a thread of its own; every notice, and every loss or regain of
-that connection, moves the process's *generation* on. A reader notes the generation before
-its query and files the row under it; a later notice makes the row stale.
+transaction, which PostgreSQL delivers to every listening session once the commit is durable.
+Each process holds one listening connection on a thread of its own; every notice, and every
+loss or regain of that connection, moves the process's *generation* on. A reader notes the
+generation before its query and files the row under it; a later notice makes the row stale.
 
 A notice reaches other hosts *after* the commit, not before the writer's call returns, so it
 cannot by itself keep "in force everywhere before the call returns". What does is the other
