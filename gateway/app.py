@@ -76,19 +76,13 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
             app.wsgi_app, x_for=settings.trusted_proxies
         )
     state.limits.init_app(app)
-    # A key's bulkhead slot, taken at admission, is given back when the request's work is
-    # done: at teardown for an answer made whole by the view, at the response's close for a
-    # streamed download (after the view has returned and after teardown: the server closes
-    # the response when the last byte is written or the client goes away).
-    app.after_request(_hand_slot_to_stream)
-    app.teardown_request(_release_slot)
-
     register_error_handlers(app)
     metrics.init_app(app, settings)
-    app.before_request(_start_request)
-    app.before_request(bound_request_body)
-    app.before_request(refuse_unsafe_query)
-    app.after_request(_finish_request)
+    # One hook of each kind, calling the request's steps in order: Flask's own cost per
+    # registered hook is paid on every request.
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.teardown_request(_release_slot)
     for blueprint in (
         videos.bp,
         shares.bp,
@@ -112,6 +106,22 @@ def client_request_id(incoming: str | None) -> str | None:
     return None
 
 
+def _before_request() -> None:
+    _start_request()
+    bound_request_body()
+    refuse_unsafe_query()
+
+
+def _after_request(response: Response) -> Response:
+    _finish_request(response)
+    metrics.count_response(response)
+    # A key's bulkhead slot, taken at admission, is given back when the request's work is
+    # done: at teardown for an answer made whole by the view, at the response's close for a
+    # streamed download (after the view has returned and after teardown: the server closes
+    # the response when the last byte is written or the client goes away).
+    return _hand_slot_to_stream(response)
+
+
 def _start_request() -> None:
     incoming = current_request()
     context = current_context()  # made here: this is the request's first hook
@@ -122,7 +132,7 @@ def _start_request() -> None:
         sweep.ensure_running()
 
 
-def _finish_request(response: Response) -> Response:
+def _finish_request(response: Response) -> None:
     # This runs for every response: the request's objects are looked up once, not per use.
     context, incoming = current_context(), current_request()
     echoed = context.client_request_id or context.request_id
@@ -146,7 +156,6 @@ def _finish_request(response: Response) -> Response:
                 "operator": operator.token_id if operator else None,
             }
         )
-    return response
 
 
 def _hand_slot_to_stream(response: Response) -> Response:

@@ -304,12 +304,14 @@ class PreparedRead:
     Given a change signal (a SQLite commit stamp, keys/commit_stamp.py, or PostgreSQL commit
     notices, keys/commit_notices.py), a row found is reused, for the same parameters, while
     the signal is unchanged and for at most ``REUSE_SECONDS``: no change since it was read,
-    no driver call now. A signal that says None (notices may be missed) reuses nothing.
-    Each reuse converts the stored driver values anew, so no caller shares a parsed JSON
-    value with another. "Not found" is never reused: a key issued a moment ago works at
-    once, and made-up keys cannot fill memory. Nor is a row that lacks what a parameter in
-    ``found_only`` asked for (a column of the same name is NULL although the parameter is
-    set): a video recorded a moment ago is found at once too.
+    no driver call now. A signal that says None (notices may be missed) reuses nothing. A
+    reused row is the converted row itself, not converted again (its JSON parsed once per
+    read, not once per request): its values are shared by every caller and are read, never
+    changed (keys/access/gate.py hands them on as read-only mappings). "Not found" is never
+    reused: a key issued a moment ago works at once, and made-up keys cannot fill memory.
+    Nor is a row that lacks what a parameter in ``found_only`` asked for (a column of the
+    same name is NULL although the parameter is set): a video recorded a moment ago is found
+    at once too.
     """
 
     def __init__(
@@ -343,7 +345,7 @@ class PreparedRead:
         self._stamp = stamp
         names = [column.key for column in columns]
         self._found_only = [(name, names.index(name)) for name in found_only]
-        self._reused: dict[tuple[Any, ...], tuple[Any, float, tuple[Any, ...]]] = {}
+        self._reused: dict[tuple[Any, ...], tuple[Any, float, Any]] = {}
 
     def first(self, **values: Any) -> Any | None:
         """The first row (attributes named as the statement's columns), or None."""
@@ -351,9 +353,12 @@ class PreparedRead:
         if self._positions is not None:
             params = [params[name] for name in self._positions]
         if self._stamp is None:
-            raw = self._fetch(params)
-        else:
-            raw = self._fetch_or_reuse(values, params, self._stamp)
+            return self._convert(self._fetch(params))
+        return self._fetch_or_reuse(values, params, self._stamp)
+
+    def _convert(self, raw: tuple[Any, ...] | None) -> Any | None:
+        """The driver's values as the statement's column types give them (the dialect's
+        result processors: timestamps, JSON)."""
         if raw is None:
             return None
         converted = list(raw)
@@ -361,28 +366,27 @@ class PreparedRead:
             converted[index] = processor(converted[index])
         return self._row._make(converted)
 
-    def _fetch_or_reuse(
-        self, values: dict[str, Any], params: Any, stamp: ChangeSignal
-    ) -> tuple[Any, ...] | None:
+    def _fetch_or_reuse(self, values: dict[str, Any], params: Any, stamp: ChangeSignal) -> Any:
         # The stamp is read before the query: a commit that lands after this point renews
         # it, so the row is filed under a stamp that no longer matches. The time is taken
         # before the query too, so a row is never trusted past REUSE_SECONDS from a moment
         # before its snapshot (what the PostgreSQL write wait counts on).
         seen, now = stamp.current(), time.monotonic()
         if seen is None:
-            return self._fetch(params)
+            return self._convert(self._fetch(params))
         name = tuple(params) if isinstance(params, list) else tuple(sorted(params.items()))
         kept = self._reused.get(name)
         if kept is not None and kept[0] == seen and now - kept[1] < REUSE_SECONDS:
             return kept[2]
         raw = self._fetch(params)
+        row = self._convert(raw)
         if raw is not None and all(
             raw[index] is not None or values.get(param) is None for param, index in self._found_only
         ):
             if len(self._reused) >= REUSE_MAX_ROWS:
                 self._reused.clear()
-            self._reused[name] = (seen, now, raw)
-        return raw
+            self._reused[name] = (seen, now, row)
+        return row
 
     def _fetch(self, params: Any) -> tuple[Any, ...] | None:
         try:

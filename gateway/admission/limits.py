@@ -249,6 +249,13 @@ def _belongs_to(hook: Any, limiter: Limiter) -> bool:
 
 
 def add_headers(response: Response, state: LimitState | None) -> None:
-    if state is not None:
-        for name, value in rate_limit_headers(state, refused=False).items():
-            response.headers.setdefault(name, value)
+    """The key's rate-limit headers, unless the response already has its own (a 429's)."""
+    if state is None:
+        return
+    headers = response.headers
+    # One pass over the response's few headers: werkzeug's lookup of a missing name
+    # raises and catches an HTTP exception, at a cost measured in microseconds per miss.
+    present = {name.lower() for name, _ in headers.items()}
+    for name, value in rate_limit_headers(state, refused=False).items():
+        if name not in present:
+            headers.add(name, value)

@@ -138,6 +138,8 @@ def bound_request_body() -> None:
 def refuse_unsafe_query() -> None:
     """``before_request``: no query parameter may hold NUL or another control character (no
     client needs one, and PostgreSQL cannot even compare with NUL). Raises ApiError (400)."""
+    if not request.query_string:
+        return
     for name, value in request.args.items(multi=True):
         if _CONTROL.search(name) or _CONTROL.search(value):
             raise ApiError(

@@ -429,8 +429,9 @@ def share_with_sibling_workers(app: Flask) -> None:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Count every response of ``app``, its upstream calls and anomaly trips; serve
-    ``/metrics``."""
+    """Count the upstream calls and anomaly trips of ``app``; serve ``/metrics``. The app
+    counts each of its responses with ``count_response`` (gateway/app.py's after-request
+    hook)."""
     spool = Path(settings.metrics_dir) if settings.metrics_dir else None
     registry = MetricsRegistry(spool)
     app.extensions[EXTENSION] = registry
@@ -442,11 +443,11 @@ def init_app(app: Flask, settings: Settings) -> None:
     outage = state.limits.outage if state is not None else None
     if outage is not None:
         outage.listen(lambda store: registry.count(REDIS_FALLBACKS, (("store", store),)))
-    app.after_request(_count)
     app.register_blueprint(bp)
 
 
-def _count(response: Response) -> Response:
+def count_response(response: Response) -> None:
+    """Count one response, by route, method, status and error code."""
     registry: MetricsRegistry = current_app.extensions[EXTENSION]
     context, incoming = current_context(), current_request()
     registry.count_response(
@@ -457,7 +458,6 @@ def _count(response: Response) -> Response:
         context.error_code,
         context.error_param,
     )
-    return response
 
 
 def _authorize() -> None:

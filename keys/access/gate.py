@@ -12,8 +12,10 @@ and a key found without the video the request names, are always read again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -47,7 +49,9 @@ class VideoRef:
     tester_id: str
     upstream_id: str | None
     status: str
-    snapshot: dict[str, Any]
+    snapshot: Mapping[str, Any]
+    """The video as last answered to the tester; read-only (the hot read's row may be shared
+    with other requests: ``dict(snapshot)`` for a copy to change)."""
     video_seconds: int
     deleted_at: datetime | None
 
@@ -86,7 +90,7 @@ def check_key(
             row.video_tester_id,
             row.video_upstream_id,
             row.video_status,
-            row.video_snapshot,
+            MappingProxyType(row.video_snapshot),
             row.video_seconds,
             row.video_deleted_at,
         )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import builtins
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -114,7 +115,7 @@ class Principal:
     hint: str
     last_used_at: datetime | None
     policy: Policy
-    metadata: dict[str, Any]
+    metadata: Mapping[str, Any]
     proof_key: BoundProofKey | None = None
     """The public key bound to this API key: every request must then be signed with it."""
 
@@ -414,7 +415,7 @@ class KeyService:
         )
 
 
-def is_honeytoken(metadata: dict[str, Any] | None) -> bool:
+def is_honeytoken(metadata: Mapping[str, Any] | None) -> bool:
     """Whether a key's metadata marks it as a honeytoken."""
     return metadata is not None and str(metadata.get(HONEYTOKEN, "")).lower() == "true"
 
@@ -463,7 +464,7 @@ def principal_of(row: Any, digest: str, now: datetime) -> Principal:
         row.hint,
         row.last_used_at,
         _policy_of(row),
-        row.key_metadata or {},
+        MappingProxyType(row.key_metadata or {}),
         _proof_key_of(row),
     )
 
