@@ -83,17 +83,23 @@ def test_the_writer_thread_writes_without_being_asked() -> None:
 
 def test_access_lines_are_json_in_the_record_shape_with_secrets_masked() -> None:
     stream = io.StringIO()
-    writer = LineWriter(stream, interval=3600)
     redactor = RedactingFilter([KEYS.embedded, TOKENS.embedded], [CREDENTIAL])
+    writer = LineWriter(stream, interval=3600, redactor=redactor)
     key = KEYS.generate()
-    AccessLog(writer, redactor).write(
+    AccessLog(writer).write(
         {"request_id": "req_1", "path": f"/v1/videos/{key}", "status": 404, "note": CREDENTIAL}
     )
+    writer.write("a finished line")
+    AccessLog(writer).write({"request_id": "req_2", "path": "/v1/me", "status": 200})
+    assert stream.getvalue() == ""  # the request thread only queued the record
     writer.stop()
 
     written = stream.getvalue()
     assert key not in written and CREDENTIAL not in written
-    entry = json.loads(written)
+    first, finished, second = written.splitlines()
+    assert finished == "a finished line"  # in the order queued
+    assert json.loads(second)["request_id"] == "req_2"
+    entry = json.loads(first)
     assert entry["logger"] == "drawbridge.access" and entry["message"] == "request"
     assert entry["status"] == 404 and entry["path"] == f"/v1/videos/{REDACTED}"
     assert set(entry) >= {"time", "level", "request_id"}
