@@ -401,3 +401,56 @@ def test_me_never_hides_a_pending_request_behind_old_decisions(
     reasons = [r["decision_reason"] for r in requests_ if r["status"] != "pending"]
     assert reasons[-1] == "decision 119"
     assert reasons == sorted(reasons, key=lambda text: int(text.split()[1]))
+
+
+# -- the windows' counting on Redis and in process -------------------------------------
+
+
+@pytest.mark.parametrize(("per_minute", "per_day"), [(3, 10), (10, 2), (0, 10), (5, 0)], ids=str)
+def test_redis_counts_every_window_as_the_process_memory_does(
+    redis_url: str, per_minute: int, per_day: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis counts all of a key's windows in one round trip (a script); the answers are
+    those of the in-process storage, request by request, and so are the counters left."""
+    import redis
+    from flask import Flask
+    from limits.storage import RedisStorage
+
+    from gateway.admission.limits import MEMORY_STORAGE_URI, RateLimits
+    from keys.errors import RateLimited
+    from keys.limits.policies import Policy
+
+    def one_call_per_window(*_args: Any) -> None:
+        raise AssertionError("a window was counted with a round trip of its own")
+
+    monkeypatch.setattr(RedisStorage, "incr", one_call_per_window)
+    monkeypatch.setattr(RedisStorage, "get_expiry", one_call_per_window)
+    policy = Policy(requests_per_minute=per_minute, requests_per_day=per_day)
+    answers: dict[str, list[tuple[str, int, int]]] = {}
+    storages: dict[str, Any] = {}
+    for name, uri in (("memory", MEMORY_STORAGE_URI), ("redis", redis_url)):
+        limits = RateLimits(uri, auth_failures_per_minute=10)
+        limits.init_app(Flask(f"limits-{name}"))
+        storages[name] = limits._limiter.storage
+        seen = []
+        for _ in range(12):
+            try:
+                state = limits.admit_key("key_windows", policy)
+                seen.append(("admitted", state.limit, state.remaining))
+            except RateLimited as exc:
+                seen.append(("refused", exc.limit, exc.remaining))
+        answers[name] = seen
+    assert answers["redis"] == answers["memory"]
+    assert ("refused", 0, 0) in answers["memory"] or min(per_minute, per_day) > 0
+    # The counters left behind: the same windows, the same counts, each expiring.
+    memory = storages["memory"].storage
+    assert memory or per_minute == 0, "nothing was counted"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key, count in memory.items():
+            stored = f"{storages['redis'].prefixed_key(key)}"
+            assert int(client.get(stored) or 0) == count, key
+            assert 0 < client.ttl(stored) <= (60 if "minute" in key else 86_400)
+        assert len(list(client.scan_iter("*key_windows*"))) == len(memory)
+    finally:
+        client.close()
