@@ -211,6 +211,17 @@ def start_service(
     raise RuntimeError(f"{name} not ready after {READY_TIMEOUT:.0f}s:\n{service.log_tail()}")
 
 
+def setting_pairs(pairs: list[str]) -> dict[str, str]:
+    """``--gateway-env`` values (``DRAWBRIDGE_NAME=VALUE``) as environment variables."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("DRAWBRIDGE_"):
+            raise SystemExit(f"--gateway-env takes DRAWBRIDGE_NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The current environment without DRAWBRIDGE_*/BENCH_* variables, plus ``extra``."""
     env = {

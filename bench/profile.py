@@ -32,7 +32,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import HOST, Stack, command_line, install_watchdog, machine_facts
+from bench.harness import (
+    HOST,
+    Stack,
+    command_line,
+    install_watchdog,
+    machine_facts,
+    setting_pairs,
+)
 
 _spent: dict[str, float] = defaultdict(float)
 _calls: dict[str, int] = defaultdict(int)
@@ -433,6 +440,13 @@ def main(argv: list[str] | None = None) -> None:
         help="EXPERIMENT: apply bench/serve.py patches (in-process for pieces, to the worker "
         "for cprofile)",
     )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="DRAWBRIDGE_NAME=VALUE",
+        help="extra gateway setting (repeatable), e.g. DRAWBRIDGE_REDIS_URL=redis://127.0.0.1/9",
+    )
     args = parser.parse_args(argv)
     install_watchdog(600)
     facts = machine_facts()
@@ -456,7 +470,12 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 server_env["BENCH_PATCH"] = args.patch
         stack = cleanup.enter_context(
-            Stack(database_url=args.database_url, with_passthrough=False, server_env=server_env)
+            Stack(
+                database_url=args.database_url,
+                with_passthrough=False,
+                server_env=server_env,
+                gateway_env=setting_pairs(args.gateway_env),
+            )
         )
         if args.mode == "pieces":
             pieces(stack, args)

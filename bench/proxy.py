@@ -40,6 +40,7 @@ from bench.harness import (
     install_watchdog,
     machine_facts,
     percentile,
+    setting_pairs,
     write_json,
 )
 
@@ -324,16 +325,6 @@ def print_summary(summary: dict[str, Any], rounds: int) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
-def _env_pairs(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.startswith("DRAWBRIDGE_"):
-            raise SystemExit(f"--gateway-env takes DRAWBRIDGE_NAME=VALUE, not {pair!r}")
-        env[name] = value
-    return env
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -397,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         threads=args.threads,
         database_url=args.database_url,
-        gateway_env=_env_pairs(args.gateway_env),
+        gateway_env=setting_pairs(args.gateway_env),
         gateway_process_env={"BENCH_PATCH": args.gateway_patch} if args.gateway_patch else {},
         extra_gateways={f"gateway+{args.compare_patch}": {"BENCH_PATCH": args.compare_patch}}
         if args.compare_patch
