@@ -131,6 +131,21 @@ class MemoryCounters:
             self._claims.clear()
 
 
+# How long a per-minute counter is kept: the baseline reads the minutes before this one.
+_MINUTE_TTL = (BASELINE_MINUTES + 2) * 60
+# RedisCounters.record as one script: one command and a two-number answer per request
+# instead of a pipeline of six commands and six replies, each parsed by the client.
+_RECORD_SCRIPT = b"""
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
+local ips = redis.call('zcard', KEYS[1])
+redis.call('expire', KEYS[1], ARGV[4])
+local this_minute = redis.call('incr', KEYS[2])
+redis.call('expire', KEYS[2], ARGV[5])
+return {ips, this_minute}
+"""
+
+
 class RedisCounters:
     """Counters in Redis, shared by every worker and instance.
 
@@ -141,6 +156,7 @@ class RedisCounters:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._record = client.register_script(_RECORD_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 0.5) -> RedisCounters:
@@ -158,18 +174,18 @@ class RedisCounters:
 
     def record(self, key_id: str, client_ip: str, now: float, window_seconds: int) -> KeyActivity:
         ips, minute = self._ips(key_id), self._minute(key_id, minute_of(now))
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zadd(ips, {client_ip: now})
-        pipe.zremrangebyscore(ips, "-inf", now - window_seconds)
-        pipe.zcard(ips)
-        pipe.expire(ips, window_seconds + 60)
-        pipe.incr(minute)
-        pipe.expire(minute, (BASELINE_MINUTES + 2) * 60)
+        arguments: list[str | float] = [
+            client_ip,
+            now,
+            now - window_seconds,
+            window_seconds + 60,
+            _MINUTE_TTL,
+        ]
         try:
-            replies = pipe.execute()
+            replies = self._record([ips, minute], arguments)
         except (redis.RedisError, OSError) as exc:
             raise CountersUnavailable(f"redis: {type(exc).__name__}") from exc
-        return KeyActivity(int(replies[2]), int(replies[4]))
+        return KeyActivity(int(replies[0]), int(replies[1]))
 
     def earlier_minutes(self, key_id: str, now: float) -> tuple[int, ...]:
         minute = minute_of(now)
