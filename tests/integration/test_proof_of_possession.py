@@ -9,6 +9,7 @@ used on one is refused on the other.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +31,9 @@ from tests.integration.live import (
     LiveSimulator,
     TesterKey,
     error_of,
+    http_session,
     sdk_error_code,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -283,6 +286,41 @@ def test_rotation_keeps_the_binding(
     assert_refused(live_gateway.tester_get("/videos", rotated["secret"]), "proof_required")
     client = signed_client(live_gateway, rotated["secret"], key_file)
     assert client.videos.list().data == []
+
+
+PROOF_CODES = ("proof_required", "proof_invalid", "proof_replayed")
+
+
+def rejections(gateway: LiveGateway) -> dict[str, int]:
+    """``drawbridge_rejections_total`` by code, as any worker answers /metrics for all."""
+    with http_session() as session:
+        response = session.get(f"{gateway.base}/metrics", timeout=HTTP_TIMEOUT)
+    assert response.status_code == 200, response.text
+    found = re.findall(
+        r'^drawbridge_rejections_total\{code="([a-z_]+)"\} (\d+)$', response.text, re.M
+    )
+    return {code: int(value) for code, value in found}
+
+
+def test_proof_refusals_are_counted_in_metrics(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    before = rejections(live_gateway)
+    # Declared from the start, so an alert on their rate has a series before the first.
+    assert all(code in before for code in PROOF_CODES), before
+    assert_refused(live_gateway.tester_get("/videos", key.secret), "proof_required")
+    captured = capture(f"{live_gateway.api_url}/videos", key.secret, key_file)
+    assert_refused(send({**captured, "url": f"{live_gateway.api_url}/me"}), "proof_invalid")
+    assert send(captured).status_code == 200
+    assert_refused(send(captured), "proof_replayed")
+    # The other worker's counts reach the spool within a second (PUBLISH_SECONDS); a count
+    # of an earlier test not yet published when ``before`` was read only adds to these.
+    wait_for(
+        lambda: all(rejections(live_gateway).get(c, 0) > before[c] for c in PROOF_CODES),
+        timeout=10,
+        what="proof refusals counted in /metrics",
+    )
 
 
 # -- two instances, one PostgreSQL database, one Redis -------------------------------------
