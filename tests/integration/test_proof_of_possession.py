@@ -323,6 +323,36 @@ def test_proof_refusals_are_counted_in_metrics(
     )
 
 
+def test_refused_proofs_are_in_the_keys_blast_radius_report(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    for _ in range(2):
+        assert_refused(live_gateway.tester_get("/videos", key.secret), "proof_required")
+    captured = capture(f"{live_gateway.api_url}/videos", key.secret, key_file)
+    assert_refused(send({**captured, "url": f"{live_gateway.api_url}/me"}), "proof_invalid")
+    assert send(captured).status_code == 200
+    assert_refused(send(captured), "proof_replayed")
+    expected = {"proof_required": 2, "proof_invalid": 1, "proof_replayed": 1}
+
+    def report() -> dict[str, Any]:
+        return live_gateway.admin_ok("GET", f"/keys/{key.key_id}/report")
+
+    # Refusals are written in batches: wait for the batch, not for a time.
+    wait_for(lambda: report()["refused_proofs"] == expected, timeout=15, what="proof refusals")
+    view = report()
+    assert view["proof_bound"] is True
+    assert [(ip["client_ip"], ip["count"]) for ip in view["refused_proof_ips"]] == [
+        ("127.0.0.1", 4)
+    ]
+    text = live_gateway.cli("keys", "report", key.key_id)
+    assert (
+        "proof key bound: yes; refused proofs: proof_required 2, proof_invalid 1, proof_replayed 1"
+    ) in text
+    assert "refused proofs (the string without the proof key), by client IP:" in text
+    assert "127.0.0.1" in text
+
+
 # -- two instances, one PostgreSQL database, one Redis -------------------------------------
 
 
