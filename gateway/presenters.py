@@ -181,6 +181,7 @@ def key_report_view(report: KeyReport) -> dict[str, Any]:
         user_agents=times(report.user_agents),
         videos=times(report.videos),
         refused_after_revocation_ips=times(report.refused_after_revocation_ips),
+        refused_proof_ips=times(report.refused_proof_ips),
     )
     return view
 

@@ -96,6 +96,10 @@ class Settings:
     # old, or this far in the future; its nonce is remembered for twice the window.
     proof_window_seconds: int = 60
     proof_skew_seconds: int = 5
+    # A leaked key found by `leaks scan --revoke` or a secret-scanning report is revoked even
+    # when a proof key is bound to it (its string alone is refused anyway); false keeps such
+    # a key in force and only records the leak (docs/leak-response.md).
+    proof_revoke_leaked: bool = True
     # Requests of one key in progress at once, per worker process; 0 turns the cap off
     # (docs/isolation.md). Keep it below gunicorn's threads per worker.
     max_inflight_per_key: int = 4

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import DateTime, Engine, Select, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, Select, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -194,7 +194,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
-        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        writer = self._writer_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(writer, expire_on_commit=False)
         self._prepared: dict[tuple[int, bool, tuple[str, ...]], PreparedRead] = {}
@@ -257,6 +257,15 @@ class Database:
             # row read before this transaction's changes were visible.
             if write and self.commit_stamp is not None:
                 self.commit_stamp.renew()
+
+    @contextmanager
+    def cold_write(self) -> Iterator[Connection]:
+        """A connection in one write transaction, for statements that change none of
+        HOT_TABLES (a proof's nonce, claimed on every signed request): no ORM session, no
+        commit notice and, on SQLite, no new commit stamp, so the hot read goes on reusing
+        its rows. Committed on success, rolled back on error."""
+        with self._writer_engine.begin() as connection:
+            yield connection
 
     def _wait_out_reuse(self) -> None:
         """After a commit that can take access away: return only when no process, on any

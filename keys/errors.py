@@ -99,12 +99,15 @@ class HoneytokenUsed(InvalidKey):
     """A honeytoken key was presented. It is refused exactly like an unknown key (the caller
     learns nothing); the gateway suspends it and raises the alarm."""
 
-    def __init__(self, key_id: str, tester_id: str, hint: str, status: str) -> None:
+    def __init__(
+        self, key_id: str, tester_id: str, hint: str, status: str, proof_bound: bool = False
+    ) -> None:
         super().__init__("Incorrect API key provided.")
         self.key_id = key_id
         self.tester_id = tester_id
         self.hint = hint
         self.status = status
+        self.proof_bound = proof_bound
 
 
 class KeyRejected(DomainError):

@@ -1111,6 +1111,14 @@ _SCHEMAS: dict[str, Any] = {
         requests=_COUNT,
         revoked_at=_NULLABLE_TIME,
         refused_after_revocation=_COUNT,
+        proof_bound={"type": "boolean"},
+        refused_proofs={
+            "type": "object",
+            "description": "Requests with the key's string refused for their proof of "
+            "possession, by code (proof_required, proof_invalid, proof_replayed).",
+            "additionalProperties": _COUNT,
+        },
+        refused_proof_ips={"type": "array", "items": {"type": "object"}},
     ),
 }
 

@@ -87,10 +87,20 @@ def report_leaks() -> Response:
     store = current_state().store
     with store.transaction() as tx:
         report = tx.leaks.report(
-            [LeakedSecret(r.token, url=r.url, source=r.source) for r in records], ACTOR
+            [LeakedSecret(r.token, url=r.url, source=r.source) for r in records],
+            ACTOR,
+            revoke_bound=settings.proof_revoke_leaked,
         )
     # Operators see what happened (key ids are not secrets); GitHub sees only the answer.
-    log.info("secret scanning report", extra={"tokens": len(records), "revoked": report.revoked})
+    log.info(
+        "secret scanning report",
+        extra={
+            "tokens": len(records),
+            "revoked": report.revoked,
+            "kept_proof_bound": report.kept,
+            "proof_bound": [o.key_id for o in report.outcomes if o.proof_bound],
+        },
+    )
     if not settings.secret_scanning_feedback:
         return jsonify([])
     return jsonify(

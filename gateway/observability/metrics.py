@@ -51,6 +51,7 @@ from gateway.http.current import current_context, current_request, current_state
 from gateway.http.errors import ApiError
 from gateway.settings import Settings
 from gateway.state import GatewayState
+from keys.errors import ProofInvalid, ProofReplayed, ProofRequired
 from keys.process import current_pid
 from keys.records.inventory import key_counts
 
@@ -103,6 +104,12 @@ _HELP = {
 
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[str, Labels]
+
+# Shown as 0 before the first one, so that an alert on their rate has a series to read: a
+# proof refusal on a bound key is a leaked string being tried (docs/proof-of-possession.md).
+DECLARED: tuple[Sample, ...] = tuple(
+    (REJECTIONS, (("code", error.code),)) for error in (ProofRequired, ProofInvalid, ProofReplayed)
+)
 
 bp = Blueprint("metrics", __name__)
 
@@ -289,6 +296,8 @@ class MetricsRegistry:
     def render(self, gauges: Iterable[tuple[str, str, list[tuple[Labels, float]]]] = ()) -> str:
         """The Prometheus text format: counters, histograms, then the given gauges."""
         data = self.merged()
+        for sample in DECLARED:
+            data["counters"].setdefault(sample, 0)
         lines: list[str] = []
         for family, (kind, text) in _HELP.items():
             lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]

@@ -449,7 +449,9 @@ def principal_of(row: Any, digest: str, now: datetime) -> Principal:
     if row is None or not hmac.compare_digest(digest, row.digest):
         raise InvalidKey("Incorrect API key provided.")
     if is_honeytoken(row.key_metadata):
-        raise HoneytokenUsed(row.id, row.tester_id, row.hint, row.status)
+        raise HoneytokenUsed(
+            row.id, row.tester_id, row.hint, row.status, _proof_key_of(row) is not None
+        )
     code = refusal(row.status, row.expires_at, row.grace_until, row.tester_status, now)
     if code is not None:
         rejection = KeyRejected(REFUSAL_MESSAGES[code], code=code)

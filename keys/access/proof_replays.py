@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from keys.db import Database
@@ -23,6 +23,7 @@ from keys.limits.counters import CountersUnavailable, RedisCounters, RedisOutage
 from keys.models import ProofNonce
 
 SWEEP_EVERY_SECONDS = 60.0
+_CLAIM = insert(ProofNonce)
 
 
 class DatabaseReplayClaims:
@@ -34,28 +35,30 @@ class DatabaseReplayClaims:
         at = datetime.fromtimestamp(now, UTC)
         expires = at + timedelta(seconds=seconds)
         self._sweep_now_and_then(at)
+        # This runs on every signed request: one Core insert, outside the ORM, and no table
+        # the hot read reads (``cold_write``), so the next request's key check is not sent
+        # back to the database.
         try:
-            with self._database.session(write=True) as session:
-                session.add(ProofNonce(name=name, expires_at=expires))
-                session.flush()
+            with self._database.cold_write() as connection:
+                connection.execute(_CLAIM, {"name": name, "expires_at": expires})
             return True
         except IntegrityError:
             pass
         # Taken: by a replay, or by a claim that expired and was not swept yet.
-        with self._database.session(write=True) as session:
-            renewed = session.execute(
+        with self._database.cold_write() as connection:
+            renewed = connection.execute(
                 update(ProofNonce)
                 .where(ProofNonce.name == name, ProofNonce.expires_at <= at)
                 .values(expires_at=expires)
             )
-            return bool(renewed.rowcount)  # type: ignore[attr-defined]
+            return bool(renewed.rowcount)
 
     def _sweep_now_and_then(self, at: datetime) -> None:
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
-        with self._database.session(write=True) as session:
-            session.execute(delete(ProofNonce).where(ProofNonce.expires_at <= at))
+        with self._database.cold_write() as connection:
+            connection.execute(delete(ProofNonce).where(ProofNonce.expires_at <= at))
 
 
 class ReplayGuard:

@@ -102,17 +102,25 @@ class _OneKey(HTTPSignatureKeyResolver):
         raise NotImplementedError("the gateway never signs with a tester's key")
 
 
-_KEY_OBJECTS: dict[str, PublicKey] = {}
+_VERIFIERS: dict[tuple[str, int], HTTPMessageVerifier] = {}
 
 
-def _key_object(bound: BoundProofKey) -> PublicKey:
-    """Parsed once per process per binding: a PEM parse costs more than the check itself."""
-    key = _KEY_OBJECTS.get(bound.id)
-    if key is None:
-        if len(_KEY_OBJECTS) >= 10_000:
-            _KEY_OBJECTS.clear()
-        key = _KEY_OBJECTS[bound.id] = load_public_key(bound.public_key)
-    return key
+def _verifier(bound: BoundProofKey, rules: ProofRules) -> HTTPMessageVerifier:
+    """Made once per process per binding (and skew): a PEM parse costs more than the check
+    itself. A verifier keeps nothing of the messages it verifies."""
+    name = (bound.id, rules.skew_seconds)
+    verifier = _VERIFIERS.get(name)
+    if verifier is None:
+        if len(_VERIFIERS) >= 10_000:
+            _VERIFIERS.clear()
+        key = load_public_key(bound.public_key)
+        verifier = HTTPMessageVerifier(
+            signature_algorithm=_ALGORITHMS[bound.algorithm],
+            key_resolver=_OneKey(bound.thumbprint, key),
+        )
+        verifier.max_clock_skew = timedelta(seconds=rules.skew_seconds)
+        verifier = _VERIFIERS.setdefault(name, verifier)
+    return verifier
 
 
 @dataclass(frozen=True)
@@ -145,11 +153,7 @@ def verify_proof(
             len(value) > MAX_SIGNATURE_HEADER_CHARS
         ):
             raise ProofInvalid(f"The {name} header is too long to be a proof.")
-    algorithm = _ALGORITHMS[bound.algorithm]
-    verifier = HTTPMessageVerifier(
-        signature_algorithm=algorithm, key_resolver=_OneKey(bound.thumbprint, _key_object(bound))
-    )
-    verifier.max_clock_skew = timedelta(seconds=rules.skew_seconds)
+    verifier = _verifier(bound, rules)
     message = _Message(request.method, request.url, _Headers(request.headers))
     try:
         (result,) = verifier.verify(

@@ -173,7 +173,13 @@ class AnomalyDetector:
             used.tester_id,
             used.hint,
             client_ip,
-            "a honeytoken key was used",
+            "a honeytoken key was used"
+            + (
+                " (proof-bound: its string alone could not have been used)"
+                if used.proof_bound
+                else ""
+            ),
+            {"proof_bound": used.proof_bound},
         )
 
     def alert_again(self, anomaly: Anomaly, now: float) -> bool:

@@ -8,6 +8,9 @@ Two halves that meet at the secret:
   billion passes by chance). It never touches the database.
 * ``LeakService`` looks found or reported secrets up by digest and revokes the live ones,
   recording where each leak was seen in the key's ``revoked_reason`` and in the audit trail.
+  Each outcome says whether the key was proof-bound (docs/proof-of-possession.md): then the
+  leaked string alone could not have been used. Such a key is revoked too, unless the
+  caller says to keep bound keys (setting ``proof_revoke_leaked = false``).
   The gateway's secret-scanning endpoint and ``drawbridge leaks scan --revoke`` both call
   ``LeakService.report``.
 """
@@ -33,7 +36,7 @@ from keys.access.digests import SecretDigester
 from keys.access.keyformat import BASE62, BODY_LENGTH, RANDOM_LENGTH, KeyFormat
 from keys.access.lifecycle import effective_status
 from keys.errors import InvalidInput
-from keys.models import ApiKey, Tester
+from keys.models import ApiKey, ProofKey, Tester
 from keys.records.audit import AuditTrail
 from keys.text import clean_text
 
@@ -320,23 +323,28 @@ class KnownKey:
     tester_id: str
     tester_name: str
     status: str
+    proof_bound: bool = False
+    """A proof key is bound to it: the string alone is refused."""
 
 
-OutcomeStatus = Literal["revoked", "already_revoked", "unknown", "malformed"]
+OutcomeStatus = Literal["revoked", "already_revoked", "kept", "unknown", "malformed"]
 
 
 @dataclass(frozen=True)
 class LeakOutcome:
-    """What a report did with one secret. ``unknown`` and ``malformed`` are not ours."""
+    """What a report did with one secret. ``unknown`` and ``malformed`` are not ours;
+    ``kept`` is a live proof-bound key left in force because the caller keeps those."""
 
     status: OutcomeStatus
     key_id: str | None = None
     tester_id: str | None = None
+    proof_bound: bool = False
+    """The key had a proof key bound: the leaked string alone could not have been used."""
 
     @property
     def issued_here(self) -> bool:
         """Whether the secret is a key this gateway issued."""
-        return self.status in ("revoked", "already_revoked")
+        return self.status in ("revoked", "already_revoked", "kept")
 
 
 @dataclass(frozen=True)
@@ -349,6 +357,11 @@ class LeakReport:
     def revoked(self) -> list[str]:
         """Ids of the keys this report revoked."""
         return [o.key_id for o in self.outcomes if o.status == "revoked" and o.key_id]
+
+    @property
+    def kept(self) -> list[str]:
+        """Ids of the live proof-bound keys this report left in force."""
+        return [o.key_id for o in self.outcomes if o.status == "kept" and o.key_id]
 
 
 class LeakService:
@@ -378,20 +391,42 @@ class LeakService:
                 .join(Tester, Tester.id == ApiKey.tester_id)
                 .where(ApiKey.digest.in_(batch))
             )
-            for key, tester_name in rows:
+            found = list(rows)
+            bound = self._bound({key.id for key, _ in found})
+            for key, tester_name in found:
                 known[key.digest] = KnownKey(
-                    key.id, key.tester_id, tester_name, effective_status(key, now)
+                    key.id, key.tester_id, tester_name, effective_status(key, now), key.id in bound
                 )
         return [known.get(d) if d is not None else None for d in digests]
 
+    def _bound(self, key_ids: Iterable[str]) -> set[str]:
+        """Which of the keys have a proof key in force."""
+        bound: set[str] = set()
+        for batch in _batches(sorted(key_ids)):
+            bound.update(
+                self._session.scalars(
+                    select(ProofKey.key_id).where(
+                        ProofKey.key_id.in_(batch), ProofKey.removed_at.is_(None)
+                    )
+                )
+            )
+        return bound
+
     def report(
-        self, leaks: Sequence[LeakedSecret], actor: str, reason: str = "leaked"
+        self,
+        leaks: Sequence[LeakedSecret],
+        actor: str,
+        reason: str = "leaked",
+        *,
+        revoke_bound: bool = True,
     ) -> LeakReport:
         """Revoke every live key among the leaked secrets, at once and for good.
 
         Malformed, unknown and already revoked secrets are skipped. Each revocation records
-        the reason with the leak's URL and source in the key row and in the audit trail.
-        Raises InvalidInput when no reason is given.
+        the reason with the leak's URL and source in the key row and in the audit trail,
+        with whether the key was proof-bound. With ``revoke_bound`` false a live key with a
+        proof key bound is kept (its string alone is refused anyway) and the leak is
+        audited as ``key.leak_reported``. Raises InvalidInput when no reason is given.
         """
         reason = clean_text(reason or "", _MAX_REASON)
         if not reason:
@@ -407,6 +442,8 @@ class LeakService:
                 .with_for_update()
             ):
                 keys[key.digest] = key
+        bound = self._bound(key.id for key in keys.values())
+        kept: set[str] = set()
         outcomes = []
         for leak, digest in zip(leaks, digests, strict=True):
             if digest is None:
@@ -415,12 +452,20 @@ class LeakService:
             found = keys.get(digest)
             if found is None:
                 outcomes.append(LeakOutcome("unknown"))
-            elif found.status == "revoked":  # also a duplicate earlier in this same report
-                outcomes.append(LeakOutcome("already_revoked", found.id, found.tester_id))
-                self._revoke_self_rotated_successors(found, actor, reason, leak)
+                continue
+            proof_bound = found.id in bound
+            if found.status == "revoked":  # also a duplicate earlier in this same report
+                status: OutcomeStatus = "already_revoked"
+            elif proof_bound and not revoke_bound:
+                status = "kept"
+                if found.id not in kept:  # once, also for a duplicate in this report
+                    kept.add(found.id)
+                    self._record_kept(found, actor, reason, leak)
             else:
-                self._revoke(found, actor, reason, leak)
-                outcomes.append(LeakOutcome("revoked", found.id, found.tester_id))
+                status = "revoked"
+                self._revoke(found, actor, reason, leak, proof_bound)
+            outcomes.append(LeakOutcome(status, found.id, found.tester_id, proof_bound))
+            if status != "kept":
                 self._revoke_self_rotated_successors(found, actor, reason, leak)
         return LeakReport(tuple(outcomes))
 
@@ -441,14 +486,14 @@ class LeakService:
                     actor,
                     f"{reason}; successor of {key.id}, rotated by its holder",
                     leak,
+                    bool(self._bound([successor.id])),
                 )
             successor_id = successor.replaced_by_id
 
-    def _revoke(self, key: ApiKey, actor: str, reason: str, leak: LeakedSecret) -> None:
-        # Where the leak was seen is the reporter's free text: cleaned, never refused (the
-        # key is revoked whatever it holds), and a key pasted there is masked.
-        url = clean_text(leak.url, _MAX_URL_IN_REASON) or None if leak.url else None
-        source = clean_text(leak.source, _MAX_SOURCE_IN_REASON) or None if leak.source else None
+    def _revoke(
+        self, key: ApiKey, actor: str, reason: str, leak: LeakedSecret, proof_bound: bool
+    ) -> None:
+        url, source = _where(leak)
         text = leak_reason(reason, url, source)
         key.status = "revoked"
         key.revoked_at, key.revoked_by, key.revoked_reason = self._clock(), actor, text
@@ -463,6 +508,24 @@ class LeakService:
                 "tester_id": key.tester_id,
                 "url": url,
                 "source": source,
+                "proof_bound": proof_bound,
+            },
+        )
+
+    def _record_kept(self, key: ApiKey, actor: str, reason: str, leak: LeakedSecret) -> None:
+        url, source = _where(leak)
+        self._audit.append(
+            actor,
+            "key.leak_reported",
+            key.id,
+            f"{leak_reason(reason, url, source)}; kept: proof-bound, the string alone is refused",
+            details={
+                "cause": "leak",
+                "tester_id": key.tester_id,
+                "url": url,
+                "source": source,
+                "proof_bound": True,
+                "revoked": False,
             },
         )
 
@@ -471,6 +534,14 @@ class LeakService:
             self._digester.digest(secret) if self._format.is_well_formed(secret) else None
             for secret in secrets
         ]
+
+
+def _where(leak: LeakedSecret) -> tuple[str | None, str | None]:
+    """Where the leak was seen, as recorded. It is the reporter's free text: cleaned, never
+    refused (the key is acted on whatever it holds), and a key pasted there is masked."""
+    url = clean_text(leak.url, _MAX_URL_IN_REASON) or None if leak.url else None
+    source = clean_text(leak.source, _MAX_SOURCE_IN_REASON) or None if leak.source else None
+    return url, source
 
 
 def leak_reason(reason: str, url: str | None, source: str | None) -> str:

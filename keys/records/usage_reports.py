@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from keys.durations import UNITS, parse_duration
-from keys.errors import InvalidInput, NotFound
-from keys.models import ApiKey, Approval, Tester, UsageDaily, UsageEvent, Video
+from keys.errors import InvalidInput, NotFound, ProofInvalid, ProofReplayed, ProofRequired
+from keys.models import ApiKey, Approval, ProofKey, Tester, UsageDaily, UsageEvent, Video
 from keys.records.usage import COUNTS, OUTCOMES, REFUNDED, REFUSED
 
 MAX_PAGE = 1000
@@ -42,6 +42,10 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _COHORT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ROUTE = re.compile(r"[ -~]{1,64}")
 _STATUS = re.compile(r"[1-5](?:\d\d|xx)")
+
+# Refusals of a request that carried the key's right string but no valid proof of
+# possession: on a bound key, whoever sent it holds the string only (a leak).
+PROOF_REFUSALS = (ProofRequired.code, ProofInvalid.code, ProofReplayed.code)
 
 EVENT_COLUMNS = tuple(column.name for column in UsageEvent.__table__.columns)
 
@@ -189,6 +193,12 @@ class KeyReport:
     # Requests refused with this key after it was revoked: who still holds it.
     refused_after_revocation: int = 0
     refused_after_revocation_ips: list[dict[str, Any]] = field(default_factory=list)
+    proof_bound: bool = False
+    """A proof key is bound to the key now: its string alone is refused."""
+    # Requests with the key's string refused for their proof of possession, by code, and
+    # where they came from: on a bound key, senders that hold the string but not the key.
+    refused_proofs: dict[str, int] = field(default_factory=dict)
+    refused_proof_ips: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _utc_day(column: Any, dialect: str) -> Any:
@@ -443,6 +453,22 @@ class UsageReports:
                 select(Video).where(*videos_window).order_by(Video.created_seq).limit(REPORT_TOP)
             )
         ]
+        report.proof_bound = (
+            self._session.execute(
+                select(ProofKey.id).where(ProofKey.key_id == key_id, ProofKey.removed_at.is_(None))
+            ).first()
+            is not None
+        )
+        proofs = (*window, UsageEvent.error_code.in_(PROOF_REFUSALS))
+        counted = self._session.execute(
+            select(UsageEvent.error_code, func.count())
+            .where(*proofs)
+            .group_by(UsageEvent.error_code)
+        )
+        report.refused_proofs = dict.fromkeys(PROOF_REFUSALS, 0)
+        for code, count in counted:
+            report.refused_proofs[str(code)] = int(count)
+        _, report.refused_proof_ips = self._top(UsageEvent.client_ip, "client_ip", proofs)
         if key.revoked_at is not None:
             refused = (
                 UsageEvent.key_id == key_id,

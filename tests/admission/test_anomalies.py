@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from gateway.admission.alerts import QUEUE_SIZE, AlertSender
 from gateway.admission.anomalies import AnomalyWatch
 from gateway.app import create_app
+from gateway.client import new_proof_key
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.state import GatewayState, build_state
 from keys.access.keyformat import KeyFormat
@@ -369,6 +370,7 @@ def test_a_honeytoken_is_refused_like_an_unknown_key_suspended_and_alerted(
     (alert,) = webhook.wait_for(1)
     assert alert["rule"] == "honeytoken" and alert["key_id"] == honey["id"]
     assert alert["client_ip"] == "192.0.2.50" and alert["key_hint"] == honey["hint"]
+    assert alert["proof_bound"] is False
     assert_no_secret(alert, honey["secret"])
 
     # Still refused as unknown once suspended (a suspended code would give it away), and
@@ -388,6 +390,25 @@ def test_a_honeytoken_is_refused_like_an_unknown_key_suspended_and_alerted(
         "anomaly.detected",
         "anomaly.detected",
     ]
+
+
+def test_a_proof_bound_honeytoken_says_so_in_its_alert_and_audit_entry(
+    client: FlaskClient,
+    store: Store,
+    make_key: Callable[..., IssuedKey],
+    webhook: WebhookReceiver,
+    tmp_path: Path,
+) -> None:
+    honey = make_key(honeytoken=True)
+    with store.transaction() as tx:
+        tx.proof_keys.bind(honey.key.id, new_proof_key(tmp_path / "honey.pem"), "test:setup")
+    assert use(client, honey.secret, "192.0.2.60").status_code == 401
+    (alert,) = webhook.wait_for(1)
+    assert alert["rule"] == "honeytoken" and alert["proof_bound"] is True
+    assert "proof-bound: its string alone could not have been used" in alert["text"]
+    assert key_row(store, honey.key.id).status == "suspended"  # stopped all the same
+    (entry,) = [e for e in detector_entries(store) if e.action == "anomaly.detected"]
+    assert entry.details["proof_bound"] is True
 
 
 def test_cli_issues_honeytokens(cli: Cli, store: Store) -> None:

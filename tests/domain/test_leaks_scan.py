@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from gateway.client import new_proof_key
 from keys.access.keyformat import BASE62, DEFAULT_ADMIN_TOKEN_PREFIX, KeyFormat
 from keys.access.lifecycle import IssuedKey
 from keys.leaks.leaked_keys import (
@@ -295,6 +296,78 @@ def test_a_leak_report_also_revokes_successors_its_holder_rotated_to(
         assert tx.keys.get(admin_issued.key.id).status == "active"
 
 
+def bind_proof_key(store: Store, key: IssuedKey, directory: Path) -> None:
+    public = new_proof_key(directory / f"{key.key.id}.pem")
+    with store.transaction() as tx:
+        tx.proof_keys.bind(key.key.id, public, "test:setup")
+
+
+def leak_entries(store: Store, actor: str) -> dict[str, AuditEntry]:
+    with store.read() as tx:
+        entries = tx.session.scalars(select(AuditEntry).where(AuditEntry.actor == actor)).all()
+        return {entry.target: entry for entry in entries}
+
+
+@pytest.mark.both_databases
+def test_a_leak_report_says_whether_the_key_was_proof_bound(
+    store: Store, make_key: MakeKey, tmp_path: Path
+) -> None:
+    bound, bare = make_key(), make_key()
+    bind_proof_key(store, bound, tmp_path)
+    with store.transaction() as tx:
+        report = tx.leaks.report(
+            [LeakedSecret(bound.secret, source="paste"), LeakedSecret(bare.secret)], "test:scan"
+        )
+    # Bound or not, a found key is revoked by default.
+    assert [(o.status, o.proof_bound) for o in report.outcomes] == [
+        ("revoked", True),
+        ("revoked", False),
+    ]
+    entries = leak_entries(store, "test:scan")
+    assert entries[bound.key.id].action == entries[bare.key.id].action == "key.revoke"
+    assert entries[bound.key.id].details["proof_bound"] is True
+    assert entries[bare.key.id].details["proof_bound"] is False
+    with store.read() as tx:
+        known = tx.leaks.identify([bound.secret, bare.secret])
+    assert [k.proof_bound for k in known if k] == [True, False]
+
+
+@pytest.mark.both_databases
+def test_a_leaked_bound_key_is_kept_when_the_setting_says_so(
+    store: Store, make_key: MakeKey, tmp_path: Path
+) -> None:
+    bound, bare = make_key(), make_key()
+    bind_proof_key(store, bound, tmp_path)
+    leaks = [LeakedSecret(bound.secret, url="https://gist.example/9"), LeakedSecret(bare.secret)]
+    with store.transaction() as tx:
+        report = tx.leaks.report([*leaks, leaks[0]], "test:scan", revoke_bound=False)
+    assert [(o.status, o.proof_bound) for o in report.outcomes] == [
+        ("kept", True),
+        ("revoked", False),
+        ("kept", True),
+    ]
+    assert report.kept == [bound.key.id, bound.key.id] and report.revoked == [bare.key.id]
+    assert all(o.issued_here for o in report.outcomes)
+    with store.read() as tx:
+        assert tx.keys.get(bound.key.id).status == "active"
+        assert tx.keys.get(bare.key.id).status == "revoked"
+    entry = leak_entries(store, "test:scan")[bound.key.id]
+    assert entry.action == "key.leak_reported"
+    assert entry.details == {
+        "cause": "leak",
+        "tester_id": bound.key.tester_id,
+        "url": "https://gist.example/9",
+        "source": None,
+        "proof_bound": True,
+        "revoked": False,
+    }
+    with store.read() as tx:
+        recorded = tx.session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "key.leak_reported")
+        ).all()
+    assert [e.target for e in recorded] == [bound.key.id]  # once, though reported twice
+
+
 # -- the CLI ----------------------------------------------------------------------------
 
 SCAN = ("leaks", "scan")
@@ -342,6 +415,8 @@ def test_scan_reports_keys_with_their_owner_and_exits_1(cli: Cli, tree: dict[str
         "tester_name": "Ada Tester",
         "status": "active",
         "revoked_now": False,
+        "proof_bound": False,
+        "kept_now": False,
     }
     assert by_file["logs.json"]["status"] == "unknown" and by_file["logs.json"]["key_id"] is None
 
@@ -373,6 +448,33 @@ def test_revoke_shuts_off_the_live_keys_found(
         assert tx.keys.get(already.key.id).revoked_reason == "earlier"
     again = findings(cli(*SCAN, "--json", str(tree["root"]), code=1))
     assert {row["status"] for row in again} == {"revoked", "unknown"}
+
+
+@pytest.mark.both_databases
+def test_scan_says_which_keys_were_proof_bound_and_may_keep_them(
+    cli: Cli, tree: dict[str, Any], store: Store, tmp_path: Path
+) -> None:
+    live: IssuedKey = tree["live"]
+    bind_proof_key(store, live, tmp_path)
+    result = cli(*SCAN, str(tree["root"]), code=1)
+    assert result.stdout.splitlines()[0].split()[-1] == "PROOF_BOUND"
+    (line,) = [line for line in result.stdout.splitlines() if live.key.id in line]
+    assert line.split()[-2:] == ["active", "yes"]
+    assert "1 proof-bound: the leaked string alone could not have been used" in result.stderr
+
+    keep = {"DRAWBRIDGE_PROOF_REVOKE_LEAKED": "false"}
+    result = cli(*SCAN, "--revoke", "--json", str(tree["root"]), code=1, env=keep)
+    document = json.loads(result.stdout)
+    assert document["revoked"] == [] and document["kept_proof_bound"] == [live.key.id]
+    (row,) = [row for row in document["findings"] if row["key_id"] == live.key.id]
+    assert (row["status"], row["proof_bound"], row["kept_now"]) == ("active", True, True)
+    with store.read() as tx:
+        assert tx.keys.get(live.key.id).status == "active"
+
+    result = cli(*SCAN, "--revoke", str(tree["root"]), code=1)
+    assert "revoked (revoked now)" in result.stdout and "revoked now: 1" in result.stderr
+    with store.read() as tx:
+        assert tx.keys.get(live.key.id).status == "revoked"
 
 
 def test_stdin_and_exit_codes(cli: Cli, tree: dict[str, Any], tmp_path: Path) -> None:

@@ -183,3 +183,22 @@ def test_the_database_refuses_a_nonce_twice_and_takes_it_back_once_expired(store
     assert claims.claim("proof:k:n2", 60, now)
     later = (datetime.now(UTC) + timedelta(seconds=61)).timestamp()
     assert claims.claim("proof:k:n1", 60, later)
+
+
+def test_a_nonce_claim_leaves_the_hot_reads_commit_stamp_alone(store: Any) -> None:
+    """A claim on every signed request must not send every next request's key check back to
+    the database: proof_nonces is no table the hot read reads."""
+    from keys.access.proof_replays import DatabaseReplayClaims
+
+    stamp = store.database.commit_stamp
+    assert stamp is not None  # a SQLite file
+    claims = DatabaseReplayClaims(store.database)
+    now = datetime.now(UTC).timestamp()
+    claims.claim("proof:k:warm", 60, now)  # the first claim of a process also sweeps
+    before = stamp.current()
+    assert claims.claim("proof:k:n1", 60, now)
+    assert not claims.claim("proof:k:n1", 60, now)
+    assert stamp.current() == before
+    with store.transaction() as tx:  # any other write still renews it
+        tx.lockdown.state()
+    assert stamp.current() != before

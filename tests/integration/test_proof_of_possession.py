@@ -8,10 +8,16 @@ used on one is refused on the other.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
+import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +25,20 @@ import httpx2
 import openai
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
+from http_message_signatures.httpx2 import adapt_message
 
-from gateway.client import ProofSigner, http_client, load_proof_key, new_proof_key
+from gateway.client import (
+    ProofSigner,
+    http_client,
+    load_proof_key,
+    new_proof_key,
+    public_key_of,
+)
+from keys.access.proof_keys import parse_public_key
+from keys.access.proofs import REQUIRED_COMPONENTS
 from tests.conftest import REDIS_TEST_URL, service_unavailable
 from tests.integration.conftest import SIM_CONTENT_BYTES
 from tests.integration.fleet import gateway_fleet
@@ -30,7 +48,9 @@ from tests.integration.live import (
     LiveSimulator,
     TesterKey,
     error_of,
+    http_session,
     sdk_error_code,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -283,6 +303,301 @@ def test_rotation_keeps_the_binding(
     assert_refused(live_gateway.tester_get("/videos", rotated["secret"]), "proof_required")
     client = signed_client(live_gateway, rotated["secret"], key_file)
     assert client.videos.list().data == []
+
+
+PROOF_CODES = ("proof_required", "proof_invalid", "proof_replayed")
+
+
+def rejections(gateway: LiveGateway) -> dict[str, int]:
+    """``drawbridge_rejections_total`` by code, as any worker answers /metrics for all."""
+    with http_session() as session:
+        response = session.get(f"{gateway.base}/metrics", timeout=HTTP_TIMEOUT)
+    assert response.status_code == 200, response.text
+    found = re.findall(
+        r'^drawbridge_rejections_total\{code="([a-z_]+)"\} (\d+)$', response.text, re.M
+    )
+    return {code: int(value) for code, value in found}
+
+
+def test_proof_refusals_are_counted_in_metrics(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    before = rejections(live_gateway)
+    # Declared from the start, so an alert on their rate has a series before the first.
+    assert all(code in before for code in PROOF_CODES), before
+    assert_refused(live_gateway.tester_get("/videos", key.secret), "proof_required")
+    captured = capture(f"{live_gateway.api_url}/videos", key.secret, key_file)
+    assert_refused(send({**captured, "url": f"{live_gateway.api_url}/me"}), "proof_invalid")
+    assert send(captured).status_code == 200
+    assert_refused(send(captured), "proof_replayed")
+    # The other worker's counts reach the spool within a second (PUBLISH_SECONDS); a count
+    # of an earlier test not yet published when ``before`` was read only adds to these.
+    wait_for(
+        lambda: all(rejections(live_gateway).get(c, 0) > before[c] for c in PROOF_CODES),
+        timeout=10,
+        what="proof refusals counted in /metrics",
+    )
+
+
+def test_refused_proofs_are_in_the_keys_blast_radius_report(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    key, key_file = bound_key
+    for _ in range(2):
+        assert_refused(live_gateway.tester_get("/videos", key.secret), "proof_required")
+    captured = capture(f"{live_gateway.api_url}/videos", key.secret, key_file)
+    assert_refused(send({**captured, "url": f"{live_gateway.api_url}/me"}), "proof_invalid")
+    assert send(captured).status_code == 200
+    assert_refused(send(captured), "proof_replayed")
+    expected = {"proof_required": 2, "proof_invalid": 1, "proof_replayed": 1}
+
+    def report() -> dict[str, Any]:
+        return live_gateway.admin_ok("GET", f"/keys/{key.key_id}/report")
+
+    # Refusals are written in batches: wait for the batch, not for a time.
+    wait_for(lambda: report()["refused_proofs"] == expected, timeout=15, what="proof refusals")
+    view = report()
+    assert view["proof_bound"] is True
+    assert [(ip["client_ip"], ip["count"]) for ip in view["refused_proof_ips"]] == [
+        ("127.0.0.1", 4)
+    ]
+    text = live_gateway.cli("keys", "report", key.key_id)
+    assert (
+        "proof key bound: yes; refused proofs: proof_required 2, proof_invalid 1, proof_replayed 1"
+    ) in text
+    assert "refused proofs (the string without the proof key), by client IP:" in text
+    assert "127.0.0.1" in text
+
+
+# -- hostile proofs -----------------------------------------------------------------------
+
+
+class _AnyKey(HTTPSignatureKeyResolver):
+    def __init__(self, key: object) -> None:
+        self._key = key
+
+    def resolve_private_key(self, key_id: str) -> Any:
+        return self._key
+
+    def resolve_public_key(self, key_id: str) -> None:
+        raise NotImplementedError
+
+
+class _Ed25519ClaimingEcdsa(algorithms.ED25519):
+    algorithm_id = "ecdsa-p256-sha256"
+
+
+class _Unsigned(algorithms.HTTPSignatureAlgorithm):
+    """``alg: none``: a signature of zero bytes (the library makes no empty one)."""
+
+    algorithm_id = "none"
+
+    def __init__(self, public_key: object = None, private_key: object = None) -> None:
+        pass
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(64)
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        return None
+
+
+class _EmptyAlg(_Unsigned):
+    algorithm_id = ""
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """A request of a bound key with a proof made to fool the verifier."""
+
+    algorithm: type[algorithms.HTTPSignatureAlgorithm] | None = None
+    """None: the bound key's own (Ed25519)."""
+    secret_key: str = ""
+    """``public_pem``, ``public_raw``, ``p256`` or ``other_bound``: what signs instead of
+    the bound private key."""
+    created_offset: int = 0
+    nonce_chars: int = 32
+    signature_chars: int = 0
+    """Replace the Signature header's value with one this long."""
+    two_signatures: bool = False
+    keyid: str = ""
+    """``other_bound``: another key's thumbprint."""
+    sent_path: str = ""
+    """Send to this path instead of the signed /v1/videos."""
+    expected: tuple[int, str] = (401, "proof_invalid")
+
+
+HOSTILE = {
+    "ed25519 signature claiming ecdsa-p256-sha256": Hostile(_Ed25519ClaimingEcdsa),
+    "ecdsa-p256 by another key under the bound keyid": Hostile(
+        algorithms.ECDSA_P256_SHA256, secret_key="p256"
+    ),
+    "hmac-sha256 keyed with the public key PEM": Hostile(
+        algorithms.HMAC_SHA256, secret_key="public_pem"
+    ),
+    "hmac-sha256 keyed with the raw public key": Hostile(
+        algorithms.HMAC_SHA256, secret_key="public_raw"
+    ),
+    "alg none, zero signature": Hostile(_Unsigned),
+    "alg empty, zero signature": Hostile(_EmptyAlg),
+    "signature over our 2 KiB limit": Hostile(signature_chars=4_000),
+    # gunicorn refuses a header field over limit_request_field_size (8190) itself, in the
+    # error shape (gateway/process/worker.py), before the application sees the request.
+    "signature over gunicorn's field limit": Hostile(
+        signature_chars=9_000, expected=(431, "headers_too_large")
+    ),
+    "signature-input with a 3000-char nonce": Hostile(nonce_chars=3_000),
+    "a 10 000-char nonce": Hostile(nonce_chars=10_000, expected=(431, "headers_too_large")),
+    "a 129-char nonce": Hostile(nonce_chars=129),
+    "two signatures": Hostile(two_signatures=True),
+    "created beyond the skew": Hostile(created_offset=60),
+    "created before the window": Hostile(created_offset=-120),
+    "keyid and signature of another bound key": Hostile(
+        secret_key="other_bound", keyid="other_bound"
+    ),
+    # Refused by the path rules before the key is looked at.
+    "sent to /v1/./videos": Hostile(sent_path="/v1/./videos", expected=(400, "invalid_path")),
+    "sent to /v1//videos": Hostile(sent_path="/v1//videos", expected=(400, "invalid_path")),
+    "sent to /v1/videos/%2e%2e/videos": Hostile(
+        sent_path="/v1/videos/%2e%2e/videos", expected=(400, "invalid_path")
+    ),
+    "sent to /v1/%76ideos": Hostile(sent_path="/v1/%76ideos"),
+    "sent to /v1/videos/": Hostile(sent_path="/v1/videos/"),
+    "sent to /v1/videos?limit=1": Hostile(sent_path="/v1/videos?limit=1"),
+}
+
+
+def hostile_request(
+    gateway: LiveGateway,
+    key: TesterKey,
+    key_file: Path,
+    case: Hostile,
+    other: tuple[TesterKey, Path] | None = None,
+) -> dict[str, Any]:
+    """A ``POST /v1/videos`` with the bound key's string and the case's proof."""
+    bound = load_proof_key(key_file)
+    public_pem = public_key_of(bound).encode()
+    keyid = ProofSigner(bound).key_id
+    signing_key: object = bound
+    if case.secret_key == "public_pem":
+        signing_key = public_pem
+    elif case.secret_key == "public_raw":
+        signing_key = bound.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+    elif case.secret_key == "p256":
+        signing_key = ec.generate_private_key(ec.SECP256R1())
+    elif case.secret_key == "other_bound":
+        assert other is not None
+        signing_key = load_proof_key(other[1])
+    if case.keyid == "other_bound":
+        assert other is not None
+        keyid = parse_public_key(public_key_of(load_proof_key(other[1]))).thumbprint
+    algorithm = case.algorithm or algorithms.ED25519
+    body = json.dumps({"prompt": "a hostile kite", "seconds": "4"}).encode()
+    url = f"{gateway.api_url}/videos"
+    request = httpx2.Request(
+        "POST",
+        url,
+        headers={"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json"},
+        content=body,
+    )
+    signer = HTTPMessageSigner(signature_algorithm=algorithm, key_resolver=_AnyKey(signing_key))
+    nonce = (secrets.token_urlsafe(case.nonce_chars) * 2)[: case.nonce_chars]
+    created = datetime.now(UTC) + timedelta(seconds=case.created_offset)
+    signer.sign(
+        adapt_message(request),
+        key_id=keyid,
+        created=created,
+        nonce=nonce,
+        covered_component_ids=REQUIRED_COMPONENTS,
+        body=body,
+    )
+    if case.two_signatures:
+        honest = HTTPMessageSigner(
+            signature_algorithm=algorithms.ED25519, key_resolver=_AnyKey(bound)
+        )
+        honest.sign(
+            adapt_message(request),
+            key_id=keyid,
+            created=created,
+            nonce=secrets.token_urlsafe(24),
+            label="second",
+            covered_component_ids=(*REQUIRED_COMPONENTS, "content-digest"),
+            append_if_signature_exists=True,
+            use_existing_digest=True,
+        )
+    headers = dict(request.headers)
+    if case.signature_chars:
+        filler = base64.b64encode(secrets.token_bytes(case.signature_chars))[: case.signature_chars]
+        label = headers["signature"].split("=", 1)[0]
+        headers["signature"] = (
+            f"{label}=:{filler.decode()[: case.signature_chars - len(label) - 3]}:"
+        )
+    return {
+        "method": "POST",
+        "path": case.sent_path or "/v1/videos",
+        "headers": headers,
+        "body": body,
+    }
+
+
+def send_raw(gateway: LiveGateway, prepared: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    """Send exactly these bytes: ``requests`` would normalise the path (dot segments,
+    percent-encoded letters) before it reaches the wire."""
+    connection = http.client.HTTPConnection(
+        gateway.base.removeprefix("http://"), timeout=HTTP_TIMEOUT
+    )
+    try:
+        connection.putrequest(
+            prepared["method"], prepared["path"], skip_host=True, skip_accept_encoding=True
+        )
+        for name, value in prepared["headers"].items():
+            if name.lower() != "host":
+                connection.putheader(name, value)
+        connection.putheader("Host", gateway.base.removeprefix("http://"))
+        connection.endheaders(prepared["body"])
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), response.headers
+    finally:
+        connection.close()
+
+
+def test_the_hostile_proof_builder_signs_an_honest_request_that_is_admitted(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path]
+) -> None:
+    """Without a twist the builder's request goes through: the refusals below are the
+    twists', not the builder's."""
+    key, key_file = bound_key
+    status, body, _ = send_raw(
+        live_gateway, hostile_request(live_gateway, key, key_file, Hostile())
+    )
+    assert status == 200 and body["object"] == "video", body
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_proofs_are_refused_in_the_error_shape_and_charge_nothing(
+    live_gateway: LiveGateway, bound_key: tuple[TesterKey, Path], tmp_path: Path, name: str
+) -> None:
+    key, key_file = bound_key
+    case = HOSTILE[name]
+    other = None
+    if "other_bound" in (case.secret_key, case.keyid):
+        other_key = live_gateway.new_tester_key()
+        bind(live_gateway, other_key, tmp_path / "other-proof-key.pem")
+        other = (other_key, tmp_path / "other-proof-key.pem")
+    status, body, headers = send_raw(
+        live_gateway, hostile_request(live_gateway, key, key_file, case, other)
+    )
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert (status, body["error"]["code"]) == case.expected, body
+    if status == 401:
+        assert headers["x-should-retry"] == "false"
+    # Never admitted: the tester's own signed client sees no video, the key spent nothing.
+    assert signed_client(live_gateway, key.secret, key_file).videos.list().data == []
+    report = live_gateway.admin_ok("GET", f"/keys/{key.key_id}/report")
+    assert (report["generations"], report["videos_created"]) == (0, 0)
 
 
 # -- two instances, one PostgreSQL database, one Redis -------------------------------------

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
+from gateway.client import new_proof_key
 from gateway.integrations.github_signatures import (
     MAX_KEYS_AGE,
     GitHubSigningKeys,
@@ -253,6 +255,41 @@ def test_label_feedback_when_enabled(
         )
     ]
     assert key_row(store, live.key.id).status == "revoked"
+
+
+@pytest.mark.both_databases
+def test_a_reported_bound_key_is_revoked_or_kept_and_the_record_says_it_was_bound(
+    client: Any,
+    state: GatewayState,
+    store: Store,
+    make_key: MakeKey,
+    github_key: ec.EllipticCurvePrivateKey,
+    github_meta: responses.RequestsMock,
+    tmp_path: Path,
+) -> None:
+    state.settings = dataclasses.replace(state.settings, secret_scanning_feedback=True)
+    revoked, kept = make_key(), make_key()
+    for key in (revoked, kept):
+        with store.transaction() as tx:
+            tx.proof_keys.bind(key.key.id, new_proof_key(tmp_path / key.key.id), "test:setup")
+
+    response = post_signed(client, encode([record(revoked.secret)]), github_key)
+    assert response.get_json()[0]["label"] == "true_positive"
+    assert key_row(store, revoked.key.id).status == "revoked"
+    with store.read() as tx:
+        entry = tx.audit.entries()[-1]
+    assert (entry.action, entry.target) == ("key.revoke", revoked.key.id)
+    assert entry.details["proof_bound"] is True
+
+    state.settings = dataclasses.replace(state.settings, proof_revoke_leaked=False)
+    response = post_signed(client, encode([record(kept.secret)]), github_key)
+    assert response.get_json()[0]["label"] == "true_positive"
+    assert key_row(store, kept.key.id).status == "active"
+    with store.read() as tx:
+        entry = tx.audit.entries()[-1]
+    assert (entry.action, entry.target) == ("key.leak_reported", kept.key.id)
+    assert entry.details["proof_bound"] is True and entry.details["revoked"] is False
+    assert entry.details["url"] == LEAK_URL
 
 
 def test_an_empty_report_is_fine(

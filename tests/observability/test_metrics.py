@@ -213,6 +213,16 @@ def test_a_torn_spool_file_is_skipped(tmp_path: Path) -> None:
     assert values['drawbridge_http_requests_total{route="/v1/me",method="GET",status="200"}'] == 1
 
 
+def test_proof_refusals_are_declared_at_zero_and_then_counted() -> None:
+    registry = MetricsRegistry()
+    codes = ("proof_required", "proof_invalid", "proof_replayed")
+    values = samples(registry.render())
+    assert [values[f'drawbridge_rejections_total{{code="{code}"}}'] for code in codes] == [0, 0, 0]
+    registry.count_response("/v1/videos", "GET", 401, 0.01, "proof_replayed")
+    values = samples(registry.render())
+    assert [values[f'drawbridge_rejections_total{{code="{code}"}}'] for code in codes] == [0, 0, 1]
+
+
 def test_label_values_are_escaped() -> None:
     registry = MetricsRegistry()
     registry.count_response('/odd"route\\\n', "GET", 200, 0.01, None)

@@ -224,6 +224,11 @@ def _render_key_report(view: dict[str, Any]) -> str:
             f"revoked at {view['revoked_at']}; refused attempts since: "
             f"{view['refused_after_revocation']}"
         )
+    proofs = view["refused_proofs"]
+    lines.append(
+        f"proof key bound: {'yes' if view['proof_bound'] else 'no'}; refused proofs: "
+        + ", ".join(f"{code} {count}" for code, count in proofs.items())
+    )
     sections = [
         ("requests by route", view["by_route"], ["route", "method", "status", "count"]),
         (
@@ -238,6 +243,14 @@ def _render_key_report(view: dict[str, Any]) -> str:
         ),
         ("videos", view["videos"], ["id", "created_at", "status", "video_seconds", "deleted_at"]),
     ]
+    if any(proofs.values()):
+        sections.append(
+            (
+                "refused proofs (the string without the proof key), by client IP",
+                view["refused_proof_ips"],
+                ["client_ip", "count", "first_seen", "last_seen"],
+            )
+        )
     if view["revoked_at"]:
         sections.append(
             (

@@ -69,6 +69,8 @@ class _Scan:
 class _Lookup:
     known: dict[str, KnownKey | None] = field(default_factory=dict)
     revoked_now: set[str] = field(default_factory=set)
+    kept_now: set[str] = field(default_factory=set)
+    """Live proof-bound keys left in force (setting proof_revoke_leaked = false)."""
     checked: bool = False
     note: str | None = None
     failed: bool = False
@@ -242,12 +244,11 @@ def _look_up(
                 report = tx.leaks.report(
                     [LeakedSecret(secret, source=sources[secret]) for secret in live],
                     cli_actor(),
+                    revoke_bound=settings.proof_revoke_leaked,
                 )
-                lookup.revoked_now = {
-                    secret
-                    for secret, outcome in zip(live, report.outcomes, strict=True)
-                    if outcome.status == "revoked"
-                }
+                outcomes = list(zip(live, report.outcomes, strict=True))
+                lookup.revoked_now = {s for s, o in outcomes if o.status == "revoked"}
+                lookup.kept_now = {s for s, o in outcomes if o.status == "kept"}
     except (SQLAlchemyError, DomainError, SettingsError, VaultError) as exc:
         return _Lookup(note=f"database lookup failed: {_brief(exc)}", failed=True)
     return lookup
@@ -264,7 +265,7 @@ def _brief(exc: Exception) -> str:
 
 # -- output ----------------------------------------------------------------------------
 
-_TEXT_COLUMNS = ["location", "key", "key_id", "tester", "status"]
+_TEXT_COLUMNS = ["location", "key", "key_id", "tester", "status", "proof_bound"]
 
 
 def _row(finding: Finding, key_format: KeyFormat, lookup: _Lookup) -> dict[str, Any]:
@@ -289,13 +290,19 @@ def _row(finding: Finding, key_format: KeyFormat, lookup: _Lookup) -> dict[str, 
         "tester_name": known.tester_name if known else None,
         "status": status,
         "revoked_now": finding.secret in lookup.revoked_now,
+        # A proof key was bound: the leaked string alone could not have been used.
+        "proof_bound": known.proof_bound if known else None,
+        "kept_now": finding.secret in lookup.kept_now,
     }
 
 
 def _text_row(row: dict[str, Any]) -> dict[str, Any]:
     tester = row["tester_id"] and f"{row['tester_id']} ({row['tester_name']})"
     status = row["status"] + (" (revoked now)" if row["revoked_now"] else "")
-    return {**row, "tester": tester or "-", "status": status}
+    if row["kept_now"]:
+        status += " (kept: proof-bound)"
+    bound = {True: "yes", False: "no", None: "-"}[row["proof_bound"]]
+    return {**row, "tester": tester or "-", "status": status, "proof_bound": bound}
 
 
 def _document(rows: list[dict[str, Any]], scan: _Scan, lookup: _Lookup) -> dict[str, Any]:
@@ -310,6 +317,7 @@ def _document(rows: list[dict[str, Any]], scan: _Scan, lookup: _Lookup) -> dict[
         "looked_up": lookup.checked,
         "note": lookup.note,
         "revoked": sorted({row["key_id"] for row in rows if row["revoked_now"]}),
+        "kept_proof_bound": sorted({row["key_id"] for row in rows if row["kept_now"]}),
         "errors": scan.errors,
     }
 
@@ -329,8 +337,13 @@ def _summary(scan: _Scan, lookup: _Lookup) -> str:
             1 for s, k in ours.items() if k.status != "revoked" and s not in lookup.revoked_now
         )
         lines.append(f"{len(ours)} issued by this gateway, {live} still live")
+        bound = sum(1 for k in ours.values() if k.proof_bound)
+        if bound:
+            lines.append(f"{bound} proof-bound: the leaked string alone could not have been used")
         if lookup.revoked_now:
             lines.append(f"revoked now: {len(lookup.revoked_now)}")
+        if lookup.kept_now:
+            lines.append(f"kept (proof-bound, proof_revoke_leaked = false): {len(lookup.kept_now)}")
     if lookup.note:
         lines.append(lookup.note)
     return "\n".join(lines)
