@@ -266,6 +266,10 @@ class Database:
         its rows. Committed on success, rolled back on error."""
         with self._writer_engine.begin() as connection:
             yield connection
+            if connection.info.get(_HOT_WRITE):
+                # Tracked on PostgreSQL: a hot table written here would be reused stale
+                # elsewhere. Rolled back (the block raises) rather than committed unannounced.
+                raise RuntimeError("cold_write changed a table the hot read reads")
 
     def _wait_out_reuse(self) -> None:
         """After a commit that can take access away: return only when no process, on any

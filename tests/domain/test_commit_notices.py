@@ -336,3 +336,22 @@ def test_a_listener_that_stops_answering_is_not_trusted(
     store.check_key(key.secret)
     store.check_key(key.secret)
     assert len(fetched) == 3
+
+
+def test_a_cold_write_to_a_hot_table_is_refused_and_rolled_back(
+    store: Store, make_key: Callable[..., IssuedKey]
+) -> None:
+    """``Database.cold_write`` sends no notice: it is for tables the hot read never reads
+    (a proof's nonce). One that changes a hot table is rolled back, not committed unheard."""
+    key = make_key()
+    with store.database.cold_write() as connection:
+        connection.execute(text("SELECT 1"))
+    with pytest.raises(RuntimeError, match="hot read"), store.database.cold_write() as connection:
+        connection.execute(
+            keys.db.Base.metadata.tables["api_keys"]
+            .update()
+            .where(keys.db.Base.metadata.tables["api_keys"].c.id == key.key.id)
+            .values(status="revoked")
+        )
+    with store.read() as tx:
+        assert tx.keys.get(key.key.id).status == "active"
