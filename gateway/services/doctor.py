@@ -385,6 +385,8 @@ def check_metrics(
         url = settings.public_url.rstrip("/") + "/metrics"
         session = session or requests.Session()
         session.trust_env = False
+        # public_url's certificate may come from an organisation's CA (docs/deploy.md).
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
         try:
             response = session.get(url, timeout=PROBE_TIMEOUT_SECONDS, allow_redirects=False)
         except requests.RequestException as exc:

@@ -372,6 +372,10 @@ def test_drawbridge_examples_shows_and_copies_the_shipped_files(cli: Cli, tmp_pa
     assert "drawbridge.toml" in cli("examples").output
     cli("examples", "--copy-to", str(tmp_path))
     assert (tmp_path / "policies.toml").read_text() == (ROOT / "config/policies.toml").read_text()
+    # Every file of config/ is shipped and copied: settings, policies, gunicorn, nginx, units.
+    shipped = {path.name for path in (ROOT / "config").iterdir()}
+    assert shipped <= {path.name for path in tmp_path.iterdir()}
+    assert {"drawbridge.service", "drawbridge-nginx.service"} <= shipped
 
 
 def test_help_does_not_import_the_app() -> None:
