@@ -35,7 +35,7 @@ def examples_dir() -> Path:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def examples(copy_to: str | None, as_json: bool) -> None:
-    """Where the example settings, cohort policies, gunicorn, nginx and systemd files are."""
+    """Example settings, cohort policies, gunicorn and nginx configs, systemd units."""
     folder = examples_dir()
     if copy_to is None:
         files = [
