@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import sqlite3
 import subprocess
 import sys
@@ -102,6 +103,13 @@ def test_db_upgrade_says_what_it_did(cli: Cli, tmp_path: Path) -> None:
     older = sqlite_at(tmp_path / "older.db", "0003")
     migrated = cli("db", "upgrade", env=database_at(older))
     assert migrated.output.strip() == f"migrated {older} from 0003 to {HEAD}"
+
+
+def test_the_operations_guide_names_the_current_head() -> None:
+    """docs/operations.md quotes these messages: with the head revision of today's code."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    quoted = set(re.findall(r"head is (\d{4})|from empty to (\d{4})|already at (\d{4})", text))
+    assert quoted and {revision for match in quoted for revision in match if revision} == {HEAD}
     cli("testers", "list", env=database_at(older))
 
 
