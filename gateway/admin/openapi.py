@@ -232,7 +232,6 @@ _AUDIT_PAGE = (
     ),
     _query("limit", "Page size", type="integer", minimum=1, maximum=MAX_PAGE, default=100),
 )
-_DAY = {"type": "string", "format": "date"}
 
 _WRITE_ERRORS = (404, 409)
 _OPERATIONS: tuple[Operation, ...] = (
@@ -500,7 +499,7 @@ _OPERATIONS: tuple[Operation, ...] = (
             "properties": {
                 "reason": _REVOCATION_REASON_TEXT,
                 "cohort": {"type": "string", "pattern": COHORT_PATTERN},
-                "issued_before": _TIME,
+                "issued_before": {**_WINDOW_TIME, "description": SPAN_OR_TIME},
             },
             "anyOf": [{"required": ["cohort"]}, {"required": ["issued_before"]}],
         },
@@ -707,8 +706,16 @@ _OPERATIONS: tuple[Operation, ...] = (
         RECORD_READERS,
         _ref("DailyUsage"),
         query=(
-            _query("since", "First UTC day (default: 29 days before until)", **_DAY),
-            _query("until", "Last UTC day, inclusive (default: today); at most 366 days", **_DAY),
+            _query(
+                "since",
+                f"First UTC day (default: 29 days before until), the day of: {SPAN_OR_TIME}",
+                **_WINDOW_TIME,
+            ),
+            _query(
+                "until",
+                "Last UTC day, inclusive (default: today); at most 366 days; same forms",
+                **_WINDOW_TIME,
+            ),
             _query("tester_id", "Only this tester", pattern="^[A-Za-z0-9_-]{1,32}$"),
             _query("cohort", "Only this cohort", pattern=COHORT_PATTERN),
         ),
