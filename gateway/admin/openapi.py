@@ -201,6 +201,19 @@ _WINDOW_TIME = {
     "pattern": r"^([0-9]{1,6}[mhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)$",
 }
+# The same in a request body, where every value the schema allows must be accepted: real
+# dates and times, and spans short enough to be in range (at most 3650 days).
+_PAST_TIME = {
+    "anyOf": [
+        _TIME,
+        {"type": "string", "format": "date"},
+        {
+            "type": "string",
+            "pattern": r"^([0-9]{1,6}s|[0-9]{1,5}m|[0-9]{1,4}h|[0-9]{1,3}d|[0-9]{1,2}w)$",
+        },
+    ],
+    "description": SPAN_OR_TIME,
+}
 _USAGE_FILTERS = (
     _query("tester_id", "Only this tester's events", pattern="^[A-Za-z0-9_-]{1,32}$"),
     _query(
@@ -499,7 +512,7 @@ _OPERATIONS: tuple[Operation, ...] = (
             "properties": {
                 "reason": _REVOCATION_REASON_TEXT,
                 "cohort": {"type": "string", "pattern": COHORT_PATTERN},
-                "issued_before": {**_WINDOW_TIME, "description": SPAN_OR_TIME},
+                "issued_before": _PAST_TIME,
             },
             "anyOf": [{"required": ["cohort"]}, {"required": ["issued_before"]}],
         },
