@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint unit integration bench clean system-packages
+.PHONY: demo test lint unit integration units bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ unit: $(VENV)/.installed
 
 integration: $(VENV)/.installed system-packages
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# systemd-analyze verify on the shipped units, about a second (also part of `make test`).
+units: $(VENV)/.installed
+	$(BIN)/pytest -q tests/integration/test_deploy_guide.py -k systemd_units
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.proxy

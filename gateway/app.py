@@ -8,7 +8,8 @@ import time
 from collections.abc import Iterable
 from typing import cast
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import ClosingIterator
 
@@ -18,6 +19,7 @@ from gateway.admin import approvals as approvals_api
 from gateway.admin import provenance as provenance_api
 from gateway.admin import usage as usage_api
 from gateway.admission.limits import add_headers as add_rate_limit_headers
+from gateway.http.auth import admit_current_tester
 from gateway.http.current import (
     EXTENSION,
     current_context,
@@ -63,6 +65,10 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     configure_logging(settings.log_level, state)
 
     app = Flask("drawbridge")
+    # No route answers OPTIONS by itself (Flask's default: 200, no key looked at). The tester
+    # plane serves SDKs, not browsers, so it has no CORS preflight to answer: OPTIONS is a
+    # method its routes lack, a 405 after admission (_admit_refused_method).
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # Paths are matched exactly; '//' and friends are refused, never redirected.
@@ -110,6 +116,7 @@ def _before_request() -> None:
     _start_request()
     bound_request_body()
     refuse_unsafe_query()
+    _admit_refused_method()
 
 
 def _after_request(response: Response) -> Response:
@@ -130,6 +137,25 @@ def _start_request() -> None:
     sweep = current_state().sweep
     if sweep is not None:
         sweep.ensure_running()
+
+
+def _admit_refused_method() -> None:
+    # A method a tester route lacks (OPTIONS, PUT, ...) is still a tester request: the key
+    # is checked and counted, and the usage event names the key and the route. werkzeug has
+    # refused the method already (routing_exception, raised right after these hooks: a 405
+    # with Allow); the rule the path names under an allowed method gives the route and plane.
+    incoming = current_request()
+    refused = incoming.routing_exception
+    if not isinstance(refused, MethodNotAllowed) or not refused.valid_methods:
+        return
+    adapter = current_app.url_map.bind_to_environ(incoming.environ)
+    try:
+        rule, _ = adapter.match(method=next(iter(refused.valid_methods)), return_rule=True)
+    except HTTPException:
+        return
+    if rule.endpoint.partition(".")[0] in _TESTER_BLUEPRINTS:
+        incoming.url_rule = rule  # the usage event's route; request.blueprint follows it
+        admit_current_tester()
 
 
 def _finish_request(response: Response) -> None:

@@ -13,9 +13,10 @@ At the top is the foundation they share: ``store``, ``db``, ``models``, ``migrat
 ``migrations``), ``errors``, ``durations`` and ``process``.
 
 ``__all__`` is the public surface: what the gateway, the CLI and the benchmarks may import
-(tests/test_public_surface.py checks, and each sub-package has its own). The others are the
-domain's own machinery, reached through the store: ``commit_notices`` and ``commit_stamp``
-(when the hot read must look again), ``ids``, ``pages`` and ``text``.
+(tests/test_public_surface.py checks, and each sub-package has its own); ``text`` is there for
+``mask_secrets``, which the edge applies to every error message. The others are the domain's
+own machinery, reached through the store: ``commit_notices`` and ``commit_stamp`` (when the
+hot read must look again), ``ids`` and ``pages``.
 """
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "provenance",
     "records",
     "store",
+    "text",
 ]

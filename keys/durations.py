@@ -4,13 +4,15 @@ A duration is a whole number with an optional unit: ``90`` or ``90s`` (seconds),
 ``12h``, ``30d``, ``2w``; JSON may also give a plain integer of seconds. It is never negative
 and at most ``MAX_DURATION`` (ten years); a field may allow less (a rotation grace, 30 days).
 A time is ISO 8601 with a zone (``2026-12-31T00:00:00Z``), between the years 1 and 9999 in
-UTC. Anything else is an ``InvalidInput`` naming the parameter: never an overflow deep inside.
+UTC; where a time in the past is asked (a report's start, keys issued before), also a UTC
+date (``2026-11-27``) or a span ago in the duration grammar (``24h``, ``7d``): ``parse_time``.
+Anything else is an ``InvalidInput`` naming the parameter: never an overflow deep inside.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from keys.errors import InvalidInput
 
@@ -79,4 +81,27 @@ def parse_timestamp(value: str, param: str) -> datetime:
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
         raise InvalidInput(
             f"{param} must be between the years 1 and 9999 in UTC", param=param
+        ) from None
+
+
+def parse_time(text: str, param: str, now: datetime) -> datetime:
+    """An ISO 8601 time with a zone, a UTC date (``2026-11-27``), or a span ago (``90m``,
+    ``24h``, ``7d``, ``2w``). Raises InvalidInput."""
+    text = text.strip()
+    if text[:1].isdigit() and text[-1:].lower() in UNITS.keys() - {""}:
+        # A span ago, in the one duration grammar (keys/durations.py); a unit is required
+        # so that a bare number is never taken for a time.
+        return now - parse_duration(text, param, require_unit=True)
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if value.tzinfo is None:
+            raise InvalidInput(f"{param} must include a time zone, e.g. Z", param=param)
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: before year 1 or after 9999 in UTC
+        raise InvalidInput(
+            f"{param} must be an ISO 8601 time with a zone (2026-11-27T09:00:00Z), "
+            "a date (2026-11-27) or a span ago (24h, 7d)",
+            param=param,
         ) from None

@@ -86,6 +86,20 @@ def head_revision(engine: Engine | None = None) -> str | None:
     return _head()
 
 
+def is_ahead(revision: str | None) -> bool:
+    """Whether ``revision`` is one this code does not know: a newer release migrated the
+    database (migrations only add, so this code still works on it until it is replaced)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision is None:
+        return False
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is None
+    except CommandError:
+        return True
+
+
 def display_url(url: str) -> str:
     """``url`` with its password masked, for messages."""
     return make_url(normalise_url(url)).render_as_string(hide_password=True)

@@ -131,6 +131,15 @@ class PrivatePostgres:
         """Stop the server; ``immediate`` is as abrupt as a crash (no checkpoint)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def client(self, tool: str, *args: str) -> None:
+        """Run a client program (``createuser``, ``createdb``, ...) as the superuser."""
+        self._run(tool, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", *args)
+
+    @property
+    def socket_dir(self) -> Path:
+        """Where the server's Unix socket is (``-k``)."""
+        return self.root
+
     def create_database(self, name: str) -> str:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return self.url(name)

@@ -56,7 +56,7 @@ from gateway.services.doctor import (
 from keys.access.lifecycle import MAX_ROTATION_GRACE
 from keys.access.roles import ADMIN, ANY_ROLE, RECORD_READERS
 from keys.access.testers import COHORT_NAME
-from keys.durations import parse_duration, parse_timestamp
+from keys.durations import parse_duration, parse_time, parse_timestamp
 from keys.errors import InvalidInput
 from keys.limits.policies import PolicyError, policy_from_mapping
 
@@ -430,7 +430,7 @@ def revoke_keys_in_bulk() -> Response:
             revocation_reason(payload),
             cohort=text(payload, "cohort", max_length=64, pattern=COHORT_PATTERN),
             issued_before=(
-                parse_timestamp(issued_before, "issued_before") if issued_before else None
+                parse_time(issued_before, "issued_before", tx.clock()) if issued_before else None
             ),
         )
     return jsonify({"revoked": revoked})

@@ -201,6 +201,19 @@ _WINDOW_TIME = {
     "pattern": r"^([0-9]{1,6}[mhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)$",
 }
+# The same in a request body, where every value the schema allows must be accepted: real
+# dates and times, and spans short enough to be in range (at most 3650 days).
+_PAST_TIME = {
+    "anyOf": [
+        _TIME,
+        {"type": "string", "format": "date"},
+        {
+            "type": "string",
+            "pattern": r"^([0-9]{1,6}s|[0-9]{1,5}m|[0-9]{1,4}h|[0-9]{1,3}d|[0-9]{1,2}w)$",
+        },
+    ],
+    "description": SPAN_OR_TIME,
+}
 _USAGE_FILTERS = (
     _query("tester_id", "Only this tester's events", pattern="^[A-Za-z0-9_-]{1,32}$"),
     _query(
@@ -232,7 +245,6 @@ _AUDIT_PAGE = (
     ),
     _query("limit", "Page size", type="integer", minimum=1, maximum=MAX_PAGE, default=100),
 )
-_DAY = {"type": "string", "format": "date"}
 
 _WRITE_ERRORS = (404, 409)
 _OPERATIONS: tuple[Operation, ...] = (
@@ -500,7 +512,7 @@ _OPERATIONS: tuple[Operation, ...] = (
             "properties": {
                 "reason": _REVOCATION_REASON_TEXT,
                 "cohort": {"type": "string", "pattern": COHORT_PATTERN},
-                "issued_before": _TIME,
+                "issued_before": _PAST_TIME,
             },
             "anyOf": [{"required": ["cohort"]}, {"required": ["issued_before"]}],
         },
@@ -707,8 +719,16 @@ _OPERATIONS: tuple[Operation, ...] = (
         RECORD_READERS,
         _ref("DailyUsage"),
         query=(
-            _query("since", "First UTC day (default: 29 days before until)", **_DAY),
-            _query("until", "Last UTC day, inclusive (default: today); at most 366 days", **_DAY),
+            _query(
+                "since",
+                f"First UTC day (default: 29 days before until), the day of: {SPAN_OR_TIME}",
+                **_WINDOW_TIME,
+            ),
+            _query(
+                "until",
+                "Last UTC day, inclusive (default: today); at most 366 days; same forms",
+                **_WINDOW_TIME,
+            ),
             _query("tester_id", "Only this tester", pattern="^[A-Za-z0-9_-]{1,32}$"),
             _query("cohort", "Only this cohort", pattern=COHORT_PATTERN),
         ),

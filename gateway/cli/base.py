@@ -53,7 +53,7 @@ COMMAND_SUMMARIES = {
     "approvals": "Held requests and their decisions.",
     "audit": "The audit trail.",
     "db": "Database schema.",
-    "examples": "Where the example settings, cohort policies and gunicorn config are.",
+    "examples": "Example settings, cohort policies, gunicorn and nginx configs, systemd units.",
     "doctor": "Check a deployment and say how to fix what is wrong.",
     "demo": "Run the whole product on one machine: SQLite, the simulator, one gateway.",
     "keys": "Tester API keys.",

@@ -22,11 +22,13 @@ import click
 import requests
 
 from gateway.cli import cli_actor
+from gateway.cli.commands.examples import examples_dir
 from gateway.settings import load_settings, root_secret_of
 from gateway.state import build_store
 from keys.access.roles import ADMIN
 from keys.access.vault import Vault, new_root_secret
 from keys.errors import Conflict
+from keys.limits.policies import load_policy_file
 from keys.migrate import upgrade
 
 DEMO_TESTER_EMAIL = "demo-tester@example.com"
@@ -112,6 +114,8 @@ def banner(
         f"  admin token   {token}",
         f"  tester key    {secret}   ({key_id}, tester {tester_id})",
         "",
+        "Cohorts default, artists and red-team come from config/policies.toml "
+        "(`drawbridge policies show`).",
         "Both secrets are shown once. Try:",
         f"  curl -s {url}/v1/me -H 'Authorization: Bearer {secret}'",
     ]
@@ -170,7 +174,12 @@ def run_demo(directory: str, port: int, simulator_port: int, job_seconds: float)
     store = build_store(settings, Vault(root_secret_of(settings)))
     upgrade(store.database.engine)
     actor = cli_actor()
+    # The example cohorts of config/policies.toml (default, artists, red-team), so the
+    # console and the admin API show more than the built-in default.
+    example_policies = load_policy_file(examples_dir() / "policies.toml")
     with store.transaction() as tx:
+        for cohort, policy in example_policies.cohorts.items():
+            tx.policies.set_policy(cohort, policy, actor)
         token = tx.tokens.create("demo admin", ADMIN, actor)
         try:
             tester = tx.testers.add("Demo Tester", DEMO_TESTER_EMAIL, actor)

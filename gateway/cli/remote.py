@@ -8,6 +8,7 @@ the same JSON views, so each command has one code path and one presenter.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,9 @@ class AdminClient:
         # A role token goes to the server named on the command line, never to a proxy
         # named in the environment, and no .netrc replaces it.
         self._session.trust_env = False
+        # A server whose certificate an organisation's own CA signed: that CA's bundle
+        # (trust_env off, requests would not read the variable itself).
+        self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
 
     def request(
         self,

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from gateway.console.access import console_operator, for_roles, notify, render
 from gateway.console.blueprint import bp
 from gateway.http.current import current_state
-from gateway.http.inputs import parse_timestamp
+from gateway.http.inputs import parse_time
 from gateway.presenters import key_report_view
 from keys.access.lifecycle import IssuedKey, effective_status
 from keys.access.roles import ADMIN, RECORD_READERS
@@ -110,7 +110,7 @@ def revoke_in_bulk() -> WerkzeugResponse:
             console_operator().actor,
             _form("reason"),
             cohort=cohort,
-            issued_before=parse_timestamp(before, "issued_before") if before else None,
+            issued_before=parse_time(before, "issued_before", tx.clock()) if before else None,
         )
     notify(f"Revoked {len(revoked)} key{'s' if len(revoked) != 1 else ''}.")
     return redirect(url_for("console.testers"))

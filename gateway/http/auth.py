@@ -58,12 +58,17 @@ def _signed_request() -> SignedRequest:
     )
 
 
+def admit_current_tester() -> Principal:
+    """Admit this request's tester key (``admit_tester``). Raises what that raises."""
+    return admit_tester(current_state(), _attempt(), current_context())
+
+
 def require_tester(view: Callable[P, R]) -> Callable[P, R]:
     """Run the view only for an admitted tester key (``current_principal()``)."""
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        admit_tester(current_state(), _attempt(), current_context())
+        admit_current_tester()
         return view(*args, **kwargs)
 
     return wrapper

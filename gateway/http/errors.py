@@ -11,6 +11,11 @@ Every error also says whether sending the same request again can help, in the
 every 409, 429 and 5xx, sleeping up to two minutes on a ``Retry-After``): ``true`` for a
 short rate-limit wait, an unreachable store and a failing backend; ``false`` for everything
 a retry cannot change (a bad key, a refusal, a lockdown, a quota that resets hours away).
+
+No error echoes a secret: anything in a message or a param that parses as a tester key or an
+admin token (a valid checksum, whatever its prefix) is cut to its hint, ``drwb_...wxyz``. A
+client puts keys where they do not belong (a path segment, a query parameter, a JSON field's
+name), and error bodies travel further than requests: logs, CI transcripts, bug reports.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from keys.errors import (
     ShareLinkExpired,
     TooManyInFlight,
 )
+from keys.text import mask_secrets
 
 log = logging.getLogger("drawbridge.errors")
 
@@ -100,11 +106,13 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         should_retry: bool | None = None,
     ) -> None:
+        # Masked here, where every error body and every usage event's error param start.
+        message = mask_secrets(message)
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
-        self.param = param
+        self.param = mask_secrets(param) if param is not None else None
         self.error_type = error_type or _TYPE_BY_STATUS.get(
             status, "server_error" if status >= 500 else "invalid_request_error"
         )

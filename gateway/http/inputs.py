@@ -20,7 +20,7 @@ from gunicorn.http.errors import ParseException
 
 from gateway.http.current import current_context
 from gateway.http.errors import ApiError
-from keys.durations import parse_duration, parse_timestamp
+from keys.durations import parse_duration, parse_time, parse_timestamp
 from keys.errors import InvalidInput
 
 # Deeper than any document the API takes (a policy is three levels), far below the depth
@@ -185,6 +185,7 @@ __all__ = [
     "optional_string",
     "parse_duration",
     "parse_json",
+    "parse_time",
     "parse_timestamp",
     "query_int",
     "refuse_unsafe_query",

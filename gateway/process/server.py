@@ -103,7 +103,7 @@ class Server(BaseApplication):  # type: ignore[misc]
         for name, value in settings.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
-        # The workers inherit it: `drawbridge doctor --server` reports how many count apart.
+        # The workers inherit it: `drawbridge --server URL doctor` reports how many count apart.
         os.environ[WORKERS_VARIABLE] = str(self.cfg.workers)
 
     def load(self) -> Flask:

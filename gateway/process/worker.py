@@ -48,12 +48,16 @@ class _Capture:
 def error_answer(status: int, reason: str) -> bytes:
     """The whole HTTP answer gunicorn's error ``status`` gets: JSON in the one error shape."""
     message, code = _ERRORS.get(status, ("The request could not be handled.", "http_error"))
-    body = json.dumps(error_body(ApiError(status, message, code))).encode() + b"\n"
+    error = ApiError(status, message, code)
+    body = json.dumps(error_body(error)).encode() + b"\n"
+    # The error's own headers too (x-should-retry, like every other error of the gateway).
+    extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers.items())
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"{extra}"
         "\r\n"
     )
     return head.encode("latin-1") + body

@@ -6,7 +6,7 @@ for a list of videos, which spends no generation. Each returns a ``Finding``; ``
 ``warn`` leave the exit status 0, one ``fail`` makes it 1 (``exit_status``).
 
 The same checks run in the CLI on the server (``drawbridge doctor``) and behind
-``GET /admin/v1/doctor`` (``drawbridge doctor --server URL``), where the doctor's own request
+``GET /admin/v1/doctor`` (``drawbridge --server URL doctor``), where the doctor's own request
 shows how requests reach the gateway (``Arrival``). No Flask here (tests/test_layering.py).
 """
 
@@ -310,7 +310,7 @@ def check_trusted_proxies(settings: Settings, bind: str, arrival: Arrival | None
                     WARN,
                     f"trusted_proxies = {trusted}, but this request reached the gateway "
                     f"directly from {arrival.peer}: the proxy was not seen",
-                    "run `drawbridge doctor --server` with the public URL, through the proxy",
+                    "run `drawbridge --server PUBLIC_URL doctor`, through the proxy",
                 )
             return Finding(
                 "trusted_proxies",
@@ -385,6 +385,8 @@ def check_metrics(
         url = settings.public_url.rstrip("/") + "/metrics"
         session = session or requests.Session()
         session.trust_env = False
+        # public_url's certificate may come from an organisation's CA (docs/deploy.md).
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
         try:
             response = session.get(url, timeout=PROBE_TIMEOUT_SECONDS, allow_redirects=False)
         except requests.RequestException as exc:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from keys.durations import UNITS, parse_duration
+from keys.durations import parse_time
 from keys.errors import InvalidInput, NotFound, ProofInvalid, ProofReplayed, ProofRequired
 from keys.models import ApiKey, Approval, ProofKey, Tester, UsageDaily, UsageEvent, Video
 from keys.records.usage import COUNTS, OUTCOMES, REFUNDED, REFUSED
@@ -50,38 +50,10 @@ PROOF_REFUSALS = (ProofRequired.code, ProofInvalid.code, ProofReplayed.code)
 EVENT_COLUMNS = tuple(column.name for column in UsageEvent.__table__.columns)
 
 
-def parse_time(text: str, param: str, now: datetime) -> datetime:
-    """An ISO 8601 time with a zone, a UTC date (``2026-11-27``), or a span ago (``90m``,
-    ``24h``, ``7d``, ``2w``). Raises InvalidInput."""
-    text = text.strip()
-    if text[:1].isdigit() and text[-1:].lower() in UNITS.keys() - {""}:
-        # A span ago, in the one duration grammar (keys/durations.py); a unit is required
-        # so that a bare number is never taken for a time.
-        return now - parse_duration(text, param, require_unit=True)
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if value.tzinfo is None:
-            raise InvalidInput(f"{param} must include a time zone, e.g. Z", param=param)
-        return value.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: before year 1 or after 9999 in UTC
-        raise InvalidInput(
-            f"{param} must be an ISO 8601 time with a zone (2026-11-27T09:00:00Z), "
-            "a date (2026-11-27) or a span ago (24h, 7d)",
-            param=param,
-        ) from None
-
-
-def parse_day(text: str, param: str) -> date:
-    """A date, ``YYYY-MM-DD``. Raises InvalidInput."""
-    text = text.strip()
-    try:
-        if len(text) == 10:
-            return date.fromisoformat(text)
-    except ValueError:
-        pass
-    raise InvalidInput(f"{param} must be a date, YYYY-MM-DD", param=param)
+def parse_day(text: str, param: str, now: datetime) -> date:
+    """The UTC day of a time in any form ``parse_time`` takes: a date (``2026-11-27``), an
+    ISO 8601 time with a zone, or a span ago (``1d``, ``7d``). Raises InvalidInput."""
+    return parse_time(text, param, now).date()
 
 
 @dataclass(frozen=True)
@@ -267,9 +239,12 @@ class UsageReports:
 
         Raises InvalidInput (malformed, backwards, longer than MAX_DAILY_DAYS)."""
         today = today or self._clock().astimezone(UTC).date()
-        last = parse_day(until, "until") if until else today
+        now = self._clock()
+        last = parse_day(until, "until", now) if until else today
         first = (
-            parse_day(since, "since") if since else last - timedelta(days=DEFAULT_DAILY_DAYS - 1)
+            parse_day(since, "since", now)
+            if since
+            else last - timedelta(days=DEFAULT_DAILY_DAYS - 1)
         )
         if last < first:
             raise InvalidInput("until is before since", param="until")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import sqlite3
 import subprocess
 import sys
@@ -103,6 +104,13 @@ def test_db_upgrade_says_what_it_did(cli: Cli, tmp_path: Path) -> None:
     migrated = cli("db", "upgrade", env=database_at(older))
     assert migrated.output.strip() == f"migrated {older} from 0003 to {HEAD}"
     cli("testers", "list", env=database_at(older))
+
+
+def test_the_operations_guide_names_the_current_head() -> None:
+    """docs/operations.md quotes these messages: with the head revision of today's code."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    quoted = set(re.findall(r"head is (\d{4})|from empty to (\d{4})|already at (\d{4})", text))
+    assert quoted and {revision for match in quoted for revision in match if revision} == {HEAD}
 
 
 def test_messages_never_show_a_database_password() -> None:
@@ -372,6 +380,10 @@ def test_drawbridge_examples_shows_and_copies_the_shipped_files(cli: Cli, tmp_pa
     assert "drawbridge.toml" in cli("examples").output
     cli("examples", "--copy-to", str(tmp_path))
     assert (tmp_path / "policies.toml").read_text() == (ROOT / "config/policies.toml").read_text()
+    # Every file of config/ is shipped and copied: settings, policies, gunicorn, nginx, units.
+    shipped = {path.name for path in (ROOT / "config").iterdir()}
+    assert shipped <= {path.name for path in tmp_path.iterdir()}
+    assert {"drawbridge.service", "drawbridge-nginx.service"} <= shipped
 
 
 def test_help_does_not_import_the_app() -> None:

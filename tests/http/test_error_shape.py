@@ -239,8 +239,14 @@ CASES = {
     "unknown route": Case("GET", "/v1/nothing-here", 404, "not_found"),
     "unknown root route": Case("GET", "/wp-login.php", 404, "not_found"),
     "unknown admin route": Case("GET", "/admin/v1/nothing", 404, "not_found"),
-    "wrong method on videos": Case("PUT", "/v1/videos", 405, "method_not_allowed"),
-    "wrong method on a video": Case("PATCH", "/v1/videos/video_1", 405, "method_not_allowed"),
+    # A tester request all the same: admitted first (tests/tester/test_methods.py).
+    "wrong method on videos": Case(
+        "PUT", "/v1/videos", 405, "method_not_allowed", headers=key_of("active")
+    ),
+    "wrong method on a video": Case(
+        "PATCH", "/v1/videos/video_1", 405, "method_not_allowed", headers=key_of("active")
+    ),
+    "wrong method on videos, no key": Case("PUT", "/v1/videos", 401, "missing_api_key"),
     "wrong method on admin": Case("DELETE", "/admin/v1/testers", 405, "method_not_allowed"),
     "tricky path": Case("GET", "/v1/videos/%2e%2e/x", 400, "invalid_path"),
     # -- tester API input --
@@ -392,8 +398,8 @@ def test_error_shape(
         assert secret not in text
 
 
-def test_405_names_the_allowed_methods(client: Any) -> None:
-    response = client.put("/v1/videos")
+def test_405_names_the_allowed_methods(client: Any, world: World) -> None:
+    response = client.put("/v1/videos", headers=bearer(world.active.secret))
 
     assert_error(response, 405, "method_not_allowed")
     assert {"GET", "POST"} <= {m.strip() for m in response.headers["Allow"].split(",")}

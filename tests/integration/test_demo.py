@@ -144,6 +144,16 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path, stop: str
         assert keys[key_id]["status"] == "active"
         assert keys[key_id]["last_used_at"] is not None
         assert secret not in response.text
+        # The example cohorts of config/policies.toml are stored, not just the default.
+        with http_session() as session:
+            cohorts = session.get(
+                f"http://127.0.0.1:{port}/admin/v1/cohorts",
+                headers={"Authorization": f"Bearer {admin_token}"},
+                timeout=HTTP_TIMEOUT,
+            )
+        assert cohorts.status_code == 200, cohorts.text
+        names = {row["cohort"] for row in cohorts.json()["data"]}
+        assert {"default", "artists", "red-team"} <= names
 
         # The CLI hint runs as printed, from a shell without an activated virtualenv.
         path = os.pathsep.join(

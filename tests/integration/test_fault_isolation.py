@@ -266,6 +266,7 @@ def test_slow_clients_wait_in_the_front_proxy_not_in_gateway_threads(
             too_long = session.get(f"{front}/v1/me?q={'x' * 9000}", timeout=15)
         assert too_long.status_code == 414
         assert error_of(too_long)["code"] == "url_too_long"
+        assert too_long.headers["x-should-retry"] == "false"
     finally:
         stop.set()
         for thread in slow:

@@ -65,6 +65,8 @@ def test_gunicorn_refusals_come_in_the_error_shape(live_gateway: LiveGateway, ca
     assert headers["content-type"] == "application/json"
     assert int(headers["content-length"]) == len(body)
     assert headers["connection"] == "close"
+    # Like every error of the gateway (README): sending it again cannot help.
+    assert headers["x-should-retry"] == "false"
     payload = json.loads(body)
     assert set(payload) == {"error"}
     assert set(payload["error"]) == {"message", "type", "param", "code"}

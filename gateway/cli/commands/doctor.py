@@ -1,4 +1,4 @@
-"""Checking a deployment: ``drawbridge doctor [--server URL]``."""
+"""Checking a deployment: ``drawbridge [--server URL] doctor``."""
 
 from __future__ import annotations
 

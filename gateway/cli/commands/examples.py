@@ -13,7 +13,11 @@ EXAMPLES = {
     "drawbridge.toml": "every setting, documented (use with --config or DRAWBRIDGE_CONFIG)",
     "policies.toml": "cohort policies (`drawbridge policies apply FILE`)",
     "gunicorn.conf.py": "gunicorn settings (`drawbridge serve --gunicorn-config FILE`)",
-    "nginx.conf": "a front proxy that buffers slow clients (docs/isolation.md)",
+    "nginx.conf": "the front proxy: TLS, slow clients buffered, /admin and /metrics kept in",
+    "drawbridge.service": "systemd unit for the gateway (docs/deploy.md)",
+    "drawbridge-nginx.service": "systemd unit for the front proxy (docs/deploy.md)",
+    "drawbridge-usage-prune.service": "systemd unit: delete usage events past their retention",
+    "drawbridge-usage-prune.timer": "runs drawbridge-usage-prune.service daily",
 }
 
 
@@ -31,7 +35,7 @@ def examples_dir() -> Path:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def examples(copy_to: str | None, as_json: bool) -> None:
-    """Where the example settings, cohort policies and gunicorn config are."""
+    """Example settings, cohort policies, gunicorn and nginx configs, systemd units."""
     folder = examples_dir()
     if copy_to is None:
         files = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -19,7 +19,7 @@ from gateway.cli.base import (
     transaction,
 )
 from gateway.presenters import key_view
-from keys.durations import parse_duration, parse_timestamp
+from keys.durations import parse_duration, parse_time, parse_timestamp
 from keys.store import Transaction
 
 # -- keys ------------------------------------------------------------------------------
@@ -137,7 +137,11 @@ def keys_rotate(ctx: click.Context, key_id: str, grace: str, as_json: bool) -> N
 @click.argument("key_id", required=False)
 @click.option("--tester", "tester_id", default=None, help="Every key of this tester")
 @click.option("--cohort", default=None, help="Every key of this cohort")
-@click.option("--issued-before", default=None, help="Every key issued before this ISO time")
+@click.option(
+    "--issued-before",
+    default=None,
+    help="Every key issued before this time: ISO 8601, a date, or a span ago (30d)",
+)
 @click.option("--reason", required=True)
 @json_option
 @click.pass_context
@@ -159,7 +163,11 @@ def keys_revoke(
         if tester_id:
             revoked = plane.revoke_tester_keys(tester_id, reason)
         elif bulk:
-            before = parse_timestamp(issued_before, "issued_before") if issued_before else None
+            before = (
+                parse_time(issued_before, "issued_before", datetime.now(UTC))
+                if issued_before
+                else None
+            )
             revoked = plane.revoke_matching(reason, cohort, before)
         else:
             revoked = plane.revoke_key(str(key_id), reason)

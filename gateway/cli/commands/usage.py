@@ -33,8 +33,12 @@ def usage_group() -> None:
 
 
 @usage_group.command("report")
-@click.option("--since", default=None, help="First UTC day, YYYY-MM-DD (default: 29 days ago)")
-@click.option("--until", default=None, help="Last UTC day, inclusive (default: today)")
+@click.option(
+    "--since",
+    default=None,
+    help="First UTC day: a date, an ISO 8601 time or a span ago (7d) (default: 29 days ago)",
+)
+@click.option("--until", default=None, help="Last UTC day, inclusive; same forms (default: today)")
 @click.option("--tester", "tester_id", default=None)
 @click.option("--cohort", default=None)
 @json_option
