@@ -87,6 +87,7 @@ def rate_limit_headers(state: LimitState, *, refused: bool) -> dict[str, str]:
 
 
 VERIFIED_KEYS_REMEMBERED = 10_000
+BLOCKS_REMEMBERED = 10_000
 
 
 class VerifiedKeys:
@@ -159,6 +160,7 @@ class RateLimits:
         self._local = LazyMemoryStorage()
         self._local_strategy = FixedWindowRateLimiter(self._local)
         self.verified_keys = VerifiedKeys()
+        self._blocked_until: dict[str, float] = {}
 
     def init_app(self, app: Flask) -> None:
         self._limiter.init_app(app)
@@ -197,13 +199,19 @@ class RateLimits:
         ``secret`` is a key this process has verified and not seen refused since
         (``verified_keys``): a tester behind the address of a flood keeps working."""
         item = self._auth_failures
-        reset_time = self._with_strategy(
-            lambda strategy: (
-                None
-                if strategy.test(item, "auth-failure", client_ip)
-                else strategy.get_window_stats(item, "auth-failure", client_ip).reset_time
+        # A block lasts until its window resets, whatever happens meanwhile: once seen, this
+        # process refuses the address without asking the storage again (a flood's refusals
+        # then cost no round trip to Redis).
+        reset_time: float | None = self._blocked_until.get(client_ip)
+        if reset_time is None or reset_time <= time.time():
+            reset_time = self._with_strategy(
+                lambda strategy: (
+                    None
+                    if strategy.test(item, "auth-failure", client_ip)
+                    else strategy.get_window_stats(item, "auth-failure", client_ip).reset_time
+                )
             )
-        )
+            self._remember_block(client_ip, reset_time)
         if reset_time is not None and not self.verified_keys.holds(secret):
             raise RateLimited(
                 "Too many failed authentication attempts from your address; retry later.",
@@ -212,6 +220,15 @@ class RateLimits:
                 remaining=0,
                 reset_in=reset_time - time.time(),
             )
+
+    def _remember_block(self, client_ip: str, reset_time: float | None) -> None:
+        blocked = self._blocked_until
+        if reset_time is None:
+            blocked.pop(client_ip, None)
+            return
+        if len(blocked) >= BLOCKS_REMEMBERED:
+            blocked.clear()  # forgotten blocks are read from the storage again
+        blocked[client_ip] = reset_time
 
     def record_auth_failure(self, client_ip: str) -> None:
         item = self._auth_failures
@@ -241,6 +258,7 @@ class RateLimits:
     def reset(self) -> None:
         """Forget every counter and verified key (tests)."""
         self.verified_keys.clear()
+        self._blocked_until.clear()
         self._local.reset()
         self._limiter.reset()
 
