@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint unit integration units bench clean system-packages
+.PHONY: demo test lint unit integration units bench bench-tools clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,16 @@ integration: $(VENV)/.installed system-packages
 units: $(VENV)/.installed
 	$(BIN)/pytest -q tests/integration/test_deploy_guide.py -k systemd_units
 
-bench: $(VENV)/.installed
+# The benchmarks' load tool: wrk (Debian package), installed the same way, so the numbers
+# come from the same client everywhere. Without it bench/load.py falls back to a threaded
+# Python client and every report says so.
+bench-tools:
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	else echo "note: wrk is missing; the benchmarks fall back to the Python load client"; fi
+
+bench: $(VENV)/.installed bench-tools
 	$(BIN)/python -m bench.proxy
 
 clean:

@@ -182,8 +182,25 @@ def key_report_view(report: KeyReport) -> dict[str, Any]:
         videos=times(report.videos),
         refused_after_revocation_ips=times(report.refused_after_revocation_ips),
         refused_proof_ips=times(report.refused_proof_ips),
+        refusals_by_day=[
+            {**row, "day": row["day"].isoformat()} for row in times(report.refusals_by_day)
+        ],
     )
     return view
+
+
+def refusal_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One day's count of refusals before admission (usage_refusals) as JSON."""
+    return {
+        "object": "usage.refusals",
+        "day": row["day"].isoformat(),
+        "key_id": row["key_id"],
+        "error_code": row["error_code"],
+        "status": row["status"],
+        "requests": row["requests"],
+        "first_seen": iso(row["first_seen"]),
+        "last_seen": iso(row["last_seen"]),
+    }
 
 
 def _csv_row(event: Mapping[Any, Any]) -> list[Any]:

@@ -274,6 +274,28 @@ class UsageDaily(Base):
     failures: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class UsageRefusal(Base):
+    """Requests refused before a key was admitted (no key, an unknown or revoked key, a
+    blocked address, a rate limit, ...), counted per UTC day instead of one usage event each:
+    a flood of them grows this table by a row per (day, key, code, status, route, address),
+    never per request (keys/records/usage.py). ``key_id`` is '' when no known key was
+    presented, and ``client_ip`` is kept only with a known key (who still holds a revoked
+    key), else ''."""
+
+    __tablename__ = "usage_refusals"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    error_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True)
+    method: Mapped[str] = mapped_column(String(8), primary_key=True)
+    route: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Approval(Base):
     """A request held for an approver: a generation, a share, or a content download."""
 

@@ -734,6 +734,30 @@ _OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "/usage/refusals",
+        "get",
+        "getUsageRefusals",
+        "usage",
+        "Requests refused before a key was admitted (no key, unknown, revoked or rate-limited "
+        "key, blocked address): counted per UTC day, key, error code and status, not stored "
+        "as events",
+        RECORD_READERS,
+        _ref("UsageRefusals"),
+        query=(
+            _query(
+                "since",
+                f"First UTC day (default: 29 days before until), the day of: {SPAN_OR_TIME}",
+                **_WINDOW_TIME,
+            ),
+            _query(
+                "until",
+                "Last UTC day, inclusive (default: today); at most 366 days; same forms",
+                **_WINDOW_TIME,
+            ),
+            _query("key_id", "Only this key", pattern="^[A-Za-z0-9_-]{1,32}$"),
+        ),
+    ),
+    Operation(
         "/usage/export",
         "get",
         "exportUsage",
@@ -1109,6 +1133,22 @@ _SCHEMAS: dict[str, Any] = {
         since={"type": "string", "format": "date"},
         until={"type": "string", "format": "date"},
     ),
+    "UsageRefusalRow": _object(
+        ["object", "day", "key_id", "error_code", "status", "requests"],
+        object={"const": "usage.refusals"},
+        day={"type": "string", "format": "date"},
+        key_id=_NULLABLE_STRING,
+        error_code=_NULLABLE_STRING,
+        status={"type": "integer"},
+        requests=_COUNT,
+        first_seen=_NULLABLE_TIME,
+        last_seen=_NULLABLE_TIME,
+    ),
+    "UsageRefusals": _list_of(
+        "UsageRefusalRow",
+        since={"type": "string", "format": "date"},
+        until={"type": "string", "format": "date"},
+    ),
     "Identification": _object(
         ["object", "verdict", "manifest", "matched_by", "sha256", "deliveries"],
         object={"const": "provenance.identification"},
@@ -1139,6 +1179,7 @@ _SCHEMAS: dict[str, Any] = {
             "additionalProperties": _COUNT,
         },
         refused_proof_ips={"type": "array", "items": {"type": "object"}},
+        refusals_by_day={"type": "array", "items": {"type": "object"}},
     ),
 }
 

@@ -17,7 +17,14 @@ from gateway.admin.plane import admin_blueprint, query_values
 from gateway.http.auth import require_role
 from gateway.http.current import current_state
 from gateway.http.errors import ApiError
-from gateway.presenters import CONTENT_TYPES, FORMATS, daily_view, event_view, export_chunks
+from gateway.presenters import (
+    CONTENT_TYPES,
+    FORMATS,
+    daily_view,
+    event_view,
+    export_chunks,
+    refusal_view,
+)
 from keys.access.roles import RECORD_READERS
 from keys.records.usage_reports import DEFAULT_PAGE, MAX_PAGE, UsageFilter
 from keys.store import Store
@@ -82,6 +89,27 @@ def daily_usage() -> Response:
             "since": first.isoformat(),
             "until": last.isoformat(),
             "data": [daily_view(row) for row in rows],
+        }
+    )
+
+
+@bp.get("/refusals")
+@require_role(*RECORD_READERS)
+def refusal_counts() -> Response:
+    """``?since&until&key_id`` (UTC days, inclusive, in the forms of ``/usage/daily``):
+    refusals before admission, counted per UTC day, key, error code and status (they are
+    not events; docs/usage.md)."""
+    params = query_values()
+    with current_state().store.read() as tx:
+        reports = tx.usage_reports
+        first, last = reports.daily_range(params.get("since"), params.get("until"))
+        rows = reports.refusals(first, last, params.get("key_id"))
+    return jsonify(
+        {
+            "object": "list",
+            "since": first.isoformat(),
+            "until": last.isoformat(),
+            "data": [refusal_view(row) for row in rows],
         }
     )
 

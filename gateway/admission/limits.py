@@ -15,7 +15,10 @@ fails because of Redis. Key state never lives in Redis, so a revocation holds ei
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -84,6 +87,51 @@ def rate_limit_headers(state: LimitState, *, refused: bool) -> dict[str, str]:
     return headers
 
 
+VERIFIED_KEYS_REMEMBERED = 10_000
+BLOCKS_REMEMBERED = 10_000
+
+
+class VerifiedKeys:
+    """The keys this process has verified and not seen refused since, by a salted digest
+    kept in memory only (never the secret, never stored).
+
+    The address block (``refuse_blocked_client``) spares the database from guessed keys; it
+    need not stand between a tester and a key that has verified here, even when a flood of
+    bad keys comes from the tester's own address (a NAT, a proxy). A key refused for any
+    reason (revoked, suspended, a failed proof) is forgotten, so that refusal keeps its
+    block. Remembering a key admits nothing: the key is verified in full on every request.
+    """
+
+    def __init__(self, capacity: int = VERIFIED_KEYS_REMEMBERED) -> None:
+        self._capacity = capacity
+        self._salt = secrets.token_bytes(32)
+        self._digests: dict[bytes, None] = {}
+        self._lock = threading.Lock()
+
+    def _digest(self, secret: str) -> bytes:
+        return hashlib.blake2b(secret.encode(), key=self._salt, digest_size=16).digest()
+
+    def remember(self, secret: str) -> None:
+        digest = self._digest(secret)
+        if digest in self._digests:
+            return
+        with self._lock:
+            while len(self._digests) >= self._capacity:
+                self._digests.pop(next(iter(self._digests)))
+            self._digests[digest] = None
+
+    def forget(self, secret: str) -> None:
+        with self._lock:
+            self._digests.pop(self._digest(secret), None)
+
+    def holds(self, secret: str | None) -> bool:
+        return secret is not None and self._digest(secret) in self._digests
+
+    def clear(self) -> None:
+        with self._lock:
+            self._digests.clear()
+
+
 class RateLimits:
     STORE = "rate_limits"
 
@@ -112,6 +160,8 @@ class RateLimits:
         self.outage = (outage or RedisOutage()) if shared else None
         self._local = LazyMemoryStorage()
         self._local_strategy = FixedWindowRateLimiter(self._local)
+        self.verified_keys = VerifiedKeys()
+        self._blocked_until: dict[str, float] = {}
 
     def init_app(self, app: Flask) -> None:
         self._limiter.init_app(app)
@@ -145,17 +195,25 @@ class RateLimits:
                 )
         return min((state for state, _ in counted), key=lambda state: state.remaining)
 
-    def refuse_blocked_client(self, client_ip: str) -> None:
-        """Raises RateLimited when this client has failed authentication too often."""
+    def refuse_blocked_client(self, client_ip: str, secret: str | None = None) -> None:
+        """Raises RateLimited when this client has failed authentication too often, unless
+        ``secret`` is a key this process has verified and not seen refused since
+        (``verified_keys``): a tester behind the address of a flood keeps working."""
         item = self._auth_failures
-        reset_time = self._with_strategy(
-            lambda strategy: (
-                None
-                if strategy.test(item, "auth-failure", client_ip)
-                else strategy.get_window_stats(item, "auth-failure", client_ip).reset_time
+        # A block lasts until its window resets, whatever happens meanwhile: once seen, this
+        # process refuses the address without asking the storage again (a flood's refusals
+        # then cost no round trip to Redis).
+        reset_time: float | None = self._blocked_until.get(client_ip)
+        if reset_time is None or reset_time <= time.time():
+            reset_time = self._with_strategy(
+                lambda strategy: (
+                    None
+                    if strategy.test(item, "auth-failure", client_ip)
+                    else strategy.get_window_stats(item, "auth-failure", client_ip).reset_time
+                )
             )
-        )
-        if reset_time is not None:
+            self._remember_block(client_ip, reset_time)
+        if reset_time is not None and not self.verified_keys.holds(secret):
             raise RateLimited(
                 "Too many failed authentication attempts from your address; retry later.",
                 code="too_many_failed_attempts",
@@ -163,6 +221,15 @@ class RateLimits:
                 remaining=0,
                 reset_in=reset_time - time.time(),
             )
+
+    def _remember_block(self, client_ip: str, reset_time: float | None) -> None:
+        blocked = self._blocked_until
+        if reset_time is None:
+            blocked.pop(client_ip, None)
+            return
+        if len(blocked) >= BLOCKS_REMEMBERED:
+            blocked.clear()  # forgotten blocks are read from the storage again
+        blocked[client_ip] = reset_time
 
     def record_auth_failure(self, client_ip: str) -> None:
         item = self._auth_failures
@@ -190,7 +257,9 @@ class RateLimits:
         return "ok"
 
     def reset(self) -> None:
-        """Forget every counter (tests)."""
+        """Forget every counter and verified key (tests)."""
+        self.verified_keys.clear()
+        self._blocked_until.clear()
         self._local.reset()
         self._limiter.reset()
 

@@ -58,7 +58,9 @@ def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext)
     """Verify a tester key and count the request against its limits, in this order:
 
     1. no credential in the URL (a key there has been logged somewhere: refused outright);
-    2. a client address that failed too often is refused before its key is looked at;
+    2. a client address that failed too often is refused before its key is looked at,
+       unless the key is one this process verified and has not seen refused since (a
+       tester behind the NAT or proxy address of a flood keeps working: docs/usage.md);
     3. the key is verified (with the kill switch and the named video, in one read); a
        failure counts against the client address, and a honeytoken raises the alarm;
     3a. a key with a proof key bound must carry a valid, unused signature made with it
@@ -78,18 +80,27 @@ def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext)
     """
     store = state.store
     refuse_secrets_in_query(attempt.query, (store.key_format, store.token_format))
-    state.limits.refuse_blocked_client(attempt.client_ip)
+    limits = state.limits
+    secret = _presented(attempt.authorization)
+    limits.refuse_blocked_client(attempt.client_ip, secret)
     try:
         secret = bearer_credential(attempt.authorization)
         principal, context.video = store.check_key(secret, attempt.video_id)
     except (InvalidKey, KeyRejected) as exc:
         context.attempted_key_id = getattr(exc, "key_id", None)
-        state.limits.record_auth_failure(attempt.client_ip)
+        if secret is not None:
+            limits.verified_keys.forget(secret)
+        limits.record_auth_failure(attempt.client_ip)
         if isinstance(exc, HoneytokenUsed):
             state.anomalies.honeytoken_used(exc, attempt.client_ip)
         raise
     context.attempted_key_id = principal.key_id
-    check_possession(state, attempt, principal)
+    try:
+        check_possession(state, attempt, principal)
+    except InvalidKey:
+        limits.verified_keys.forget(secret)
+        raise
+    limits.verified_keys.remember(secret)
     state.anomalies.watch(principal, attempt.client_ip)
     context.bulkhead_slot = state.bulkhead.enter(principal.key_id)
     context.rate_limit = state.limits.admit_key(principal.key_id, principal.policy)
@@ -164,6 +175,14 @@ def refuse_secrets_in_query(
                 code="api_key_in_query",
                 param=name,
             )
+
+
+def _presented(authorization: str | None) -> str | None:
+    """The Bearer credential, or None when there is none to speak of."""
+    try:
+        return bearer_credential(authorization)
+    except InvalidKey:
+        return None
 
 
 def bearer_credential(authorization: str | None) -> str:

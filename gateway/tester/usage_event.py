@@ -69,6 +69,33 @@ def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
     )
 
 
+def counted_not_recorded(status: int) -> bool:
+    """Whether this request is a refusal counted in ``usage_refusals`` instead of an event:
+    a 4xx answer to a request no key was admitted for (no key, an unknown, revoked or
+    suspended key, a blocked address, a rate limit, the bulkhead, a failed proof, a
+    lockdown). A honeytoken keeps its event: each use matters to an auditor. A refusal after
+    admission (403 on another tester's object, a quota, a policy) keeps its event too."""
+    context = current_context()
+    if context.principal is not None or not 400 <= status < 500:
+        return False
+    # A honeytoken is refused as an unknown key, which has no key id (keys/errors.py).
+    return not (context.attempted_key_id is not None and context.error_code == "invalid_api_key")
+
+
 def record_usage(status: int) -> None:
-    """Queue this request's event for the next batch."""
-    current_state().usage.add(usage_record(status))
+    """Queue this request's event for the next batch, or count it as a refusal."""
+    state = current_state()
+    if counted_not_recorded(status):
+        context, incoming = current_context(), current_request()
+        rule = incoming.url_rule.rule if incoming.url_rule is not None else "(unmatched)"
+        state.usage.count_refusal(
+            state.store.clock(),
+            context.attempted_key_id,
+            context.error_code,
+            status,
+            incoming.method if incoming.method in _METHODS else "OTHER",
+            rule,
+            _client_ip(incoming.remote_addr),
+        )
+        return
+    state.usage.add(usage_record(status))

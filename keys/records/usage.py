@@ -1,5 +1,12 @@
 """The usage log: one event per tester request, and the daily totals kept beside it.
 
+A request refused before any key was admitted (no key, an unknown, revoked or suspended key,
+an address blocked for failed sign-ins, a key past its rate limit, ...) is not an event: it
+is counted in ``usage_refusals`` per (UTC day, key, error code, status, and the client
+address when the key is known), so a flood of them grows the database by a bounded number
+of rows, not a row per request (docs/usage.md, "Refusals"). The buffer adds them up in
+memory and its flusher upserts them, with their share of ``usage_daily``, in one batch.
+
 Billable events (a creation that reserves quota) are inserted in the reservation's own
 transaction, so an admitted request always has its event, whatever happens to the worker
 afterwards. Every other event goes through a per-process buffer flushed at least every
@@ -23,11 +30,11 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import String, insert, select, update
+from sqlalchemy import String, func, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from keys.models import UsageDaily, UsageEvent
+from keys.models import UsageDaily, UsageEvent, UsageRefusal
 from keys.process import current_pid
 
 log = logging.getLogger("drawbridge.usage")
@@ -89,6 +96,8 @@ def _row(record: UsageRecord) -> dict[str, Any]:
 
 
 DailyKey = tuple[date, str, str]
+# (UTC day, key id or '', error code or '', status, method, route, client address or '')
+RefusalKey = tuple[date, str, str, int, str, str, str]
 
 
 def tally(event: Mapping[str, Any]) -> tuple[DailyKey, dict[str, int]]:
@@ -153,6 +162,86 @@ class DailyTotals:
             index_elements=["day", "tester_id", "cohort"],
             set_={name: getattr(UsageDaily, name) + statement.excluded[name] for name in COUNTS},
         )
+
+
+_REFUSAL_UPSERTS: dict[str, Any] = {}
+
+
+def _refusal_upsert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect not in _REFUSAL_UPSERTS:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            statement: Any = postgresql.insert(UsageRefusal)
+        else:
+            from sqlalchemy.dialects import sqlite
+
+            statement = sqlite.insert(UsageRefusal)
+        table = UsageRefusal.__table__.c
+        _REFUSAL_UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=[
+                "day",
+                "key_id",
+                "error_code",
+                "status",
+                "method",
+                "route",
+                "client_ip",
+            ],
+            set_={
+                "requests": table.requests + statement.excluded.requests,
+                "first_at": func.least(table.first_at, statement.excluded.first_at)
+                if dialect == "postgresql"
+                else func.min(table.first_at, statement.excluded.first_at),
+                "last_at": func.greatest(table.last_at, statement.excluded.last_at)
+                if dialect == "postgresql"
+                else func.max(table.last_at, statement.excluded.last_at),
+            },
+        )
+    return _REFUSAL_UPSERTS[dialect]
+
+
+@dataclass
+class RefusalCount:
+    """Refusals of one ``RefusalKey`` since the last flush."""
+
+    requests: int
+    first_at: datetime
+    last_at: datetime
+
+
+def write_refusals(session: Session, counts: Mapping[RefusalKey, RefusalCount]) -> None:
+    """Add counted refusals to ``usage_refusals`` and their share of ``usage_daily`` (the
+    requests and rejections of the day's keyless row, '' tester and cohort)."""
+    if not counts:
+        return
+    ordered = sorted(counts.items())
+    session.execute(
+        _refusal_upsert(session),
+        [
+            {
+                "day": day,
+                "key_id": key_id,
+                "error_code": code,
+                "status": status,
+                "method": method,
+                "route": route,
+                "client_ip": client_ip,
+                "requests": count.requests,
+                "first_at": count.first_at,
+                "last_at": count.last_at,
+            }
+            for (day, key_id, code, status, method, route, client_ip), count in ordered
+        ],
+    )
+    daily: dict[DailyKey, dict[str, int]] = {}
+    for (day, _, _, status, _, _, _), count in ordered:
+        into = daily.setdefault((day, "", ""), dict.fromkeys(COUNTS, 0))
+        into["requests"] += count.requests
+        into["rejections"] += count.requests if 400 <= status < 500 else 0
+        into["failures"] += count.requests if status >= 500 else 0
+    DailyTotals(session).add(daily)
 
 
 def totals_of(events: Iterable[Mapping[str, Any]]) -> dict[DailyKey, dict[str, int]]:
@@ -233,6 +322,7 @@ class UsageBuffer:
         self._store = store
         self._interval = interval
         self._pending: list[UsageRecord] = []
+        self._refusals: dict[RefusalKey, RefusalCount] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -247,9 +337,43 @@ class UsageBuffer:
             self._pending.append(record)
             self._ensure_flusher()
 
-    def pending(self) -> int:
+    def count_refusal(
+        self,
+        at: datetime,
+        key_id: str | None,
+        error_code: str | None,
+        status: int,
+        method: str,
+        route: str,
+        client_ip: str | None,
+    ) -> None:
+        """Count a request refused before admission (no event). ``client_ip`` is kept only
+        with a known key: a flood of made-up keys from many addresses stays a few rows."""
+        key: RefusalKey = (
+            at.astimezone(UTC).date(),
+            key_id or "",
+            (error_code or "")[:64],
+            status,
+            method[:8],
+            route[:64],
+            (client_ip or "")[:64] if key_id else "",
+        )
         with self._lock:
-            return len(self._pending)
+            count = self._refusals.get(key)
+            if count is None:
+                if len(self._refusals) >= MAX_BUFFERED:
+                    # Memory stays bounded; the counts are written at the next flush.
+                    self._wake.set()
+                self._refusals[key] = RefusalCount(1, at, at)
+            else:
+                count.requests += 1
+                count.last_at = at
+            self._ensure_flusher()
+
+    def pending(self) -> int:
+        """Events and refusal counters waiting for the next flush."""
+        with self._lock:
+            return len(self._pending) + len(self._refusals)
 
     def _ensure_flusher(self) -> None:
         # Started lazily so each forked gunicorn worker runs its own flusher.
@@ -268,9 +392,13 @@ class UsageBuffer:
                 log.exception("usage flush failed")
 
     def flush(self) -> int:
-        """Write everything buffered; returns how many events were written."""
+        """Write everything buffered; returns how many events were written (refusals are
+        counted, not events)."""
         with self._lock:
             batch, self._pending = self._pending, []
+            refusals, self._refusals = self._refusals, {}
+        if refusals:
+            self._write_refusals(refusals)
         if not batch:
             return 0
         try:
@@ -289,6 +417,25 @@ class UsageBuffer:
         )
         with self._lock:
             self._pending = batch + self._pending
+
+    def _write_refusals(self, refusals: dict[RefusalKey, RefusalCount]) -> None:
+        try:
+            with self._store.transaction() as tx:
+                write_refusals(tx.session, refusals)
+        except Exception:
+            log.exception(
+                "could not write %d refusal counters; keeping them for the next flush",
+                len(refusals),
+            )
+            with self._lock:
+                for key, count in refusals.items():
+                    into = self._refusals.get(key)
+                    if into is None:
+                        self._refusals[key] = count
+                    else:
+                        into.requests += count.requests
+                        into.first_at = min(into.first_at, count.first_at)
+                        into.last_at = max(into.last_at, count.last_at)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._store.transaction() as tx:

@@ -24,7 +24,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from keys.durations import parse_time
 from keys.errors import InvalidInput, NotFound, ProofInvalid, ProofReplayed, ProofRequired
-from keys.models import ApiKey, Approval, ProofKey, Tester, UsageDaily, UsageEvent, Video
+from keys.models import (
+    ApiKey,
+    Approval,
+    ProofKey,
+    Tester,
+    UsageDaily,
+    UsageEvent,
+    UsageRefusal,
+    Video,
+)
 from keys.records.usage import COUNTS, OUTCOMES, REFUNDED, REFUSED
 
 MAX_PAGE = 1000
@@ -171,6 +180,10 @@ class KeyReport:
     # where they came from: on a bound key, senders that hold the string but not the key.
     refused_proofs: dict[str, int] = field(default_factory=dict)
     refused_proof_ips: list[dict[str, Any]] = field(default_factory=list)
+    # Refusals before admission are counted per UTC day (usage_refusals), not stored as
+    # events: those of the days the window touches, by day, code and status. They are in
+    # ``requests`` and ``outcomes["refused"]`` too.
+    refusals_by_day: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _utc_day(column: Any, dialect: str) -> Any:
@@ -320,7 +333,58 @@ class UsageReports:
         if cohort is not None:
             query = query.where(UsageEvent.cohort == cohort)
         rows = {(_as_date(row[0]), row[1]): tuple(row[2:]) for row in self._session.execute(query)}
+        if tester_id is None and cohort is None:
+            # Refusals before admission are counted, not events: no tester, no cohort.
+            for day, status, count in self._session.execute(
+                select(UsageRefusal.day, UsageRefusal.status, _total(UsageRefusal.requests))
+                .where(UsageRefusal.day >= first, UsageRefusal.day <= last)
+                .group_by(UsageRefusal.day, UsageRefusal.status)
+            ):
+                key = (_as_date(day), "")
+                totals = list(rows.get(key, (0,) * len(COUNTS)))
+                totals[0] += count
+                totals[3] += count if 400 <= status < 500 else 0
+                totals[4] += count if status >= 500 else 0
+                rows[key] = tuple(totals)
         return self._with_approvals(rows, first, last, tester_id, cohort)
+
+    def refusals(self, first: date, last: date, key_id: str | None = None) -> list[dict[str, Any]]:
+        """Refusals before admission counted for each UTC day from ``first`` to ``last``,
+        by key ('' for none), error code and status (client addresses summed)."""
+        if key_id is not None and not _ID.fullmatch(key_id):
+            raise InvalidInput("key_id must be a key id", param="key_id")
+        query = (
+            select(
+                UsageRefusal.day,
+                UsageRefusal.key_id,
+                UsageRefusal.error_code,
+                UsageRefusal.status,
+                _total(UsageRefusal.requests),
+                func.min(UsageRefusal.first_at),
+                func.max(UsageRefusal.last_at),
+            )
+            .where(UsageRefusal.day >= first, UsageRefusal.day <= last)
+            .group_by(
+                UsageRefusal.day, UsageRefusal.key_id, UsageRefusal.error_code, UsageRefusal.status
+            )
+            .order_by(
+                UsageRefusal.day, UsageRefusal.key_id, UsageRefusal.error_code, UsageRefusal.status
+            )
+        )
+        if key_id is not None:
+            query = query.where(UsageRefusal.key_id == key_id)
+        return [
+            {
+                "day": _as_date(day),
+                "key_id": key or None,
+                "error_code": code or None,
+                "status": status,
+                "requests": int(count),
+                "first_seen": first_seen,
+                "last_seen": last_seen,
+            }
+            for day, key, code, status, count, first_seen, last_seen in self._session.execute(query)
+        ]
 
     def _with_approvals(
         self,
@@ -457,7 +521,93 @@ class UsageReports:
             _, report.refused_after_revocation_ips = self._top(
                 UsageEvent.client_ip, "client_ip", refused
             )
+        self._add_counted_refusals(report, window)
         return report
+
+    def _add_counted_refusals(self, report: KeyReport, window: tuple[Any, ...]) -> None:
+        """Fold in the key's refusals counted per day (usage_refusals) on the days of the
+        window: requests, outcomes, routes, client addresses, refusals after revocation.
+        (A counted refusal keeps no user agent.)"""
+        first = report.since.astimezone(UTC).date()
+        last = report.until.astimezone(UTC).date()
+        rows = self._session.execute(
+            select(
+                UsageRefusal.day,
+                UsageRefusal.error_code,
+                UsageRefusal.status,
+                UsageRefusal.method,
+                UsageRefusal.route,
+                UsageRefusal.client_ip,
+                UsageRefusal.requests,
+                UsageRefusal.first_at,
+                UsageRefusal.last_at,
+            ).where(
+                UsageRefusal.key_id == report.key_id,
+                UsageRefusal.day >= first,
+                UsageRefusal.day <= last,
+            )
+        ).all()
+        if not rows:
+            return
+        by_day: dict[tuple[date, str, int], list[Any]] = {}
+        routes = {(r["route"], r["method"], r["status"]): r["count"] for r in report.by_route}
+        addresses: dict[str, dict[str, Any]] = {}
+        revoked: dict[str, dict[str, Any]] = {}
+        proofs: dict[str, dict[str, Any]] = {}
+        for day, code, status, method, route, client_ip, count, first_at, last_at in rows:
+            count = int(count)
+            report.requests += count
+            report.outcomes[REFUSED] = report.outcomes.get(REFUSED, 0) + count
+            report.first_seen = min(report.first_seen or first_at, first_at)
+            report.last_seen = max(report.last_seen or last_at, last_at)
+            into = by_day.setdefault((_as_date(day), code, status), [0, first_at, last_at])
+            into[0] += count
+            into[1], into[2] = min(into[1], first_at), max(into[2], last_at)
+            routes[(route, method, status)] = routes.get((route, method, status), 0) + count
+            targets = [addresses]
+            # A key refused as revoked was refused after its revocation, by definition.
+            if code == "key_revoked" and report.revoked_at is not None:
+                report.refused_after_revocation += count
+                targets.append(revoked)
+            # The key's string without its proof key: who holds a leaked string.
+            if code in PROOF_REFUSALS:
+                report.refused_proofs[code] = report.refused_proofs.get(code, 0) + count
+                targets.append(proofs)
+            for target in targets:
+                seen = target.setdefault(
+                    client_ip, {"count": 0, "first_seen": first_at, "last_seen": last_at}
+                )
+                seen["count"] += count
+                seen["first_seen"] = min(seen["first_seen"], first_at)
+                seen["last_seen"] = max(seen["last_seen"], last_at)
+        report.refusals_by_day = [
+            {
+                "day": day,
+                "error_code": code or None,
+                "status": status,
+                "requests": count,
+                "first_seen": first_at,
+                "last_seen": last_at,
+            }
+            for (day, code, status), (count, first_at, last_at) in sorted(by_day.items())
+        ][:REPORT_TOP]
+        report.by_route = [
+            {"route": route, "method": method, "status": status, "count": count}
+            for (route, method, status), count in sorted(
+                routes.items(), key=lambda item: (-item[1], item[0][0], item[0][2])
+            )
+        ][:REPORT_TOP]
+        known = [ip for ip in addresses if ip]
+        if known:
+            also_in_events = self._session.execute(
+                select(func.count(func.distinct(UsageEvent.client_ip))).where(
+                    *window, UsageEvent.client_ip.in_(known)
+                )
+            ).scalar_one()
+            report.distinct_client_ips += len(known) - int(also_in_events)
+        report.client_ips = _merged(report.client_ips, addresses)
+        report.refused_after_revocation_ips = _merged(report.refused_after_revocation_ips, revoked)
+        report.refused_proof_ips = _merged(report.refused_proof_ips, proofs)
 
     def _top(
         self, column: Any, name: str, conditions: tuple[ColumnElement[bool], ...]
@@ -500,6 +650,24 @@ class UsageReports:
         return self._session.execute(
             select(func.count()).select_from(UsageEvent).where(UsageEvent.at < before)
         ).scalar_one()
+
+
+def _merged(top: list[dict[str, Any]], counted: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A top-addresses list with counted refusals added (their '' address left out)."""
+    by_ip = {row["client_ip"]: dict(row) for row in top}
+    for client_ip, seen in counted.items():
+        if not client_ip:
+            continue
+        into = by_ip.get(client_ip)
+        if into is None:
+            by_ip[client_ip] = {"client_ip": client_ip, **seen}
+            continue
+        into["count"] += seen["count"]
+        into["first_seen"] = min(into["first_seen"], seen["first_seen"])
+        into["last_seen"] = max(into["last_seen"], seen["last_seen"])
+    return sorted(by_ip.values(), key=lambda row: (-row["count"], str(row["client_ip"])))[
+        :REPORT_TOP
+    ]
 
 
 def _total(column: Any) -> Any:

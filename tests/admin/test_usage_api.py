@@ -772,11 +772,15 @@ def test_blast_radius_of_a_leaked_key(
         ("10.0.0.1", 2),
         ("203.0.113.7", 2),
     ]
+    # The refusals after the revocation are counted per day (usage_refusals), with their
+    # route and address but without a user agent.
     assert {ua["user_agent"]: ua["count"] for ua in report["user_agents"]} == {
-        "python-requests/2": 3,
         "sdk/1.0": 2,
         "curl/8.5": 2,
     }
+    assert [(r["error_code"], r["status"], r["requests"]) for r in report["refusals_by_day"]] == [
+        ("key_revoked", 401, 3)
+    ]
     assert report["revoked_at"] == "2026-11-27T13:02:00Z"
     assert report["refused_after_revocation"] == 3
     assert report["refused_after_revocation_ips"][0]["client_ip"] == "203.0.113.99"

@@ -118,23 +118,25 @@ def test_limits_are_per_key(
     ok(me(client, second_key))
 
 
-def test_a_rate_limited_request_is_in_the_usage_log_under_its_key(
+def test_a_rate_limited_request_is_counted_under_its_key_not_stored_as_an_event(
     client: Any, app: Any, store: Store, tester: Tester, key: IssuedKey
 ) -> None:
     set_overrides(store, tester.id, requests_per_minute=1)
     ok(me(client, key))
-    assert_error(me(client, key), 429, "rate_limit_exceeded")
+    for _ in range(3):
+        assert_error(me(client, key), 429, "rate_limit_exceeded")
 
     app.extensions["drawbridge"].usage.flush()
     with store.read() as tx:
         from sqlalchemy import select
 
-        from keys.models import UsageEvent
+        from keys.models import UsageEvent, UsageRefusal
 
         events = list(tx.session.scalars(select(UsageEvent).order_by(UsageEvent.id)))
-    assert [(e.key_id, e.status, e.error_code) for e in events] == [
-        (key.key.id, 200, None),
-        (key.key.id, 429, "rate_limit_exceeded"),
+        counted = list(tx.session.scalars(select(UsageRefusal)))
+    assert [(e.key_id, e.status, e.error_code) for e in events] == [(key.key.id, 200, None)]
+    assert [(r.key_id, r.status, r.error_code, r.requests) for r in counted] == [
+        (key.key.id, 429, "rate_limit_exceeded", 3)
     ]
 
 
@@ -215,10 +217,16 @@ def test_with_one_trusted_proxy_the_forwarded_address_is_the_client(
     with store.read() as tx:
         from sqlalchemy import select
 
-        from keys.models import UsageEvent
+        from keys.models import UsageEvent, UsageRefusal
 
         addresses = {e.client_ip for e in tx.session.scalars(select(UsageEvent))}
-    assert addresses == {"198.51.100.7", "198.51.100.8"}
+        counted = {
+            (r.error_code, r.status, r.client_ip): r.requests
+            for r in tx.session.scalars(select(UsageRefusal))
+        }
+    assert addresses == {"198.51.100.8"}
+    # Refusals without a known key are counted, without their address.
+    assert counted == {("invalid_api_key", 401, ""): 3, ("too_many_failed_attempts", 429, ""): 2}
 
 
 # -- /v1/me ----------------------------------------------------------------------------

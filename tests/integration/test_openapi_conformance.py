@@ -45,7 +45,8 @@ Authorization = "Bearer {token}"
 
 [[operations]]
 include-operation-id = [
-  "listUsageEvents", "exportUsage", "getDailyUsage", "getKeyReport", "issueKey", "createToken",
+  "listUsageEvents", "exportUsage", "getDailyUsage", "getUsageRefusals", "getKeyReport",
+  "issueKey", "createToken",
   "bindProofKey", "identifyVideo",
 ]
 checks.positive_data_acceptance.expected-statuses = [

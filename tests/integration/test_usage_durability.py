@@ -27,6 +27,7 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from keys.access.keyformat import KeyFormat
 from keys.db import Base, normalise_url
 from keys.records.usage_reports import UsageReports
 from tests.integration.fleet import gateway_fleet, query
@@ -113,38 +114,68 @@ def answering_workers(gateway: LiveGateway, path: str) -> set[str]:
 # -- graceful stop ---------------------------------------------------------------------------
 
 
-def test_a_graceful_stop_writes_every_batched_event(
+def test_a_graceful_stop_writes_every_batched_event_and_refusal_count(
     simulator: LiveSimulator, database: tuple[str, str], tmp_path: Path
 ) -> None:
+    """Admitted requests are events; refusals before admission (no key, a made-up key, a
+    revoked key) are counted per day, key and code, exactly, across both workers."""
     _, url = database
-    with _gateway(simulator, tmp_path, database, DRAWBRIDGE_USAGE_FLUSH_SECONDS="3600") as [
-        gateway
-    ]:
+    with _gateway(
+        simulator,
+        tmp_path,
+        database,
+        DRAWBRIDGE_USAGE_FLUSH_SECONDS="3600",
+        DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE="1000",
+    ) as [gateway]:
         key = gateway.new_tester_key()
+        revoked = gateway.new_tester_key()
+        gateway.admin_ok("POST", f"/keys/{revoked.key_id}/revoke", json={"reason": "leaked"})
+        made_up = KeyFormat("drwb").generate()
+        senders = [
+            {"Authorization": f"Bearer {key.secret}"},
+            {},
+            {"Authorization": f"Bearer {made_up}"},
+            {"Authorization": f"Bearer {revoked.secret}"},
+        ]
         request_ids = []
-        for n in range(60):
-            secret = key.secret if n % 4 else "drwb_not_a_key"
+        for n in range(80):
             with http_session() as session:  # a new connection each: both workers answer
                 response = session.get(
-                    f"{gateway.api_url}/me",
-                    headers={"Authorization": f"Bearer {secret}"},
-                    timeout=HTTP_TIMEOUT,
+                    f"{gateway.api_url}/me", headers=senders[n % 4], timeout=HTTP_TIMEOUT
                 )
-            assert response.status_code == (200 if n % 4 else 401)
-            request_ids.append(response.headers["x-request-id"])
-        assert len(set(request_ids)) == 60
+            assert response.status_code == (200 if n % 4 == 0 else 401)
+            if n % 4 == 0:
+                request_ids.append(response.headers["x-request-id"])
+        assert len(set(request_ids)) == 20
         assert count_events(url, request_ids) == 0  # all still in the workers' buffers
+        assert query(url, "SELECT COUNT(*) FROM usage_refusals")[0][0] == 0
 
         # Any worker answers /metrics for both (each publishes its counts every second).
         assert len(answering_workers(gateway, "/v1/me")) == 2
         time.sleep(1.5)
-        assert {requests_counted(scrape(gateway), "/v1/me") for _ in range(8)} == {60}
+        assert {requests_counted(scrape(gateway), "/v1/me") for _ in range(8)} == {80}
 
         assert gateway.process is not None
         gateway.process.stop()
         assert gateway.process.popen.returncode == 0
 
-    assert count_events(url, request_ids) == 60
+    assert count_events(url, request_ids) == 20
+    assert query(url, "SELECT COUNT(*) FROM usage_events")[0][0] == 20  # no refusal events
+    counted = {
+        (key_id, code, status, route): int(requests)
+        for key_id, code, status, route, requests in query(
+            url,
+            "SELECT key_id, error_code, status, route, SUM(requests) FROM usage_refusals "
+            "GROUP BY key_id, error_code, status, route",
+        )
+    }
+    assert counted == {
+        ("", "missing_api_key", 401, "/v1/me"): 20,
+        ("", "invalid_api_key", 401, "/v1/me"): 20,
+        (revoked.key_id, "key_revoked", 401, "/v1/me"): 20,
+    }
+    keyless = query(url, "SELECT requests, rejections FROM usage_daily WHERE tester_id = ''")
+    assert [tuple(row) for row in keyless] == [(60, 60)]
 
 
 # -- kill -9 under load ----------------------------------------------------------------------

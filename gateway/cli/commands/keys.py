@@ -259,6 +259,14 @@ def _render_key_report(view: dict[str, Any]) -> str:
                 ["client_ip", "count", "first_seen", "last_seen"],
             )
         )
+    if view.get("refusals_by_day"):
+        sections.append(
+            (
+                "refusals before admission, counted per day",
+                view["refusals_by_day"],
+                ["day", "error_code", "status", "requests", "first_seen", "last_seen"],
+            )
+        )
     if view["revoked_at"]:
         sections.append(
             (
