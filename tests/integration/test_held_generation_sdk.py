@@ -246,9 +246,12 @@ def sdk_client(gateway: LiveGateway, key: TesterKey, seen: list[httpx2.Response]
 
 
 def rate_limited_events(gateway: LiveGateway, key: TesterKey) -> int:
+    """The key's 429s in the usage log: refused before admission, they are counted per day
+    (usage_refusals), not stored as events (docs/usage.md)."""
     rows = query(
         gateway.database_url,
-        "SELECT COUNT(*) FROM usage_events WHERE key_id = :key AND status = 429",
+        "SELECT COALESCE(SUM(requests), 0) FROM usage_refusals"
+        " WHERE key_id = :key AND status = 429",
         key=key.key_id,
     )
     return int(rows[0][0])

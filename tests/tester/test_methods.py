@@ -18,9 +18,16 @@ from sqlalchemy import select
 from gateway.state import GatewayState
 from keys.access.admin_tokens import IssuedToken
 from keys.access.lifecycle import IssuedKey
-from keys.models import UsageEvent
+from keys.models import UsageEvent, UsageRefusal
 from keys.store import Store
 from tests.helpers import assert_error, bearer
+
+
+def counted_refusals(state: GatewayState, store: Store) -> list[UsageRefusal]:
+    """Refusals before admission are counted per day, not stored as events (docs/usage.md)."""
+    state.usage.flush()
+    with store.read() as tx:
+        return list(tx.session.scalars(select(UsageRefusal)))
 
 
 def events(state: GatewayState, store: Store) -> list[UsageEvent]:
@@ -66,12 +73,14 @@ def test_options_without_a_key_is_a_401(client: Any, state: GatewayState, store:
     response = client.options("/v1/videos")
 
     assert_error(response, 401, "missing_api_key")
-    (event,) = events(state, store)
-    assert (event.method, event.route, event.status, event.key_id) == (
+    assert events(state, store) == []
+    (counted,) = counted_refusals(state, store)
+    assert (counted.method, counted.route, counted.status, counted.key_id, counted.requests) == (
         "OPTIONS",
         "/v1/videos",
         401,
-        None,
+        "",
+        1,
     )
 
 
@@ -84,8 +93,13 @@ def test_options_with_a_revoked_key_is_refused_as_revoked(
     response = client.options("/v1/videos", headers=bearer(key.secret))
 
     assert_error(response, 401, "key_revoked")
-    (event,) = events(state, store)
-    assert (event.key_id, event.status, event.error_code) == (key.key.id, 401, "key_revoked")
+    (counted,) = counted_refusals(state, store)
+    assert (counted.key_id, counted.status, counted.error_code, counted.method) == (
+        key.key.id,
+        401,
+        "key_revoked",
+        "OPTIONS",
+    )
 
 
 def test_the_admin_plane_answers_options_in_the_error_shape_too(
