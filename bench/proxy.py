@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ from bench.harness import (
     setting_pairs,
     write_json,
 )
+from bench.load import parse_wrk
 
 LATENCY_TARGET_MS = 1.0
 THROUGHPUT_TARGET = 0.8
@@ -90,38 +90,6 @@ def sequential_latency(target: Target, path: str, requests: int, warmup: int) ->
 
 
 # -- throughput ------------------------------------------------------------------------
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if not match:
-        return float("nan")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_wrk(output: str) -> dict[str, Any]:
-    """The numbers of a ``wrk --latency`` report."""
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if rate is None:
-        raise RuntimeError(f"no Requests/sec in wrk's output:\n{output}")
-    total = re.search(r"(\d+) requests in ([\d.]+\w+)", output)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    latency = {
-        f"p{pct}_ms": _ms(value)
-        for pct, value in re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.MULTILINE)
-    }
-    return {
-        "rps": float(rate.group(1)),
-        "requests": int(total.group(1)) if total else None,
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
-        "latency_under_load": latency,
-    }
 
 
 def wrk_command(
