@@ -228,3 +228,20 @@ def test_a_revoked_key_loses_its_pass_through_the_block(
     # refused with its address, without a database lookup.
     assert_error(via_nat(client, bearer(key.secret)), 401, "key_revoked")
     assert_error(via_nat(client, bearer(key.secret)), 429, "too_many_failed_attempts")
+
+
+def test_a_verified_key_is_not_made_to_ask_whether_its_address_is_blocked(
+    client: Any, state: Any, key: IssuedKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The block never refuses a verified key, so its requests need not read the address's
+    # failure count (on Redis, a round trip per request); a key not verified yet does.
+    asked: list[str] = []
+    limits = state.limits
+    ask = limits._with_strategy
+    monkeypatch.setattr(limits, "_with_strategy", lambda count: asked.append("asked") or ask(count))
+
+    assert me(client, bearer(key.secret)).status_code == 200
+    assert asked == ["asked"]
+    for _ in range(3):
+        assert me(client, bearer(key.secret)).status_code == 200
+    assert asked == ["asked"]
