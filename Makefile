@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint unit integration units bench bench-tools clean system-packages
+.PHONY: demo test lint unit integration units bench bench-tools clean system-packages node-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ system-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "note: missing Debian packages:$$missing; the tests that need them will skip"; fi
 
+# npm packages of the independent C2PA reader the provenance tests check delivered videos
+# with (tests/readers/c2pa-ts: @trustnxt/c2pa-ts, pinned by its package-lock.json), with the
+# machine's node and npm. Reinstalled when the lock file changes; no install scripts run.
+# Without npm those tests skip with a message saying so (and fail under CI=true).
+C2PA_TS := tests/readers/c2pa-ts
+node-packages:
+	@if ! command -v npm >/dev/null; then \
+		echo "note: npm is missing; the independent C2PA reader's tests will skip"; \
+	elif [ ! -f $(C2PA_TS)/node_modules/.package-lock.json ] || \
+		[ $(C2PA_TS)/package-lock.json -nt $(C2PA_TS)/node_modules/.package-lock.json ]; then \
+		cd $(C2PA_TS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; fi
+
 demo: $(VENV)/.installed  ## install, then run gateway + simulator on SQLite
 	$(BIN)/drawbridge demo
 
@@ -37,13 +49,13 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check keys gateway tests bench
 	$(BIN)/mypy
 
-test: lint system-packages  ## install, lint, type-check, then the whole suite (unit + integration)
+test: lint system-packages node-packages  ## install, lint, type-check, then the whole suite (unit + integration)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest --ignore=tests/integration $(PYTEST_ARGS)
 
-integration: $(VENV)/.installed system-packages
+integration: $(VENV)/.installed system-packages node-packages
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 # systemd-analyze verify on the shipped units, about a second (also part of `make test`).
@@ -63,4 +75,4 @@ bench: $(VENV)/.installed bench-tools
 	$(BIN)/python -m bench.proxy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .drawbridge
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .drawbridge $(C2PA_TS)/node_modules

@@ -1,6 +1,7 @@
 """Provenance on the live gateway and simulator: every video that leaves carries its own
-signed C2PA manifest, which c2pa-python's Reader (the independent reader) validates against
-the deployment's root, and identify traces a file back to its download."""
+signed C2PA manifest, which c2pa-python's Reader validates against the deployment's root, and
+identify traces a file back to its download. (c2pa-python wraps the same Rust core that signs;
+test_c2pa_independent_reader.py reads the same downloads with an implementation of its own.)"""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ import requests
 
 from keys.provenance.mp4 import without_c2pa
 from tests.integration.live import LiveGateway, TesterKey
+from tests.integration.provenance_flows import (
+    PROMPT,
+    TRAINED,
+    made_video,
+    share_link,
+    trust_anchors,
+)
 
 pytestmark = pytest.mark.integration
-
-TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-PROMPT = "a heron lands on a frozen pond at dawn"
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +36,6 @@ def auditor(live_gateway: LiveGateway) -> str:
     )
     live_gateway.issued_secrets.append(token["secret"])
     return str(token["secret"])
-
-
-def trust_anchors(gateway: LiveGateway) -> str:
-    return "".join(gateway.admin_ok("GET", "/provenance/certificates")["trust_anchors"])
 
 
 def independent_read(data: bytes, anchors: str) -> tuple[str | None, dict[str, Any]]:
@@ -49,13 +50,6 @@ def assertion(manifest: dict[str, Any], label: str) -> dict[str, Any]:
         if item["label"] == label:
             return dict(item["data"])
     raise AssertionError(f"no {label} in {[a['label'] for a in manifest['assertions']]}")
-
-
-def made_video(gateway: LiveGateway, key: TesterKey) -> str:
-    client = gateway.openai_client(key.secret)
-    video = client.videos.create_and_poll(prompt=PROMPT, seconds="4")
-    assert video.status == "completed", video
-    return video.id
 
 
 def identify(gateway: LiveGateway, token: str, data: bytes, **headers: str) -> requests.Response:
@@ -131,17 +125,6 @@ def test_an_sdk_download_carries_a_manifest_the_independent_reader_validates(
         "GET", "/audit", params={"after_seq": view["audit_seq"] - 1, "limit": 1}
     )
     assert looked_up["data"][0]["action"] == "provenance.identify"
-
-
-def share_link(gateway: LiveGateway, key: TesterKey, video_id: str) -> tuple[str, str]:
-    """Request a share, approve it as the admin: (the link, the share approval's id)."""
-    requested = gateway.tester_post(f"/videos/{video_id}/share", key.secret)
-    assert requested.status_code == 200, requested.text
-    approval_id = requested.json()["id"]
-    gateway.admin_ok("POST", f"/approvals/{approval_id}/approve", json={"reason": "fine"})
-    status = gateway.tester_get(f"/videos/{video_id}/share", key.secret).json()
-    assert status["url"], status
-    return str(status["url"]), str(approval_id)
 
 
 def test_a_share_link_download_names_the_share_and_its_approval_and_differs_from_the_owners(
