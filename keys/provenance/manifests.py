@@ -9,15 +9,19 @@ the deployment allows it) the prompt, whose keyed hash stands in for it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 import c2pa
 
+from keys.provenance import embeddable
+
 DELIVERY_LABEL = "org.drawbridge.delivery"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MP4 = "video/mp4"
 GENERATOR = {"name": "Drawbridge", "version": "0.1.0"}
+READ_BYTES = 1024 * 1024
 
 _SIGN_SETTINGS = {
     "builder": {"thumbnail": {"enabled": False}},
@@ -96,21 +100,70 @@ def manifest_definition(facts: DeliveryFacts) -> dict[str, Any]:
     }
 
 
+class DeliveryManifest:
+    """One delivery's manifest, signed after its bytes went out.
+
+    The manifest is a top-level C2PA ``uuid`` box **appended after the backend's bytes**,
+    which it leaves untouched (no offset moves); its hard binding is a ``c2pa.hash.data``
+    over everything but itself: the SHA-256 of the backend's bytes, which the caller
+    computes while streaming them. So the size of the delivered file is known before the
+    first byte (``len(original) + size``) and signing costs O(manifest), not O(file).
+    Made with the C API's data-hashed embeddable calls (keys/provenance/embeddable.py).
+    Raises SigningFailed."""
+
+    def __init__(self, chain_pem: bytes, private_key_pem: bytes, facts: DeliveryFacts) -> None:
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
+        try:
+            self._signer = c2pa.Signer.from_info(info)
+            self._context = c2pa.Context.from_dict(_SIGN_SETTINGS)
+            self._builder = c2pa.Builder(manifest_definition(facts), context=self._context)
+            placeholder = embeddable.data_hashed_placeholder(
+                self._builder, embeddable.reserve_size(self._signer), MP4
+            )
+        except c2pa.C2paError as exc:
+            self.close()
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+        self.size = len(placeholder)
+
+    def sign(self, original_length: int, original_sha256: bytes) -> bytes:
+        """The manifest box to append to these ``original_length`` bytes, whose SHA-256
+        the caller computed; exactly ``size`` bytes."""
+        try:
+            manifest = embeddable.sign_data_hashed(
+                self._builder,
+                self._signer,
+                [(original_length, self.size)],
+                original_sha256,
+                MP4,
+            )
+        except c2pa.C2paError as exc:
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+        finally:
+            self.close()
+        if len(manifest) != self.size:
+            raise SigningFailed(f"the signed manifest is {len(manifest)} bytes, not {self.size}")
+        return manifest
+
+    def close(self) -> None:
+        for name in ("_builder", "_context", "_signer"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                handle.close()
+                setattr(self, name, None)
+
+
 def sign_mp4(
     chain_pem: bytes, private_key_pem: bytes, facts: DeliveryFacts, source: BinaryIO, dest: BinaryIO
 ) -> None:
-    """Embed a signed manifest: read the MP4 from ``source``, write it signed to ``dest``
-    (both seekable; c2pa streams through them). Raises SigningFailed."""
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
-    try:
-        with (
-            c2pa.Signer.from_info(info) as signer,
-            c2pa.Context.from_dict(_SIGN_SETTINGS) as context,
-            c2pa.Builder(manifest_definition(facts), context=context) as builder,
-        ):
-            builder.sign(signer, MP4, source, dest)
-    except c2pa.C2paError as exc:
-        raise SigningFailed(str(exc) or type(exc).__name__) from None
+    """Copy the MP4 from ``source`` to ``dest`` with this delivery's manifest appended, as
+    the gateway delivers it (in one pass, hashing). Raises SigningFailed."""
+    manifest = DeliveryManifest(chain_pem, private_key_pem, facts)
+    digest, length = hashlib.sha256(), 0
+    while chunk := source.read(READ_BYTES):
+        dest.write(chunk)
+        digest.update(chunk)
+        length += len(chunk)
+    dest.write(manifest.sign(length, digest.digest()))
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,11 @@ def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
         by_manifest = identify(tx, examine(io.BytesIO(delivered), roots), "auditor:test")
         bare = examine(io.BytesIO(without_c2pa(delivered)), roots)
         stripped = identify(tx, bare, "auditor:test")
+        # The container changed (a box added after ftyp), the media data kept.
+        ftyp = struct.unpack(">I", original[:4])[0]
+        remuxed_bytes = original[:ftyp] + struct.pack(">I4s", 16, b"free") + b"x" * 8
+        remuxed_bytes += original[ftyp:]
+        remuxed = identify(tx, examine(io.BytesIO(remuxed_bytes), roots), "auditor:test")
         raw = identify(tx, examine(io.BytesIO(original), roots), "auditor:test")
         stranger = identify(tx, examine(io.BytesIO(mp4("video_never")), roots), "auditor:test")
     with pytest.raises(InvalidInput):
@@ -164,10 +169,13 @@ def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
         "manifest",
     )
     assert by_manifest.deliveries[0]["download_id"] == "dl_9"
-    assert (stripped.manifest, stripped.matched_by) == ("absent", "media_hash")
+    # The manifest is appended after the backend's bytes: stripped, they are those bytes.
+    assert bare.sha256 == hashlib.sha256(original).hexdigest()
+    assert (stripped.manifest, stripped.matched_by) == ("absent", "original_hash")
     assert stripped.deliveries[0]["download_id"] == "dl_9"
+    assert (remuxed.manifest, remuxed.matched_by) == ("absent", "media_hash")
     assert raw.matched_by == "original_hash"
     assert (stranger.verdict, stranger.deliveries) == ("unknown", [])
     with store.read() as tx:
         looked_up = [e for e in tx.audit.entries() if e.action == "provenance.identify"]
-    assert len(looked_up) == 4
+    assert len(looked_up) == 5
