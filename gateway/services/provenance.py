@@ -193,9 +193,11 @@ class _Delivery:
             media_sha256 = walk.finish()
             box = manifest.sign(length, digest.digest())
         except (DeliveryCut, NotAnMp4, SigningFailed) as exc:
-            log.warning("provenance: download of video %s cut, unsigned: %s", self.video_id, exc)
-            self.state.signers.observe("cut")
+            self._cut(exc)
             raise DeliveryCut(str(exc)) from None
+        except Exception as exc:  # the backend's own failure (cut short, timed out)
+            self._cut(exc)
+            raise
         finally:
             manifest.close()
             _close(chunks)
@@ -210,6 +212,10 @@ class _Delivery:
         )
         _observe(self.state, None, self.video_id)
         yield box
+
+    def _cut(self, exc: Exception) -> None:
+        log.warning("provenance: download of video %s cut, unsigned: %s", self.video_id, exc)
+        self.state.signers.observe("cut")
 
     def _unsigned_body(
         self, reason: str, chunks: Iterator[bytes], facts: DeliveryFacts, at: datetime
