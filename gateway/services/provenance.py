@@ -25,16 +25,18 @@ import hashlib
 import itertools
 import logging
 import secrets
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from keys.errors import NotFound
 from keys.models import Approval, Tester, Video
+from keys.provenance.bindings import Binding
 from keys.provenance.identify import Identification, examine, identify
 from keys.provenance.identity import SigningIdentity
 from keys.provenance.manifests import (
@@ -42,6 +44,7 @@ from keys.provenance.manifests import (
     DeliveryFacts,
     DeliveryManifest,
     SigningFailed,
+    binding_of,
 )
 from keys.provenance.mp4 import NotAnMp4, StreamedMp4
 
@@ -105,7 +108,8 @@ def deliver(
         log.warning("provenance: video %s is not an MP4 (no ftyp box first)", video_id)
         return delivery.unsigned("not_mp4", itertools.chain([first], chunks))
     if declared.isdigit():
-        return delivery.signed(itertools.chain([first], chunks), int(declared))
+        key = (video_id, int(declared), headers.get("ETag", ""))
+        return delivery.signed(itertools.chain([first], chunks), int(declared), key)
     spool = _spool(state)
     try:
         spool.write(first)
@@ -117,7 +121,9 @@ def deliver(
     except BaseException:
         spool.close()
         raise
-    return delivery.signed(_stream(spool, deadline_at, on_deadline), len(first) + size)
+    length = len(first) + size
+    key = (video_id, length, headers.get("ETag", ""))
+    return delivery.signed(_stream(spool, deadline_at, on_deadline), length, key)
 
 
 class DeliveryCut(Exception):
@@ -154,11 +160,20 @@ class _Delivery:
         out = {**headers, "X-Drawbridge-Download-Id": self.download_id}
         return status, out, self._unsigned_body(reason, chunks, facts, at)
 
-    def signed(self, chunks: Iterator[bytes], length: int) -> Opened:
+    def signed(self, chunks: Iterator[bytes], length: int, key: tuple[str, int, str]) -> Opened:
+        """The video with its manifest appended. A video this process delivered before, by
+        the same length and ETag, is signed with that delivery's BMFF hash (checked against
+        the SHA-256 of what streams past); else c2pa hashes a copy after the last byte."""
         identity = self.state.signers.current()
         facts, at = self._facts(identity)
+        known = self.state.signers.bindings.get(key)
         try:
-            manifest = DeliveryManifest(identity.chain_pem, identity.private_key_pem, facts)
+            manifest = DeliveryManifest(
+                identity.chain_pem,
+                identity.private_key_pem,
+                facts,
+                known.assertion if known is not None else None,
+            )
         except SigningFailed as exc:
             log.warning("provenance: could not sign video %s: %s", self.video_id, exc)
             status, headers = self.answer
@@ -168,50 +183,8 @@ class _Delivery:
         out = {**headers, "Content-Length": str(length + manifest.size)}
         out.pop("ETag", None)  # the bytes are this download's own, not the backend's
         out["X-Drawbridge-Download-Id"] = self.download_id
-        return status, out, self._signed_body(chunks, length, manifest, facts, at, identity)
-
-    def _signed_body(
-        self,
-        chunks: Iterator[bytes],
-        length: int,
-        manifest: DeliveryManifest,
-        facts: DeliveryFacts,
-        at: datetime,
-        identity: SigningIdentity,
-    ) -> Iterator[bytes]:
-        digest, walk, got = hashlib.sha256(), StreamedMp4(length), 0
-        try:
-            for chunk in chunks:
-                got += len(chunk)
-                if got > length:
-                    raise DeliveryCut(f"the backend sent more than its {length} bytes")
-                digest.update(chunk)
-                walk.feed(chunk)
-                yield chunk
-            if got != length:
-                raise DeliveryCut(f"the backend sent {got} of its {length} bytes")
-            media_sha256 = walk.finish()
-            box = manifest.sign(length, digest.digest())
-        except (DeliveryCut, NotAnMp4, SigningFailed) as exc:
-            self._cut(exc)
-            raise DeliveryCut(str(exc)) from None
-        except Exception as exc:  # the backend's own failure (cut short, timed out)
-            self._cut(exc)
-            raise
-        finally:
-            manifest.close()
-            _close(chunks)
-        delivered = digest.copy()
-        delivered.update(box)
-        self._record(
-            facts,
-            at,
-            None,
-            identity.generation,
-            (length + len(box), delivered.hexdigest(), digest.hexdigest(), media_sha256),
-        )
-        _observe(self.state, None, self.video_id)
-        yield box
+        body = _SignedBody(self, chunks, length, manifest, known, key)
+        return status, out, body.run(facts, at, identity)
 
     def _cut(self, exc: Exception) -> None:
         log.warning("provenance: download of video %s cut, unsigned: %s", self.video_id, exc)
@@ -305,6 +278,89 @@ class _Delivery:
                 original_sha256=original_sha256,
                 media_sha256=media_sha256,
             )
+
+
+class _SignedBody:
+    """A signed video's body: the backend's chunks as they come, hashed and walked, then the
+    manifest box. The first delivery of some bytes in this process also copies them (a
+    temporary file, in memory up to ``provenance_spool_memory_bytes``) for c2pa to hash
+    after the last byte; a later one signs with the binding it left (``known``)."""
+
+    def __init__(
+        self,
+        delivery: _Delivery,
+        chunks: Iterator[bytes],
+        length: int,
+        manifest: DeliveryManifest,
+        known: Binding | None,
+        key: tuple[str, int, str],
+    ) -> None:
+        self.delivery, self.chunks, self.length = delivery, chunks, length
+        self.manifest, self.known, self.key = manifest, known, key
+
+    def run(self, facts: DeliveryFacts, at: datetime, identity: SigningIdentity) -> Iterator[bytes]:
+        delivery, length, manifest = self.delivery, self.length, self.manifest
+        bindings = delivery.state.signers.bindings
+        copy = _spool(delivery.state) if self.known is None else None
+        digest, walk, got = hashlib.sha256(), StreamedMp4(length), 0
+        try:
+            for chunk in self.chunks:
+                got += len(chunk)
+                if got > length:
+                    raise DeliveryCut(f"the backend sent more than its {length} bytes")
+                digest.update(chunk)
+                walk.feed(chunk)
+                if copy is not None:
+                    copy.write(chunk)
+                yield chunk
+            if got != length:
+                raise DeliveryCut(f"the backend sent {got} of its {length} bytes")
+            media_sha256 = walk.finish()
+            original_sha256 = digest.hexdigest()
+            if self.known is not None and self.known.original_sha256 != original_sha256:
+                bindings.drop(self.key)
+                raise DeliveryCut("the backend's bytes changed since their binding was computed")
+            if copy is not None:
+                manifest.hash(cast(BinaryIO, copy))
+            box = manifest.sign()
+            if copy is not None:
+                self._remember(copy, original_sha256, box)
+        except (DeliveryCut, NotAnMp4, SigningFailed) as exc:
+            delivery._cut(exc)
+            raise DeliveryCut(str(exc)) from None
+        except Exception as exc:  # the backend's own failure (cut short, timed out)
+            delivery._cut(exc)
+            raise
+        finally:
+            manifest.close()
+            _close(self.chunks)
+            if copy is not None:
+                copy.close()
+        delivered = digest.copy()
+        delivered.update(box)
+        delivery._record(
+            facts,
+            at,
+            None,
+            identity.generation,
+            (length + len(box), delivered.hexdigest(), original_sha256, media_sha256),
+        )
+        _observe(delivery.state, None, delivery.video_id)
+        yield box
+
+    def _remember(self, copy: IO[bytes], original_sha256: str, box: bytes) -> None:
+        """Keep the binding c2pa computed for the next delivery of these bytes (a failure
+        here only means the next one hashes again)."""
+        copy.seek(0)
+        (ftyp_size,) = struct.unpack(">I", copy.read(4))
+        copy.seek(0)
+        ftyp = copy.read(ftyp_size)
+        try:
+            binding = Binding(original_sha256, binding_of(ftyp, box))
+        except SigningFailed as exc:
+            log.warning("provenance: no binding kept for video %s: %s", self.delivery.video_id, exc)
+            return
+        self.delivery.state.signers.bindings.put(self.key, binding)
 
 
 def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:

@@ -9,9 +9,11 @@ the deployment allows it) the prompt, whose keyed hash stands in for it.
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import io
+import json
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import c2pa
 
@@ -20,6 +22,7 @@ from keys.provenance import embeddable
 DELIVERY_LABEL = "org.drawbridge.delivery"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MP4 = "video/mp4"
+BMFF_HASH = "c2pa.hash.bmff.v3"
 GENERATOR = {"name": "Drawbridge", "version": "0.1.0"}
 READ_BYTES = 1024 * 1024
 
@@ -104,38 +107,54 @@ class DeliveryManifest:
     """One delivery's manifest, signed after its bytes went out.
 
     The manifest is a top-level C2PA ``uuid`` box **appended after the backend's bytes**,
-    which it leaves untouched (no offset moves); its hard binding is a ``c2pa.hash.data``
-    over everything but itself: the SHA-256 of the backend's bytes, which the caller
-    computes while streaming them. So the size of the delivered file is known before the
-    first byte (``len(original) + size``) and signing costs O(manifest), not O(file).
-    Made with the C API's data-hashed embeddable calls (keys/provenance/embeddable.py).
+    which it leaves untouched (no box moves). Its hard binding is the library's BMFF hash
+    (``c2pa.hash.bmff.v3``), which excludes the manifest box; since that box comes last,
+    the hash is the same for every delivery of the same bytes. So the size of the delivered
+    file is known before the first byte (``len(original) + size``), and the hash is either
+    computed by c2pa once (``hash``, O(file): a video's first delivery) or handed in as the
+    ``binding`` of an earlier delivery of the very same bytes (then signing is
+    O(manifest)). Made with the C API's embeddable calls (keys/provenance/embeddable.py).
     Raises SigningFailed."""
 
-    def __init__(self, chain_pem: bytes, private_key_pem: bytes, facts: DeliveryFacts) -> None:
+    def __init__(
+        self,
+        chain_pem: bytes,
+        private_key_pem: bytes,
+        facts: DeliveryFacts,
+        binding: dict[str, Any] | None = None,
+    ) -> None:
+        definition = manifest_definition(facts)
+        if binding is not None:
+            definition["assertions"].append({"label": BMFF_HASH, "data": _cbor_bytes(binding)})
         info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
+        self._builder: Any = None
+        self._context: Any = None
         try:
-            self._signer = c2pa.Signer.from_info(info)
-            self._context = c2pa.Context.from_dict(_SIGN_SETTINGS)
-            self._builder = c2pa.Builder(manifest_definition(facts), context=self._context)
-            placeholder = embeddable.data_hashed_placeholder(
-                self._builder, embeddable.reserve_size(self._signer), MP4
-            )
+            with c2pa.Settings.from_json(json.dumps(_SIGN_SETTINGS)) as settings:
+                self._context = c2pa.Context(settings, c2pa.Signer.from_info(info))
+            self._builder = c2pa.Builder(definition, context=self._context)
+            self.size = len(embeddable.placeholder(self._builder, MP4))
         except c2pa.C2paError as exc:
             self.close()
             raise SigningFailed(str(exc) or type(exc).__name__) from None
-        self.size = len(placeholder)
+        self.bound = binding is not None
 
-    def sign(self, original_length: int, original_sha256: bytes) -> bytes:
-        """The manifest box to append to these ``original_length`` bytes, whose SHA-256
-        the caller computed; exactly ``size`` bytes."""
+    def hash(self, original: BinaryIO) -> None:
+        """Let c2pa compute the BMFF hash over the backend's bytes (the manifest box that
+        will follow them is excluded from it anyway)."""
         try:
-            manifest = embeddable.sign_data_hashed(
-                self._builder,
-                self._signer,
-                [(original_length, self.size)],
-                original_sha256,
-                MP4,
-            )
+            original.seek(0)
+            embeddable.update_hash_from_stream(self._builder, MP4, original)
+        except c2pa.C2paError as exc:
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+        self.bound = True
+
+    def sign(self) -> bytes:
+        """The manifest box to append; exactly ``size`` bytes."""
+        if not self.bound:
+            raise SigningFailed("the media's hash was neither given nor computed")
+        try:
+            manifest = embeddable.sign_embeddable(self._builder, MP4)
         except c2pa.C2paError as exc:
             raise SigningFailed(str(exc) or type(exc).__name__) from None
         finally:
@@ -145,25 +164,57 @@ class DeliveryManifest:
         return manifest
 
     def close(self) -> None:
-        for name in ("_builder", "_context", "_signer"):
+        for name in ("_builder", "_context"):
             handle = getattr(self, name, None)
             if handle is not None:
                 handle.close()
                 setattr(self, name, None)
 
 
+def binding_of(ftyp: bytes, manifest_box: bytes) -> dict[str, Any]:
+    """The BMFF hash assertion of a signed manifest box, read back with c2pa's Reader from
+    the file's ``ftyp`` and the box alone (O(manifest): the hash itself is not checked
+    here), for the next delivery of the same bytes."""
+    settings = {"verify": {"verify_trust": False, "remote_manifest_fetch": False}}
+    try:
+        with (
+            c2pa.Context.from_dict(settings) as context,
+            c2pa.Reader(MP4, io.BytesIO(ftyp + manifest_box), context=context) as reader,
+        ):
+            store = json.loads(reader.detailed_json())
+    except c2pa.C2paError as exc:
+        raise SigningFailed(str(exc) or type(exc).__name__) from None
+    binding = store["manifests"][store["active_manifest"]]["assertion_store"].get(BMFF_HASH)
+    if not isinstance(binding, dict):
+        raise SigningFailed(f"the manifest has no {BMFF_HASH} assertion")
+    return cast(dict[str, Any], binding)
+
+
+def _cbor_bytes(binding: dict[str, Any]) -> dict[str, Any]:
+    """The assertion as the Builder's definition takes it: the Reader shows byte strings
+    (the hash, the C2PA uuid an exclusion matches) in base64, the definition wants bytes."""
+    data: dict[str, Any] = json.loads(json.dumps(binding))
+    data["hash"] = list(base64.b64decode(data["hash"]))
+    for exclusion in data.get("exclusions", []):
+        for match in exclusion.get("data") or []:
+            match["value"] = list(base64.b64decode(match["value"]))
+    return data
+
+
 def sign_mp4(
     chain_pem: bytes, private_key_pem: bytes, facts: DeliveryFacts, source: BinaryIO, dest: BinaryIO
 ) -> None:
-    """Copy the MP4 from ``source`` to ``dest`` with this delivery's manifest appended, as
-    the gateway delivers it (in one pass, hashing). Raises SigningFailed."""
+    """Copy the MP4 from ``source`` (seekable) to ``dest`` with this delivery's manifest
+    appended, as the gateway delivers a video's first download. Raises SigningFailed."""
     manifest = DeliveryManifest(chain_pem, private_key_pem, facts)
-    digest, length = hashlib.sha256(), 0
-    while chunk := source.read(READ_BYTES):
-        dest.write(chunk)
-        digest.update(chunk)
-        length += len(chunk)
-    dest.write(manifest.sign(length, digest.digest()))
+    try:
+        manifest.hash(source)
+        source.seek(0)
+        while chunk := source.read(READ_BYTES):
+            dest.write(chunk)
+        dest.write(manifest.sign())
+    finally:
+        manifest.close()
 
 
 @dataclass(frozen=True)
