@@ -173,9 +173,7 @@ def test_the_first_bytes_go_out_before_the_backend_sent_its_last(
     original = b"".join(video_chunks("video_p", "1280x720", 4, 3_000_000))
     serve(upstream, original, "video/mp4")
 
-    response = client.get(
-        "/v1/videos/video_p/content", headers=bearer(key.secret), buffered=False
-    )
+    response = client.get("/v1/videos/video_p/content", headers=bearer(key.secret), buffered=False)
     body = iter(response.response)
     first = next(body)
     assert original.startswith(first) and len(first) < len(original)
