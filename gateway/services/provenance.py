@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import queue
 import secrets
 import struct
 import tempfile
@@ -302,7 +303,9 @@ class _SignedBody:
         delivery, length, manifest = self.delivery, self.length, self.manifest
         bindings = delivery.state.signers.bindings
         copy = _spool(delivery.state) if self.known is None else None
-        digest, walk, got = hashlib.sha256(), StreamedMp4(length), 0
+        digest, got = _BackgroundDigest(), 0
+        # A known binding's bytes have a known media hash: the walk checks, hashes no mdat.
+        walk = StreamedMp4(length, hash_media=self.known is None)
         try:
             for chunk in self.chunks:
                 got += len(chunk)
@@ -316,15 +319,18 @@ class _SignedBody:
             if got != length:
                 raise DeliveryCut(f"the backend sent {got} of its {length} bytes")
             media_sha256 = walk.finish()
-            original_sha256 = digest.hexdigest()
-            if self.known is not None and self.known.original_sha256 != original_sha256:
-                bindings.drop(self.key)
-                raise DeliveryCut("the backend's bytes changed since their binding was computed")
+            original = digest.result()
+            original_sha256 = original.hexdigest()
+            if self.known is not None:
+                if self.known.original_sha256 != original_sha256:
+                    bindings.drop(self.key)
+                    raise DeliveryCut("the backend's bytes changed since their binding was made")
+                media_sha256 = self.known.media_sha256
             if copy is not None:
                 manifest.hash(cast(BinaryIO, copy))
             box = manifest.sign()
-            if copy is not None:
-                self._remember(copy, original_sha256, box)
+            if copy is not None and media_sha256 is not None:
+                self._remember(copy, original_sha256, media_sha256, box)
         except (DeliveryCut, NotAnMp4, SigningFailed) as exc:
             delivery._cut(exc)
             raise DeliveryCut(str(exc)) from None
@@ -332,11 +338,12 @@ class _SignedBody:
             delivery._cut(exc)
             raise
         finally:
+            digest.close()
             manifest.close()
             _close(self.chunks)
             if copy is not None:
                 copy.close()
-        delivered = digest.copy()
+        delivered = original.copy()
         delivered.update(box)
         delivery._record(
             facts,
@@ -348,7 +355,9 @@ class _SignedBody:
         _observe(delivery.state, None, delivery.video_id)
         yield box
 
-    def _remember(self, copy: IO[bytes], original_sha256: str, box: bytes) -> None:
+    def _remember(
+        self, copy: IO[bytes], original_sha256: str, media_sha256: str, box: bytes
+    ) -> None:
         """Keep the binding c2pa computed for the next delivery of these bytes (a failure
         here only means the next one hashes again)."""
         copy.seek(0)
@@ -356,11 +365,42 @@ class _SignedBody:
         copy.seek(0)
         ftyp = copy.read(ftyp_size)
         try:
-            binding = Binding(original_sha256, binding_of(ftyp, box))
+            binding = Binding(original_sha256, binding_of(ftyp, box), media_sha256)
         except SigningFailed as exc:
             log.warning("provenance: no binding kept for video %s: %s", self.delivery.video_id, exc)
             return
         self.delivery.state.signers.bindings.put(self.key, binding)
+
+
+class _BackgroundDigest:
+    """SHA-256 of a body on a thread of its own, so the hashing (hashlib lets go of the GIL
+    for large chunks) overlaps with the socket writes of the chunks already hashed-to-be
+    instead of adding to them. At most ``QUEUED`` chunks wait for it."""
+
+    QUEUED = 8
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._thread = threading.Thread(target=self._run, name="delivery-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def result(self) -> hashlib._Hash:
+        """The digest of everything given (waits for the thread)."""
+        self.close()
+        return self._digest
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
 
 
 def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:

@@ -1,6 +1,7 @@
 """The media bindings one process has computed: for a video's bytes, the BMFF hash c2pa
-computed over them, so the next delivery of the same bytes signs in O(manifest) instead of
-hashing the file again (keys/provenance/manifests.py ``DeliveryManifest``).
+computed over them (and their media hash), so the next delivery of the same bytes signs in
+O(manifest) instead of hashing the file again (keys/provenance/manifests.py
+``DeliveryManifest``).
 
 No content is kept, only hashes (a few hundred bytes an entry), bounded (LRU). An entry is
 found by what is known before the first byte (the video, the backend's length and ETag),
@@ -20,8 +21,12 @@ MAX_ENTRIES = 4096
 
 @dataclass(frozen=True)
 class Binding:
+    """What was computed for one video's bytes, found by their SHA-256: the BMFF hash
+    assertion and the media hash (of the ``mdat`` payloads, for the index)."""
+
     original_sha256: str
     assertion: dict[str, Any]
+    media_sha256: str
 
 
 class BindingCache:

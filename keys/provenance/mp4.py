@@ -103,11 +103,12 @@ class StreamedMp4:
     past (``feed``), for a file of ``length`` bytes: top-level boxes are followed by their
     headers, ``mdat`` payloads hashed on the way, and the other top-level containers
     (``moov``: kilobytes) held only while their children are walked, up to
-    ``MAX_HELD_BYTES``. ``finish`` returns the media hash. Raises NotAnMp4."""
+    ``MAX_HELD_BYTES``. ``finish`` returns the media hash (None with ``hash_media=False``:
+    the caller knows it already, for the same bytes). Raises NotAnMp4."""
 
     MAX_HELD_BYTES = 16 * 1024 * 1024
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, hash_media: bool = True) -> None:
         if length < 8:
             raise NotAnMp4("too short to be an MP4 file")
         self._length = length
@@ -119,6 +120,7 @@ class StreamedMp4:
         self._header = 0
         self._size = 0
         self._media = hashlib.sha256()
+        self._hash_media = hash_media
         self._seen = 0
 
     def feed(self, chunk: bytes) -> None:
@@ -130,7 +132,8 @@ class StreamedMp4:
             take = min(self._remaining, len(view) - pos)
             piece = view[pos : pos + take]
             if self._kind == b"mdat":
-                self._media.update(piece)
+                if self._hash_media:
+                    self._media.update(piece)
             elif self._held is not None:
                 self._held += piece
             self._remaining -= take
@@ -138,12 +141,12 @@ class StreamedMp4:
             if self._remaining == 0:
                 self._end_box()
 
-    def finish(self) -> str:
+    def finish(self) -> str | None:
         if self._head or self._in_box() or self._offset != self._length:
             raise NotAnMp4("truncated: the file ends inside a box")
         if self._seen == 0:
             raise NotAnMp4("too short to be an MP4 file")
-        return self._media.hexdigest()
+        return self._media.hexdigest() if self._hash_media else None
 
     def _in_box(self) -> bool:
         return self._header > 0

@@ -217,6 +217,8 @@ def test_a_repeat_download_signs_with_the_first_ones_bmff_hash(
     assert hard_binding(first, anchors) == hard_binding(second, anchors)
     rows = deliveries(state.store)
     assert len({row.id for row in rows}) == 2
+    assert {row.media_sha256 for row in rows} == {check_mp4(io.BytesIO(original), len(original))}
+    assert {row.original_sha256 for row in rows} == {hashlib.sha256(original).hexdigest()}
     assert {row.delivered_sha256 for row in rows} == {
         hashlib.sha256(first).hexdigest(),
         hashlib.sha256(second).hexdigest(),
