@@ -13,7 +13,7 @@ chunks discarded) from
   with ``provenance_sign = false``, which streams the backend's bytes as they come,
 
 and reports the throughput of each (MiB/s, first byte requested to last byte read), the time
-to the first byte (signing needs the whole file first), the gateway/simulator ratio (target
+to the first byte, the gateway/simulator ratio (warm and cold apart) (target
 >= 0.7) and the signing cost per file (the signed gateway's time minus the unsigned
 one's). While each download runs, a thread samples the
 serving gunicorn worker's VmRSS (``/proc/<worker>/status``) every 50 ms: before, after and
