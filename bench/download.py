@@ -6,11 +6,14 @@ size) per video (``DRAWBRIDGE_SIM_CONTENT_BYTES``). The client fetches
 chunks discarded) from
 
   (a) the simulator direct, (b) the bare passthrough (for reference), (c) the gateway, which
-  signs a C2PA manifest into every download (docs/provenance.md), and (d) the same gateway
+  appends a signed C2PA manifest to every download (docs/provenance.md), on a repeat
+  delivery of its video (warm: the workers delivered it during a warm-up), (c') the same
+  on a fresh video each round (cold: the worker's first delivery of those bytes), and
+  (d) the same gateway
   with ``provenance_sign = false``, which streams the backend's bytes as they come,
 
 and reports the throughput of each (MiB/s, first byte requested to last byte read), the time
-to the first byte (signing needs the whole file first), the gateway/simulator ratio (target
+to the first byte, the gateway/simulator ratio (warm and cold apart) (target
 >= 0.7) and the signing cost per file (the signed gateway's time minus the unsigned
 one's). While each download runs, a thread samples the
 serving gunicorn worker's VmRSS (``/proc/<worker>/status``) every 50 ms: before, after and
@@ -50,8 +53,12 @@ THROUGHPUT_TARGET = 0.7
 RSS_GROWTH_TARGET_MIB = 64
 SAMPLE_SECONDS = 0.05
 CLIENT_CHUNK = MIB
-ORDER = ("simulator", "passthrough", "gateway", "gateway-unsigned")
+ORDER = ("simulator", "passthrough", "gateway", "gateway-cold", "gateway-unsigned")
 UNSIGNED = "gateway-unsigned"
+# A video's first signed delivery in a worker: c2pa hashes a copy of the bytes after the last
+# one (docs/provenance.md); a fresh video each round. "gateway" is a repeat (warm) delivery.
+COLD = "gateway-cold"
+WARM_UPS = 6
 
 
 class RssSampler(threading.Thread):
@@ -109,7 +116,7 @@ def download(target: Target, expected: int, simulator_worker: int) -> dict[str, 
     after = rss_bytes(worker)
     cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker)
     # A signed download is the backend's file plus its manifest (a few KiB).
-    signed = target.name == "gateway" or target.name.startswith("gateway+")
+    signed = target.name in ("gateway", COLD) or target.name.startswith("gateway+")
     if received != expected and not (signed and expected < received < expected + MIB):
         raise RuntimeError(f"{target.name}: received {received} bytes, expected {expected}")
     peak = max([before, after, *sampler.samples])
@@ -174,9 +181,26 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         if UNSIGNED in medians
         else None
     )
+    cold = (
+        {
+            "gateway_over_simulator_throughput": medians[COLD]["mib_per_s"]
+            / medians["simulator"]["mib_per_s"],
+            "per_round": [r[COLD]["mib_per_s"] / r["simulator"]["mib_per_s"] for r in rounds],
+            "seconds_per_file": statistics.median(
+                [r[COLD]["seconds"] - r[UNSIGNED]["seconds"] for r in rounds]
+            ),
+            "first_byte_delay_s": statistics.median(
+                [r[COLD]["first_byte_s"] - r[UNSIGNED]["first_byte_s"] for r in rounds]
+            ),
+            "rss_growth_mib_max": medians[COLD]["rss_growth_mib_max"],
+        }
+        if COLD in medians and UNSIGNED in medians
+        else None
+    )
     return {
         "medians": medians,
         "signing_cost": signing,
+        "cold": cold,
         "gateway_over_simulator_throughput": {
             "value": ratio,
             "target": f">= {THROUGHPUT_TARGET}",
@@ -247,7 +271,17 @@ def print_summary(summary: dict[str, Any], rounds: int, size: int) -> None:
             f"signing cost per file          = {signing['seconds_per_file'] * 1000:.0f} ms "
             f"(first byte {signing['first_byte_delay_s'] * 1000:.0f} ms later; worker CPU "
             f"{signing['worker_cpu_s_per_gib']:.2f} s/GiB more); signed / unsigned "
-            f"throughput = {signing['signed_over_unsigned_throughput']:.3f}"
+            f"throughput = {signing['signed_over_unsigned_throughput']:.3f}   (warm: a repeat "
+            "delivery of the video)"
+        )
+    cold = summary.get("cold")
+    if cold is not None:
+        print(
+            f"cold (a video's first delivery) = {cold['gateway_over_simulator_throughput']:.3f}"
+            f" of the simulator (rounds: {', '.join(f'{v:.3f}' for v in cold['per_round'])}); "
+            f"cost per file {cold['seconds_per_file'] * 1000:.0f} ms, first byte "
+            f"{cold['first_byte_delay_s'] * 1000:.0f} ms later, RSS growth "
+            f"{cold['rss_growth_mib_max']:.1f} MiB"
         )
 
 
@@ -308,6 +342,11 @@ def main(argv: list[str] | None = None) -> None:
             f"RSS sampled every {SAMPLE_SECONDS * 1000:.0f} ms"
         )
         targets = {target.name: target for target in stack.targets()}
+        gateway = targets["gateway"]
+        targets[COLD] = Target(COLD, gateway.service, gateway.headers, gateway.video_id)
+        # "gateway" measures repeat deliveries: every worker has delivered its video before.
+        for _ in range(WARM_UPS * args.workers):
+            download(gateway, args.bytes, stack.simulator.worker_pid())
         names = [name for name in ORDER if name in targets]
         names += [name for name in targets if name not in ORDER]
         simulator_worker = stack.simulator.worker_pid()
@@ -315,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
         for number in range(args.rounds):
             order = names[number % len(names) :] + names[: number % len(names)]
             measured = {}
+            # A fresh video (other bytes) for the cold delivery of this round.
+            targets[COLD].video_id = stack._create_video()
             for name in order:
                 measured[name] = download(targets[name], args.bytes, simulator_worker)
                 time.sleep(0.5)

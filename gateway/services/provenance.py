@@ -2,36 +2,52 @@
 manifest naming that delivery, and is filed in the forensic index; and identify, which
 answers whose a file is.
 
-Signing needs the whole file (the manifest's hash covers it, and goes before the media),
-so a delivery first reads the backend's file into a temporary file that stays in memory
-up to ``provenance_spool_memory_bytes`` and goes to disk past it, then signs it into a
-second one and streams that out: memory stays flat whatever the size, and the client's
-first byte waits for the backend's last (docs/provenance.md).
+A signed video streams as it comes: the backend's bytes go out untouched while they are
+hashed (SHA-256, and the MP4 walk with its media hash), and the delivery's manifest, a
+C2PA ``uuid`` box whose size is fixed before the first byte, is signed over that hash and
+sent last (keys/provenance/manifests.py ``DeliveryManifest``). Memory stays flat and the
+client's first byte does not wait for the backend's last (docs/provenance.md). Only a body
+without a ``Content-Length`` is read whole first (a temporary file, in memory up to
+``provenance_spool_memory_bytes``), since the response's length must be known up front.
 
 Content that cannot be signed (not an MP4, encoded in transit, larger than
 ``provenance_max_sign_bytes``, or refused by the library) goes out unchanged, with the
 reason logged and counted (``drawbridge_provenance_deliveries_total``) and, where the bytes
-were read, filed in the index so its hash still finds it.
+were read, filed in the index so its hash still finds it. A body that turns out wrong
+after its first bytes went out (shorter or longer than its length, not a whole MP4) gets
+no manifest: the download is cut (``outcome="cut"``), never signed over bytes we did not get.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
+import queue
 import secrets
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from keys.errors import NotFound
 from keys.models import Approval, Tester, Video
+from keys.provenance.bindings import Binding
 from keys.provenance.identify import Identification, examine, identify
-from keys.provenance.manifests import ApprovalFacts, DeliveryFacts, SigningFailed, sign_mp4
-from keys.provenance.mp4 import NotAnMp4, check_mp4
+from keys.provenance.identity import SigningIdentity
+from keys.provenance.manifests import (
+    ApprovalFacts,
+    DeliveryFacts,
+    DeliveryManifest,
+    SigningFailed,
+    binding_of,
+)
+from keys.provenance.mp4 import NotAnMp4, StreamedMp4
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -70,159 +86,337 @@ def deliver(
     opened: Opened,
     on_deadline: Callable[[], None] | None = None,
 ) -> Opened:
-    """The download as the client gets it: the video signed, anything else as it came.
-
-    A signed video is read whole before it goes out, so the backend's deadline watchdog has
-    ended by then; the rest of the download deadline is kept while it streams to the client
-    (``on_deadline`` cuts the client's side, as for an unsigned download)."""
+    """The download as the client gets it: the video with its manifest appended, anything
+    else as it came. The backend's deadline watchdog keeps running while its bytes stream
+    to the client, as for an unsigned download; a body read whole first (no length) keeps
+    the rest of the download deadline while it streams (``on_deadline`` cuts the client)."""
     deadline_at = time.monotonic() + state.settings.upstream_download_deadline
     status, headers, chunks = opened
     if variant != "video" or not state.settings.provenance_sign:
         return opened
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     declared = headers.get("Content-Length", "")
+    limit = state.settings.provenance_max_sign_bytes
     if headers.get("Content-Encoding", "identity").lower() != "identity":
         return _unsigned(state, "content_encoded", video_id, opened)
-    if declared.isdigit() and int(declared) > state.settings.provenance_max_sign_bytes:
+    if declared.isdigit() and int(declared) > limit:
         return _unsigned(state, "too_large", video_id, opened)
-    original = _spool(state)
+    delivery = _Delivery(state, context, video_id, recipient, (status, headers))
+    if content_type not in MP4_TYPES:
+        return delivery.unsigned("not_mp4", chunks)
+    first, chunks = _peek(chunks, 8)
+    if first[4:8] != b"ftyp":
+        log.warning("provenance: video %s is not an MP4 (no ftyp box first)", video_id)
+        return delivery.unsigned("not_mp4", itertools.chain([first], chunks))
+    if declared.isdigit():
+        key = (video_id, int(declared), headers.get("ETag", ""))
+        return delivery.signed(itertools.chain([first], chunks), int(declared), key)
+    spool = _spool(state)
     try:
-        original_sha256, size = _copy(chunks, original, state.settings.provenance_max_sign_bytes)
+        spool.write(first)
+        _, size = _copy(chunks, spool, limit - len(first))
+        spool.seek(0)
         if size is None:
-            # Longer than its header said (or than allowed): what was read goes, then the rest.
-            original.seek(0)
-            return _unsigned(
-                state, "too_large", video_id, (status, headers, _rest(original, chunks))
-            )
-        media_sha256: str | None = None
-        reason: str | None = None
-        if content_type not in MP4_TYPES:
-            reason = "not_mp4"
-        else:
-            try:
-                media_sha256 = check_mp4(cast(BinaryIO, original), size)
-            except NotAnMp4 as exc:
-                reason = "not_mp4"
-                log.warning("provenance: video %s is not a whole MP4 (%s)", video_id, exc)
-        return _deliver(
+            # Longer than allowed: what was read goes, then the rest.
+            return _unsigned(state, "too_large", video_id, (status, headers, _rest(spool, chunks)))
+    except BaseException:
+        spool.close()
+        raise
+    length = len(first) + size
+    key = (video_id, length, headers.get("ETag", ""))
+    return delivery.signed(_stream(spool, deadline_at, on_deadline), length, key)
+
+
+class DeliveryCut(Exception):
+    """A signed download whose body went wrong after its first bytes went out: no
+    manifest is sent and the connection is cut."""
+
+
+class _Delivery:
+    """One delivery of a video: its audit entry and facts (made before the first byte, so
+    the manifest can name the entry), the body as it streams, and its row in the index
+    (filed once the last byte of the backend's body went through)."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        context: RequestContext,
+        video_id: str,
+        recipient: Recipient,
+        answer: tuple[int, dict[str, str]],
+    ) -> None:
+        self.state, self.context, self.video_id, self.recipient = (
             state,
             context,
             video_id,
             recipient,
-            (status, headers),
-            original,
-            original_sha256,
-            media_sha256,
-            reason,
-            (deadline_at, on_deadline),
         )
-    except BaseException:
-        original.close()
-        raise
+        self.answer = answer
+        self.download_id = "dl_" + secrets.token_hex(12)
 
+    def unsigned(self, reason: str, chunks: Iterator[bytes]) -> Opened:
+        """Out as it came, hashed on the way and filed in the index."""
+        facts, at = self._facts(None)
+        status, headers = self.answer
+        out = {**headers, "X-Drawbridge-Download-Id": self.download_id}
+        return status, out, self._unsigned_body(reason, chunks, facts, at)
 
-def _deliver(
-    state: GatewayState,
-    context: RequestContext,
-    video_id: str,
-    recipient: Recipient,
-    answer: tuple[int, dict[str, str]],
-    original: IO[bytes],
-    original_sha256: str,
-    media_sha256: str | None,
-    reason: str | None,
-    deadline: tuple[float, Callable[[], None] | None],
-) -> Opened:
-    status, headers = answer
-    download_id = "dl_" + secrets.token_hex(12)
-    identity = state.signers.current() if reason is None else None
-    with state.store.transaction() as tx:
-        video = tx.session.get(Video, video_id)
-        if video is None:
-            raise NotFound(f"No video found with id '{video_id}'.")
-        tester = tx.session.get(Tester, video.tester_id)
-        approval = _approval(tx, video_id, recipient.approval_id)
-        entry = tx.audit.append(
-            recipient.recipient,
-            "video.deliver",
-            video_id,
-            details={
-                "download_id": download_id,
-                "route": recipient.route,
-                "share_link_id": recipient.share_link_id,
-                "approval_id": approval.id if approval else None,
-            },
-        )
-        at = entry.at
-        facts = DeliveryFacts(
-            download_id=download_id,
-            downloaded_at=at.isoformat(),
-            route=recipient.route,
-            generation_id=video.id,
-            model=str(video.snapshot.get("model", "")),
-            prompt_hmac_sha256=state.signers.prompt_hash(str(video.snapshot.get("prompt", ""))),
-            key_id=video.key_id,
-            tester_id=video.tester_id,
-            cohort=tester.cohort if tester else None,
-            downloading_key_id=recipient.downloading_key_id,
-            recipient=recipient.recipient,
-            audit_seq=entry.seq,
-            signer_key_id=identity.key_id if identity else "",
-            approval=_approval_facts(approval),
-            share_link_id=recipient.share_link_id,
-            prompt=str(video.snapshot.get("prompt", ""))
-            if state.settings.provenance_include_prompt
-            else None,
-        )
-    out = original
-    if identity is not None:
-        signed = _spool(state)
+    def signed(self, chunks: Iterator[bytes], length: int, key: tuple[str, int, str]) -> Opened:
+        """The video with its manifest appended. A video this process delivered before, by
+        the same length and ETag, is signed with that delivery's BMFF hash (checked against
+        the SHA-256 of what streams past); else c2pa hashes a copy after the last byte."""
+        identity = self.state.signers.current()
+        facts, at = self._facts(identity)
+        known = self.state.signers.bindings.get(key)
         try:
-            original.seek(0)
-            sign_mp4(
+            manifest = DeliveryManifest(
                 identity.chain_pem,
                 identity.private_key_pem,
                 facts,
-                cast(BinaryIO, original),
-                cast(BinaryIO, signed),
+                known.assertion if known is not None else None,
             )
-            out = signed
         except SigningFailed as exc:
-            signed.close()
-            reason = "sign_failed"
-            log.warning("provenance: could not sign video %s: %s", video_id, exc)
-    if out is not original:
-        original.close()
-    delivered_sha256, delivered_bytes = _hash(out)
-    with state.store.transaction() as tx:
-        tx.deliveries.record(
-            id=download_id,
-            at=at,
-            request_id=context.request_id,
-            route=recipient.route,
-            video_id=video_id,
-            tester_id=facts.tester_id,
-            key_id=facts.key_id,
-            cohort=facts.cohort,
-            recipient=recipient.recipient,
-            downloading_key_id=recipient.downloading_key_id,
-            approval_id=facts.approval.id if facts.approval else None,
-            share_link_id=recipient.share_link_id,
-            audit_seq=facts.audit_seq,
-            signer_generation=identity.generation if reason is None and identity else None,
-            unsigned_reason=reason,
-            delivered_bytes=delivered_bytes,
-            delivered_sha256=delivered_sha256,
-            original_sha256=original_sha256,
-            media_sha256=media_sha256,
+            log.warning("provenance: could not sign video %s: %s", self.video_id, exc)
+            status, headers = self.answer
+            out = {**headers, "X-Drawbridge-Download-Id": self.download_id}
+            return status, out, self._unsigned_body("sign_failed", chunks, facts, at)
+        status, headers = self.answer
+        out = {**headers, "Content-Length": str(length + manifest.size)}
+        out.pop("ETag", None)  # the bytes are this download's own, not the backend's
+        out["X-Drawbridge-Download-Id"] = self.download_id
+        body = _SignedBody(self, chunks, length, manifest, known, key)
+        return status, out, body.run(facts, at, identity)
+
+    def _cut(self, exc: Exception) -> None:
+        log.warning("provenance: download of video %s cut, unsigned: %s", self.video_id, exc)
+        self.state.signers.observe("cut")
+
+    def _unsigned_body(
+        self, reason: str, chunks: Iterator[bytes], facts: DeliveryFacts, at: datetime
+    ) -> Iterator[bytes]:
+        digest, got = hashlib.sha256(), 0
+        try:
+            for chunk in chunks:
+                got += len(chunk)
+                digest.update(chunk)
+                yield chunk
+        finally:
+            _close(chunks)
+        sha256 = digest.hexdigest()
+        self._record(facts, at, reason, None, (got, sha256, sha256, None))
+        _observe(self.state, reason, self.video_id)
+
+    def _facts(self, identity: SigningIdentity | None) -> tuple[DeliveryFacts, datetime]:
+        """The delivery's audit entry, and what its manifest says."""
+        state, recipient, video_id = self.state, self.recipient, self.video_id
+        with state.store.transaction() as tx:
+            video = tx.session.get(Video, video_id)
+            if video is None:
+                raise NotFound(f"No video found with id '{video_id}'.")
+            tester = tx.session.get(Tester, video.tester_id)
+            approval = _approval(tx, video_id, recipient.approval_id)
+            entry = tx.audit.append(
+                recipient.recipient,
+                "video.deliver",
+                video_id,
+                details={
+                    "download_id": self.download_id,
+                    "route": recipient.route,
+                    "share_link_id": recipient.share_link_id,
+                    "approval_id": approval.id if approval else None,
+                },
+            )
+            prompt = str(video.snapshot.get("prompt", ""))
+            facts = DeliveryFacts(
+                download_id=self.download_id,
+                downloaded_at=entry.at.isoformat(),
+                route=recipient.route,
+                generation_id=video.id,
+                model=str(video.snapshot.get("model", "")),
+                prompt_hmac_sha256=state.signers.prompt_hash(prompt),
+                key_id=video.key_id,
+                tester_id=video.tester_id,
+                cohort=tester.cohort if tester else None,
+                downloading_key_id=recipient.downloading_key_id,
+                recipient=recipient.recipient,
+                audit_seq=entry.seq,
+                signer_key_id=identity.key_id if identity else "",
+                approval=_approval_facts(approval),
+                share_link_id=recipient.share_link_id,
+                prompt=prompt if state.settings.provenance_include_prompt else None,
+            )
+            return facts, entry.at
+
+    def _record(
+        self,
+        facts: DeliveryFacts,
+        at: datetime,
+        reason: str | None,
+        generation: int | None,
+        hashes: tuple[int, str, str, str | None],
+    ) -> None:
+        delivered_bytes, delivered_sha256, original_sha256, media_sha256 = hashes
+        recipient = self.recipient
+        with self.state.store.transaction() as tx:
+            tx.deliveries.record(
+                id=self.download_id,
+                at=at,
+                request_id=self.context.request_id,
+                route=recipient.route,
+                video_id=self.video_id,
+                tester_id=facts.tester_id,
+                key_id=facts.key_id,
+                cohort=facts.cohort,
+                recipient=recipient.recipient,
+                downloading_key_id=recipient.downloading_key_id,
+                approval_id=facts.approval.id if facts.approval else None,
+                share_link_id=recipient.share_link_id,
+                audit_seq=facts.audit_seq,
+                signer_generation=generation,
+                unsigned_reason=reason,
+                delivered_bytes=delivered_bytes,
+                delivered_sha256=delivered_sha256,
+                original_sha256=original_sha256,
+                media_sha256=media_sha256,
+            )
+
+
+class _SignedBody:
+    """A signed video's body: the backend's chunks as they come, hashed and walked, then the
+    manifest box. The first delivery of some bytes in this process also copies them (a
+    temporary file, in memory up to ``provenance_spool_memory_bytes``) for c2pa to hash
+    after the last byte; a later one signs with the binding it left (``known``)."""
+
+    def __init__(
+        self,
+        delivery: _Delivery,
+        chunks: Iterator[bytes],
+        length: int,
+        manifest: DeliveryManifest,
+        known: Binding | None,
+        key: tuple[str, int, str],
+    ) -> None:
+        self.delivery, self.chunks, self.length = delivery, chunks, length
+        self.manifest, self.known, self.key = manifest, known, key
+
+    def run(self, facts: DeliveryFacts, at: datetime, identity: SigningIdentity) -> Iterator[bytes]:
+        delivery, length, manifest = self.delivery, self.length, self.manifest
+        bindings = delivery.state.signers.bindings
+        copy = _spool(delivery.state) if self.known is None else None
+        digest, got = _BackgroundDigest(), 0
+        # A known binding's bytes have a known media hash: the walk checks, hashes no mdat.
+        walk = StreamedMp4(length, hash_media=self.known is None)
+        try:
+            for chunk in self.chunks:
+                got += len(chunk)
+                if got > length:
+                    raise DeliveryCut(f"the backend sent more than its {length} bytes")
+                digest.update(chunk)
+                walk.feed(chunk)
+                if copy is not None:
+                    copy.write(chunk)
+                yield chunk
+            if got != length:
+                raise DeliveryCut(f"the backend sent {got} of its {length} bytes")
+            media_sha256 = walk.finish()
+            original = digest.result()
+            original_sha256 = original.hexdigest()
+            if self.known is not None:
+                if self.known.original_sha256 != original_sha256:
+                    bindings.drop(self.key)
+                    raise DeliveryCut("the backend's bytes changed since their binding was made")
+                media_sha256 = self.known.media_sha256
+            if copy is not None:
+                manifest.hash(cast(BinaryIO, copy))
+            box = manifest.sign()
+            if copy is not None and media_sha256 is not None:
+                self._remember(copy, original_sha256, media_sha256, box)
+        except (DeliveryCut, NotAnMp4, SigningFailed) as exc:
+            delivery._cut(exc)
+            raise DeliveryCut(str(exc)) from None
+        except Exception as exc:  # the backend's own failure (cut short, timed out)
+            delivery._cut(exc)
+            raise
+        finally:
+            digest.close()
+            manifest.close()
+            _close(self.chunks)
+            if copy is not None:
+                copy.close()
+        delivered = original.copy()
+        delivered.update(box)
+        delivery._record(
+            facts,
+            at,
+            None,
+            identity.generation,
+            (length + len(box), delivered.hexdigest(), original_sha256, media_sha256),
         )
-    _observe(state, reason, video_id)
-    out_headers = {**headers, "Content-Length": str(delivered_bytes)}
-    if reason is None:
-        out_headers.pop("ETag", None)  # the bytes are this download's own, not the backend's
-    out_headers["X-Drawbridge-Download-Id"] = download_id
-    out.seek(0)
-    return status, out_headers, _stream(out, *deadline)
+        _observe(delivery.state, None, delivery.video_id)
+        yield box
+
+    def _remember(
+        self, copy: IO[bytes], original_sha256: str, media_sha256: str, box: bytes
+    ) -> None:
+        """Keep the binding c2pa computed for the next delivery of these bytes (a failure
+        here only means the next one hashes again)."""
+        copy.seek(0)
+        (ftyp_size,) = struct.unpack(">I", copy.read(4))
+        copy.seek(0)
+        ftyp = copy.read(ftyp_size)
+        try:
+            binding = Binding(original_sha256, binding_of(ftyp, box), media_sha256)
+        except SigningFailed as exc:
+            log.warning("provenance: no binding kept for video %s: %s", self.delivery.video_id, exc)
+            return
+        self.delivery.state.signers.bindings.put(self.key, binding)
+
+
+class _BackgroundDigest:
+    """SHA-256 of a body on a thread of its own, so the hashing (hashlib lets go of the GIL
+    for large chunks) overlaps with the socket writes of the chunks already hashed-to-be
+    instead of adding to them. At most ``QUEUED`` chunks wait for it."""
+
+    QUEUED = 8
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._thread = threading.Thread(target=self._run, name="delivery-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def result(self) -> hashlib._Hash:
+        """The digest of everything given (waits for the thread)."""
+        self.close()
+        return self._digest
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+
+def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
+    """The body's first ``size`` bytes (fewer if it is shorter), and the rest."""
+    first = b""
+    for chunk in chunks:
+        first += chunk
+        if len(first) >= size:
+            break
+    return first, chunks
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
 
 
 def _approval(tx: Transaction, video_id: str, approval_id: str | None) -> Approval | None:
@@ -264,15 +458,6 @@ def _copy(chunks: Iterator[bytes], into: IO[bytes], limit: int) -> tuple[str, in
         size += len(chunk)
         if size > limit:
             return digest.hexdigest(), None
-    return digest.hexdigest(), size
-
-
-def _hash(spool: IO[bytes]) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    spool.seek(0)
-    while chunk := spool.read(READ_BYTES):
-        digest.update(chunk)
-        size += len(chunk)
     return digest.hexdigest(), size
 
 

@@ -9,15 +9,22 @@ the deployment allows it) the prompt, whose keyed hash stands in for it.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import c2pa
+
+from keys.provenance import embeddable
 
 DELIVERY_LABEL = "org.drawbridge.delivery"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MP4 = "video/mp4"
+BMFF_HASH = "c2pa.hash.bmff.v3"
 GENERATOR = {"name": "Drawbridge", "version": "0.1.0"}
+READ_BYTES = 1024 * 1024
 
 _SIGN_SETTINGS = {
     "builder": {"thumbnail": {"enabled": False}},
@@ -96,21 +103,118 @@ def manifest_definition(facts: DeliveryFacts) -> dict[str, Any]:
     }
 
 
+class DeliveryManifest:
+    """One delivery's manifest, signed after its bytes went out.
+
+    The manifest is a top-level C2PA ``uuid`` box **appended after the backend's bytes**,
+    which it leaves untouched (no box moves). Its hard binding is the library's BMFF hash
+    (``c2pa.hash.bmff.v3``), which excludes the manifest box; since that box comes last,
+    the hash is the same for every delivery of the same bytes. So the size of the delivered
+    file is known before the first byte (``len(original) + size``), and the hash is either
+    computed by c2pa once (``hash``, O(file): a video's first delivery) or handed in as the
+    ``binding`` of an earlier delivery of the very same bytes (then signing is
+    O(manifest)). Made with the C API's embeddable calls (keys/provenance/embeddable.py).
+    Raises SigningFailed."""
+
+    def __init__(
+        self,
+        chain_pem: bytes,
+        private_key_pem: bytes,
+        facts: DeliveryFacts,
+        binding: dict[str, Any] | None = None,
+    ) -> None:
+        definition = manifest_definition(facts)
+        if binding is not None:
+            definition["assertions"].append({"label": BMFF_HASH, "data": _cbor_bytes(binding)})
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
+        self._builder: Any = None
+        self._context: Any = None
+        try:
+            with c2pa.Settings.from_json(json.dumps(_SIGN_SETTINGS)) as settings:
+                self._context = c2pa.Context(settings, c2pa.Signer.from_info(info))
+            self._builder = c2pa.Builder(definition, context=self._context)
+            self.size = len(embeddable.placeholder(self._builder, MP4))
+        except c2pa.C2paError as exc:
+            self.close()
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+        self.bound = binding is not None
+
+    def hash(self, original: BinaryIO) -> None:
+        """Let c2pa compute the BMFF hash over the backend's bytes (the manifest box that
+        will follow them is excluded from it anyway)."""
+        try:
+            original.seek(0)
+            embeddable.update_hash_from_stream(self._builder, MP4, original)
+        except c2pa.C2paError as exc:
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+        self.bound = True
+
+    def sign(self) -> bytes:
+        """The manifest box to append; exactly ``size`` bytes."""
+        if not self.bound:
+            raise SigningFailed("the media's hash was neither given nor computed")
+        try:
+            manifest = embeddable.sign_embeddable(self._builder, MP4)
+        except c2pa.C2paError as exc:
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+        finally:
+            self.close()
+        if len(manifest) != self.size:
+            raise SigningFailed(f"the signed manifest is {len(manifest)} bytes, not {self.size}")
+        return manifest
+
+    def close(self) -> None:
+        for name in ("_builder", "_context"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                handle.close()
+                setattr(self, name, None)
+
+
+def binding_of(ftyp: bytes, manifest_box: bytes) -> dict[str, Any]:
+    """The BMFF hash assertion of a signed manifest box, read back with c2pa's Reader from
+    the file's ``ftyp`` and the box alone (O(manifest): the hash itself is not checked
+    here), for the next delivery of the same bytes."""
+    settings = {"verify": {"verify_trust": False, "remote_manifest_fetch": False}}
+    try:
+        with (
+            c2pa.Context.from_dict(settings) as context,
+            c2pa.Reader(MP4, io.BytesIO(ftyp + manifest_box), context=context) as reader,
+        ):
+            store = json.loads(reader.detailed_json())
+    except c2pa.C2paError as exc:
+        raise SigningFailed(str(exc) or type(exc).__name__) from None
+    binding = store["manifests"][store["active_manifest"]]["assertion_store"].get(BMFF_HASH)
+    if not isinstance(binding, dict):
+        raise SigningFailed(f"the manifest has no {BMFF_HASH} assertion")
+    return cast(dict[str, Any], binding)
+
+
+def _cbor_bytes(binding: dict[str, Any]) -> dict[str, Any]:
+    """The assertion as the Builder's definition takes it: the Reader shows byte strings
+    (the hash, the C2PA uuid an exclusion matches) in base64, the definition wants bytes."""
+    data: dict[str, Any] = json.loads(json.dumps(binding))
+    data["hash"] = list(base64.b64decode(data["hash"]))
+    for exclusion in data.get("exclusions", []):
+        for match in exclusion.get("data") or []:
+            match["value"] = list(base64.b64decode(match["value"]))
+    return data
+
+
 def sign_mp4(
     chain_pem: bytes, private_key_pem: bytes, facts: DeliveryFacts, source: BinaryIO, dest: BinaryIO
 ) -> None:
-    """Embed a signed manifest: read the MP4 from ``source``, write it signed to ``dest``
-    (both seekable; c2pa streams through them). Raises SigningFailed."""
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
+    """Copy the MP4 from ``source`` (seekable) to ``dest`` with this delivery's manifest
+    appended, as the gateway delivers a video's first download. Raises SigningFailed."""
+    manifest = DeliveryManifest(chain_pem, private_key_pem, facts)
     try:
-        with (
-            c2pa.Signer.from_info(info) as signer,
-            c2pa.Context.from_dict(_SIGN_SETTINGS) as context,
-            c2pa.Builder(manifest_definition(facts), context=context) as builder,
-        ):
-            builder.sign(signer, MP4, source, dest)
-    except c2pa.C2paError as exc:
-        raise SigningFailed(str(exc) or type(exc).__name__) from None
+        manifest.hash(source)
+        source.seek(0)
+        while chunk := source.read(READ_BYTES):
+            dest.write(chunk)
+        dest.write(manifest.sign())
+    finally:
+        manifest.close()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 from keys.access.vault import Vault
+from keys.provenance.bindings import BindingCache
 from keys.provenance.identity import SigningIdentity, unlock
 from keys.store import Store
 
@@ -18,7 +19,8 @@ PROMPT_HASH_PURPOSE = "drawbridge/prompt-hash/v1"
 class SignerCache:
     """One process's view of the signing identity: which generation signs (asked of the
     database at each use, one indexed read, so a rotation is in force at the next
-    delivery everywhere), decrypted once per generation. ``observe`` is told each
+    delivery everywhere), decrypted once per generation; and the media bindings it
+    computed (``bindings``). ``observe`` is told each
     delivery's outcome ("signed" or why not), for the metrics."""
 
     def __init__(self, store: Store, vault: Vault) -> None:
@@ -28,6 +30,8 @@ class SignerCache:
         self._identity: SigningIdentity | None = None
         self._prompt_key = vault.derive(PROMPT_HASH_PURPOSE)
         self.observe: Callable[[str], None] = lambda outcome: None
+        # The BMFF hashes of videos this process delivered (keys/provenance/bindings.py).
+        self.bindings = BindingCache()
 
     def current(self) -> SigningIdentity:
         """The identity that signs now, made on first use."""

@@ -15,7 +15,7 @@ from keys.errors import InvalidInput
 from keys.provenance.identify import examine, identify
 from keys.provenance.identity import unlock
 from keys.provenance.manifests import DeliveryFacts, read_manifest, sign_mp4
-from keys.provenance.mp4 import MAX_DEPTH, NotAnMp4, check_mp4, without_c2pa
+from keys.provenance.mp4 import MAX_DEPTH, NotAnMp4, StreamedMp4, check_mp4, without_c2pa
 from keys.store import Store
 from tests.helpers import TEST_ROOT_SECRET
 
@@ -154,6 +154,11 @@ def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
         by_manifest = identify(tx, examine(io.BytesIO(delivered), roots), "auditor:test")
         bare = examine(io.BytesIO(without_c2pa(delivered)), roots)
         stripped = identify(tx, bare, "auditor:test")
+        # The container changed (a box added after ftyp), the media data kept.
+        ftyp = struct.unpack(">I", original[:4])[0]
+        remuxed_bytes = original[:ftyp] + struct.pack(">I4s", 16, b"free") + b"x" * 8
+        remuxed_bytes += original[ftyp:]
+        remuxed = identify(tx, examine(io.BytesIO(remuxed_bytes), roots), "auditor:test")
         raw = identify(tx, examine(io.BytesIO(original), roots), "auditor:test")
         stranger = identify(tx, examine(io.BytesIO(mp4("video_never")), roots), "auditor:test")
     with pytest.raises(InvalidInput):
@@ -164,10 +169,60 @@ def test_identify_by_manifest_by_hash_and_unknown(store: Store) -> None:
         "manifest",
     )
     assert by_manifest.deliveries[0]["download_id"] == "dl_9"
-    assert (stripped.manifest, stripped.matched_by) == ("absent", "media_hash")
+    # The manifest is appended after the backend's bytes: stripped, they are those bytes.
+    assert bare.sha256 == hashlib.sha256(original).hexdigest()
+    assert (stripped.manifest, stripped.matched_by) == ("absent", "original_hash")
     assert stripped.deliveries[0]["download_id"] == "dl_9"
+    assert (remuxed.manifest, remuxed.matched_by) == ("absent", "media_hash")
     assert raw.matched_by == "original_hash"
     assert (stranger.verdict, stranger.deliveries) == ("unknown", [])
     with store.read() as tx:
         looked_up = [e for e in tx.audit.entries() if e.action == "provenance.identify"]
-    assert len(looked_up) == 4
+    assert len(looked_up) == 5
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 8, 9, 4096, 1 << 20])
+def test_the_streamed_walk_agrees_with_the_whole_file_walk_at_any_chunk_size(chunk: int) -> None:
+    data = mp4("video_s", 200_000)
+    walk = StreamedMp4(len(data))
+    for start in range(0, len(data), chunk):
+        walk.feed(data[start : start + chunk])
+    assert walk.finish() == check_mp4(io.BytesIO(data), len(data))
+
+
+def test_the_streamed_walk_refuses_what_the_whole_file_walk_refuses() -> None:
+    data = mp4("video_s")
+    ftyp = struct.unpack(">I", data[:4])[0]
+    deep = data[:ftyp] + nested(MAX_DEPTH + 2)
+    past_the_end = data[:ftyp] + struct.pack(">I4s", 1000, b"mdat") + b"x" * 10
+    for bad in (b"\x00" * 64, data[:-1], past_the_end, deep):
+        with pytest.raises(NotAnMp4):
+            check_mp4(io.BytesIO(bad), len(bad))
+        walk = StreamedMp4(len(bad))
+        with pytest.raises(NotAnMp4):
+            walk.feed(bad)
+            walk.finish()
+    # Truncated: what arrived is fine so far, the end is missing.
+    walk = StreamedMp4(len(data))
+    walk.feed(data[:-100])
+    with pytest.raises(NotAnMp4):
+        walk.finish()
+
+
+def nested(depth: int) -> bytes:
+    box = struct.pack(">I4s", 8, b"free")
+    for _ in range(depth):
+        box = struct.pack(">I4s", 8 + len(box), b"moov") + box
+    return box
+
+
+def test_the_streamed_walk_reads_64_bit_box_sizes() -> None:
+    ftyp = struct.pack(">I4s", 16, b"ftyp") + b"isom\x00\x00\x00\x00"
+    payload = bytes(range(256)) * 40
+    data = ftyp + struct.pack(">I4sQ", 1, b"mdat", 16 + len(payload)) + payload
+    for chunk in (1, 5, 12, len(data)):
+        walk = StreamedMp4(len(data))
+        for start in range(0, len(data), chunk):
+            walk.feed(data[start : start + chunk])
+        assert walk.finish() == check_mp4(io.BytesIO(data), len(data))
+        assert walk.finish() == hashlib.sha256(payload).hexdigest()

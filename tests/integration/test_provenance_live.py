@@ -175,17 +175,18 @@ def test_tampered_stripped_and_never_delivered_files(
     download_id = response.response.headers["x-drawbridge-download-id"]
 
     changed = bytearray(data)
-    changed[-1000] ^= 0x01  # one bit of the media
+    changed[len(data) // 2] ^= 0x01  # one bit of the media (the manifest is the last box)
     tampered = identify(live_gateway, auditor, bytes(changed)).json()
     assert tampered["manifest"] == "invalid" and tampered["failures"]
     state, _ = independent_read(bytes(changed), trust_anchors(live_gateway))
     assert state == "Invalid"
 
+    # The manifest box follows the backend's bytes: cut out, what is left is those bytes.
     stripped = identify(live_gateway, auditor, without_c2pa(data)).json()
     assert (stripped["verdict"], stripped["manifest"], stripped["matched_by"]) == (
         "identified",
         "absent",
-        "media_hash",
+        "original_hash",
     )
     assert download_id in [d["download_id"] for d in stripped["deliveries"]]
 
