@@ -688,7 +688,15 @@ def machine_facts() -> dict[str, Any]:
         "code": code_facts(),
         "packages": {
             name: _version(name)
-            for name in ("flask", "werkzeug", "gunicorn", "requests", "urllib3", "sqlalchemy")
+            for name in (
+                "flask",
+                "werkzeug",
+                "gunicorn",
+                "granian",
+                "requests",
+                "urllib3",
+                "sqlalchemy",
+            )
         },
     }
 

@@ -170,15 +170,18 @@ def throughput(
 ) -> dict[str, Any]:
     """Requests/sec, plus the server worker's (and the simulator's) CPU per request."""
     worker = target.service.worker_pid()
-    cpu_before = cpu_seconds(worker), cpu_seconds(simulator_worker)
+    # The master too: granian's main process could do per-request work gunicorn's does not.
+    master = target.service.process.pid
+    cpu_before = cpu_seconds(worker), cpu_seconds(simulator_worker), cpu_seconds(master)
     if use_wrk:
         result = run_wrk(target, path, args.duration, args.connections, args.wrk_threads)
     else:
         result = run_python_load(target, path, args.duration, args.connections)
-    cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker)
+    cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker), cpu_seconds(master)
     served = result["requests"] or result["rps"] * args.duration
     result["worker_cpu_us_per_request"] = (cpu_after[0] - cpu_before[0]) / served * 1e6
     result["simulator_cpu_us_per_request"] = (cpu_after[1] - cpu_before[1]) / served * 1e6
+    result["master_cpu_us_per_request"] = (cpu_after[2] - cpu_before[2]) / served * 1e6
     return result
 
 
