@@ -14,8 +14,10 @@ measurement only, issue 22 goal 4; granian is the ``bench`` extra, ``make bench-
 granian worker process per ``--workers``, ``--threads`` Python threads running the
 application in it (granian's ``blocking_threads``, gthread's threads) and one Rust I/O thread
 (``runtime_threads``, gthread's accepting main thread). None of gunicorn's settings or hooks
-carry over: granian's own defaults, its own plain-text log lines, no ``worker_exit`` flush
-(the usage events go at interpreter exit), its own answers to requests it cannot parse.
+carry over: granian's own defaults, its own plain-text log lines, its own answers to
+requests it cannot parse, and no ``worker_exit`` flush; nor does atexit run in a granian
+worker (a ``multiprocessing`` child leaves with ``os._exit``), so the usage events still
+buffered when it stops are lost (docs/benchmarks.md, "granian measured against gunicorn").
 
 ``BENCH_PROFILE=/path/prefix`` wraps the application in a cProfile middleware (requests are
 serialised under a lock while profiled, so use it with sequential traffic only). A ``GET
