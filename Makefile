@@ -64,12 +64,15 @@ units: $(VENV)/.installed
 
 # The benchmarks' load tool: wrk (Debian package), installed the same way, so the numbers
 # come from the same client everywhere. Without it bench/load.py falls back to a threaded
-# Python client and every report says so.
-bench-tools:
+# Python client and every report says so. Also the `bench` extra (granian, which
+# `bench.proxy --servers gunicorn,granian` measures against gunicorn) into the virtualenv:
+# a benchmark's part, never the product's nor the tests'.
+bench-tools: $(VENV)/.installed
 	@if command -v wrk >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
 	else echo "note: wrk is missing; the benchmarks fall back to the Python load client"; fi
+	@$(BIN)/python -c 'import granian' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
 
 bench: $(VENV)/.installed bench-tools
 	$(BIN)/python -m bench.proxy

@@ -3,7 +3,9 @@
 * the simulator: ``python -m gateway simulator`` (gunicorn, 1 worker, gthread, 16 threads);
 * the bare passthrough and the gateway: ``python -m bench.serve`` (gunicorn through
   ``gateway.process.server.serve``, so both get the SAME settings: workers, gthread, threads,
-  keep-alive, timeouts; default 1 worker x 8 threads);
+  keep-alive, timeouts; default 1 worker x 8 threads); with ``servers`` naming more than
+  gunicorn (e.g. ``("gunicorn", "granian")``), one more passthrough and one more gateway per
+  further server, on the same database, named ``passthrough@granian`` and ``gateway@granian``;
 * the gateway's database: a fresh SQLite file in a temporary directory, or a fresh database
   created on the PostgreSQL server of ``database_url`` (dropped at the end). It is migrated
   with ``keys.migrate.upgrade`` and holds one tester with one key, in a cohort whose policy
@@ -126,14 +128,15 @@ class Service:
         return f"http://{HOST}:{self.port}"
 
     def worker_pid(self) -> int:
-        """The gunicorn worker (the first, when there are several)."""
+        """The worker process (the first, when there are several): gunicorn's and granian's
+        workers are both children of their master."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             workers = children_of(self.process.pid)
             if workers:
                 return workers[0]
             time.sleep(0.05)
-        raise RuntimeError(f"{self.name}: no gunicorn worker under pid {self.process.pid}")
+        raise RuntimeError(f"{self.name}: no worker under pid {self.process.pid}")
 
     def worker_pids(self) -> list[int]:
         return children_of(self.process.pid)
@@ -247,7 +250,17 @@ def start_simulator(
     return start_service("simulator", argv, env, port, "/_sim/healthz", log_dir)
 
 
-def _serve_argv(app: str, port: int, workers: int, threads: int) -> list[str]:
+SERVERS = ("gunicorn", "granian")  # bench.serve --server
+
+
+def served_name(app: str, server: str, first: bool) -> str:
+    """A target's name: ``gateway`` on the run's first server, ``gateway@granian`` beyond."""
+    return app if first else f"{app}@{server}"
+
+
+def _serve_argv(
+    app: str, port: int, workers: int, threads: int, server: str = "gunicorn"
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -259,6 +272,8 @@ def _serve_argv(app: str, port: int, workers: int, threads: int) -> list[str]:
         str(workers),
         "--threads",
         str(threads),
+        "--server",
+        server,
     ]
 
 
@@ -270,13 +285,15 @@ def start_passthrough(
     workers: int,
     threads: int,
     extra_env: dict[str, str] | None = None,
+    server: str = "gunicorn",
+    name: str = "passthrough",
 ) -> Service:
     port = free_port()
     env = clean_env(
         BENCH_UPSTREAM_URL=upstream_url, BENCH_UPSTREAM_API_KEY=api_key, **(extra_env or {})
     )
-    argv = _serve_argv("passthrough", port, workers, threads)
-    return start_service("passthrough", argv, env, port, "/healthz", log_dir)
+    argv = _serve_argv("passthrough", port, workers, threads, server)
+    return start_service(name, argv, env, port, "/healthz", log_dir)
 
 
 def start_gateway(
@@ -286,9 +303,10 @@ def start_gateway(
     workers: int,
     threads: int,
     name: str = "gateway",
+    server: str = "gunicorn",
 ) -> Service:
     port = free_port()
-    argv = _serve_argv("gateway", port, workers, threads)
+    argv = _serve_argv("gateway", port, workers, threads, server)
     return start_service(name, argv, clean_env(**settings_env), port, "/readyz", log_dir)
 
 
@@ -421,12 +439,17 @@ class Stack:
     # More gateways on the same database, by name, each with extra process environment
     # (e.g. {"gateway+limiter-timer": {"BENCH_PATCH": "limiter-timer"}}): an A/B in one run.
     extra_gateways: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The WSGI servers the gateway and the passthrough run under (bench.serve --server): the
+    # first serves ``gateway`` and ``passthrough``, each further one its own pair, named by
+    # ``served_name`` (an A/B of servers in one run, issue 22 goal 4).
+    servers: tuple[str, ...] = ("gunicorn",)
     keep_dir: bool = False
 
     simulator: Service = field(init=False)
     passthrough: Service | None = field(init=False, default=None)
     gateway: Service = field(init=False)
     extras: dict[str, Service] = field(init=False, default_factory=dict)
+    extra_passthroughs: dict[str, Service] = field(init=False, default_factory=dict)
     master_key: str = field(init=False)
     tester_key: str = field(init=False)
     video_id: str = field(init=False)  # as the gateway's tester knows it
@@ -478,13 +501,30 @@ class Stack:
             **self.gateway_env,
         }
         _, self.tester_key = prepare_database(settings_env)
+        unknown = set(self.servers) - set(SERVERS)
+        if not self.servers or unknown:
+            raise ValueError(f"servers: {self.servers!r}; known: {SERVERS}")
+        first, *others = self.servers
         self.gateway = start_gateway(
             self.directory,
             settings_env={**settings_env, **self.server_env, **self.gateway_process_env},
             workers=self.workers,
             threads=self.threads,
+            server=first,
         )
         self._exit.callback(self.gateway.stop)
+        for server in others:
+            name = served_name("gateway", server, first=False)
+            extra = start_gateway(
+                self.directory,
+                settings_env={**settings_env, **self.server_env, **self.gateway_process_env},
+                workers=self.workers,
+                threads=self.threads,
+                name=name,
+                server=server,
+            )
+            self._exit.callback(extra.stop)
+            self.extras[name] = extra
         for name, process_env in self.extra_gateways.items():
             extra = start_gateway(
                 self.directory,
@@ -503,8 +543,23 @@ class Stack:
                 workers=self.workers,
                 threads=self.threads,
                 extra_env=self.server_env,
+                server=first,
             )
             self._exit.callback(self.passthrough.stop)
+            for server in others:
+                name = served_name("passthrough", server, first=False)
+                passthrough = start_passthrough(
+                    self.directory,
+                    upstream_url=upstream_url,
+                    api_key=self.master_key,
+                    workers=self.workers,
+                    threads=self.threads,
+                    extra_env=self.server_env,
+                    server=server,
+                    name=name,
+                )
+                self._exit.callback(passthrough.stop)
+                self.extra_passthroughs[name] = passthrough
         self.video_id = self._create_video()
         self.upstream_video_id = self._upstream_id()
 
@@ -561,6 +616,8 @@ class Stack:
         if self.passthrough is not None:
             found.append(Target("passthrough", self.passthrough, {}, self.upstream_video_id))
         found.append(Target("gateway", self.gateway, tester, self.video_id))
+        for name, service in self.extra_passthroughs.items():
+            found.append(Target(name, service, {}, self.upstream_video_id))
         for name, service in self.extras.items():
             found.append(Target(name, service, tester, self.video_id))
         return found
@@ -569,7 +626,10 @@ class Stack:
         return {
             "workers": self.workers,
             "threads": self.threads,
-            "worker_class": "gthread",
+            # of the first server; granian has no worker class (its WSGI worker, threads
+            # as granian's blocking threads)
+            "worker_class": "gthread" if self.servers[0] == "gunicorn" else "granian-wsgi",
+            "servers": list(self.servers),
             "database": self.database.split("://", 1)[0].split("+", 1)[0],
             "simulator": "python -m gateway simulator (gunicorn, 1 worker x 16 threads)",
             "gateway_argv": " ".join(self.gateway.argv[1:]),
@@ -628,7 +688,15 @@ def machine_facts() -> dict[str, Any]:
         "code": code_facts(),
         "packages": {
             name: _version(name)
-            for name in ("flask", "werkzeug", "gunicorn", "requests", "urllib3", "sqlalchemy")
+            for name in (
+                "flask",
+                "werkzeug",
+                "gunicorn",
+                "granian",
+                "requests",
+                "urllib3",
+                "sqlalchemy",
+            )
         },
     }
 

@@ -14,6 +14,13 @@ settings for the last two; see bench/harness.py) and measures, for each of
 The whole set is repeated ``--rounds`` times, interleaved (each round rotates the order), and
 the medians are compared against the targets: gateway p50 minus passthrough p50 at most
 1 ms, and gateway/passthrough throughput at least 0.8.
+
+``--servers gunicorn,granian`` also serves a second passthrough and a second gateway (same
+database, same key, same video) under granian's WSGI interface with the same workers x
+threads (bench/serve.py), measured in the same interleaved rounds as ``passthrough@granian``
+and ``gateway@granian``; the report adds, per server, gateway/passthrough and the worker CPU
+the gateway adds, and granian/gunicorn for both apps. ``--servers granian`` measures granian
+alone under the plain names.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from bench.harness import (
     DEFAULT_THREADS,
     DEFAULT_WORKERS,
     HOST,
+    SERVERS,
     Stack,
     Target,
     command_line,
@@ -39,6 +47,7 @@ from bench.harness import (
     install_watchdog,
     machine_facts,
     percentile,
+    served_name,
     setting_pairs,
     write_json,
 )
@@ -161,15 +170,18 @@ def throughput(
 ) -> dict[str, Any]:
     """Requests/sec, plus the server worker's (and the simulator's) CPU per request."""
     worker = target.service.worker_pid()
-    cpu_before = cpu_seconds(worker), cpu_seconds(simulator_worker)
+    # The master too: granian's main process could do per-request work gunicorn's does not.
+    master = target.service.process.pid
+    cpu_before = cpu_seconds(worker), cpu_seconds(simulator_worker), cpu_seconds(master)
     if use_wrk:
         result = run_wrk(target, path, args.duration, args.connections, args.wrk_threads)
     else:
         result = run_python_load(target, path, args.duration, args.connections)
-    cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker)
+    cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker), cpu_seconds(master)
     served = result["requests"] or result["rps"] * args.duration
     result["worker_cpu_us_per_request"] = (cpu_after[0] - cpu_before[0]) / served * 1e6
     result["simulator_cpu_us_per_request"] = (cpu_after[1] - cpu_before[1]) / served * 1e6
+    result["master_cpu_us_per_request"] = (cpu_after[2] - cpu_before[2]) / served * 1e6
     return result
 
 
@@ -186,7 +198,57 @@ def _median(rounds: list[dict[str, Any]], name: str, *keys: str) -> float:
     return statistics.median(values)
 
 
-def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+def _ratio(
+    rounds: list[dict[str, Any]], medians: dict[str, Any], top: str, bottom: str, key: str
+) -> dict[str, Any]:
+    """``top``/``bottom`` of one median (``rps`` or worker CPU), and the same per round."""
+    section = "latency" if key.endswith("_ms") else "throughput"
+    return {
+        "value": medians[top][key] / medians[bottom][key],
+        "per_round": [r[top][section][key] / r[bottom][section][key] for r in rounds],
+    }
+
+
+def compare_servers(
+    rounds: list[dict[str, Any]], medians: dict[str, Any], servers: list[str]
+) -> dict[str, Any]:
+    """Per server: the gateway against its own passthrough; per further server: each app
+    against the same app on the first server (e.g. granian/gunicorn)."""
+    first = servers[0]
+    per_server: dict[str, Any] = {}
+    for index, server in enumerate(servers):
+        passthrough = served_name("passthrough", server, first=index == 0)
+        gateway = served_name("gateway", server, first=index == 0)
+        if passthrough not in medians or gateway not in medians:
+            continue
+        cpu = "worker_cpu_us_per_request"
+        entry: dict[str, Any] = {
+            "gateway_over_passthrough_rps": _ratio(rounds, medians, gateway, passthrough, "rps"),
+            "gateway_minus_passthrough_p50_ms": medians[gateway]["p50_ms"]
+            - medians[passthrough]["p50_ms"],
+            "gateway_cpu_added_us": {
+                "value": medians[gateway][cpu] - medians[passthrough][cpu],
+                "per_round": [
+                    r[gateway]["throughput"][cpu] - r[passthrough]["throughput"][cpu]
+                    for r in rounds
+                ],
+            },
+        }
+        if index:
+            entry[f"over_{first}"] = {
+                app: {
+                    key: _ratio(rounds, medians, served_name(app, server, False), app, key)
+                    for key in ("rps", cpu, "p50_ms", "p99_ms")
+                }
+                for app in ("gateway", "passthrough")
+            }
+        per_server[server] = entry
+    return per_server
+
+
+def summarise(
+    rounds: list[dict[str, Any]], names: list[str], servers: list[str] | None = None
+) -> dict[str, Any]:
     medians = {
         name: {
             "p50_ms": _median(rounds, name, "latency", "p50_ms"),
@@ -231,6 +293,8 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
                 for r in rounds
             ],
         }
+    if servers and len(servers) > 1:
+        summary["servers"] = compare_servers(rounds, medians, servers)
     return summary
 
 
@@ -288,6 +352,35 @@ def print_summary(summary: dict[str, Any], rounds: int) -> None:
             f"(target >= {THROUGHPUT_TARGET:.1f})     {'PASS' if ratio['pass'] else 'MISS'}"
             f"   rounds: {per_ratio}"
         )
+    if "servers" in summary:
+        print_servers(summary["servers"])
+
+
+def _rounds(ratio: dict[str, Any], form: str = ".3f") -> str:
+    return ", ".join(format(value, form) for value in ratio["per_round"])
+
+
+def print_servers(per_server: dict[str, Any]) -> None:
+    """The server comparison: each server's gateway/passthrough, then granian/gunicorn."""
+    first = next(iter(per_server))
+    print("\nper server (medians; rounds in brackets)")
+    for server, entry in per_server.items():
+        ratio, added = entry["gateway_over_passthrough_rps"], entry["gateway_cpu_added_us"]
+        print(
+            f"  {server:<9} gateway / passthrough req/s {ratio['value']:.3f} [{_rounds(ratio)}]"
+            f"   gateway CPU added {added['value']:+5.0f} us [{_rounds(added, '+.0f')}]"
+            f"   p50 added {entry['gateway_minus_passthrough_p50_ms']:+.3f} ms"
+        )
+    for server, entry in per_server.items():
+        if server == first:
+            continue
+        for app, ratios in entry[f"over_{first}"].items():
+            rps, cpu = ratios["rps"], ratios["worker_cpu_us_per_request"]
+            print(
+                f"  {app:<11} {server}/{first}: req/s {rps['value']:.3f} [{_rounds(rps)}]"
+                f"   worker CPU/req {cpu['value']:.3f} [{_rounds(cpu)}]"
+                f"   p50 {ratios['p50_ms']['value']:.3f}   p99 {ratios['p99_ms']['value']:.3f}"
+            )
 
 
 # -- main ------------------------------------------------------------------------------
@@ -305,6 +398,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load client")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument(
+        "--servers",
+        default="gunicorn",
+        metavar="NAMES",
+        help=f"WSGI servers of the gateway and the passthrough, comma-separated, from "
+        f"{', '.join(SERVERS)}; the first keeps the plain names (default gunicorn)",
+    )
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL")
     parser.add_argument(
         "--gateway-env",
@@ -332,7 +432,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    per_round = (4 if args.compare_patch else 3) * (args.duration + 15 + args.requests * 0.01)
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    if not servers or set(servers) - set(SERVERS) or len(set(servers)) != len(servers):
+        raise SystemExit(f"--servers takes distinct names from {', '.join(SERVERS)}")
+    measured_targets = 3 + 2 * (len(servers) - 1) + (1 if args.compare_patch else 0)
+    per_round = measured_targets * (args.duration + 15 + args.requests * 0.01)
     install_watchdog(args.max_seconds or int(120 + args.rounds * per_round))
     use_wrk = not args.no_wrk and shutil.which("wrk") is not None
     facts = machine_facts()
@@ -361,14 +465,21 @@ def main(argv: list[str] | None = None) -> None:
         extra_gateways={f"gateway+{args.compare_patch}": {"BENCH_PATCH": args.compare_patch}}
         if args.compare_patch
         else {},
+        servers=tuple(servers),
     ) as stack:
         setup = stack.describe()
         targets = {target.name: target for target in stack.targets()}
         names = [name for name in ORDER if name in targets]
         names += [name for name in targets if name not in ORDER]
         simulator_worker = stack.simulator.worker_pid()
+        served = " and ".join(
+            "gunicorn gthread"
+            if server == "gunicorn"
+            else "granian WSGI (threads = blocking threads, 1 runtime thread)"
+            for server in servers
+        )
         print(
-            f"servers: gateway and passthrough under gunicorn {setup['worker_class']}, "
+            f"servers: gateway and passthrough under {served}, "
             f"{setup['workers']} worker(s) x {setup['threads']} threads; simulator 1 worker x "
             f"16 threads; gateway database: {setup['database']}"
         )
@@ -397,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
             rounds.append(measured)
             print_round(number + 1, order, measured)
 
-    summary = summarise(rounds, names)
+    summary = summarise(rounds, names, servers)
     print_summary(summary, args.rounds)
     facts["loadavg_end"] = [round(value, 2) for value in os.getloadavg()]
     print(f"\nloadavg at start {facts['loadavg']}, at end {facts['loadavg_end']}")

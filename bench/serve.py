@@ -9,6 +9,16 @@ bind/workers/threads, so the only difference between them is the application::
 The gateway reads its settings from ``DRAWBRIDGE_*`` variables like ``drawbridge serve``; the
 passthrough reads ``BENCH_UPSTREAM_URL`` and ``BENCH_UPSTREAM_API_KEY``.
 
+``--server granian`` serves the same application under granian's WSGI interface instead (a
+measurement only, issue 22 goal 4; granian is the ``bench`` extra, ``make bench-tools``): one
+granian worker process per ``--workers``, ``--threads`` Python threads running the
+application in it (granian's ``blocking_threads``, gthread's threads) and one Rust I/O thread
+(``runtime_threads``, gthread's accepting main thread). None of gunicorn's settings or hooks
+carry over: granian's own defaults, its own plain-text log lines, its own answers to
+requests it cannot parse, and no ``worker_exit`` flush; nor does atexit run in a granian
+worker (a ``multiprocessing`` child leaves with ``os._exit``), so the usage events still
+buffered when it stops are lost (docs/benchmarks.md, "granian measured against gunicorn").
+
 ``BENCH_PROFILE=/path/prefix`` wraps the application in a cProfile middleware (requests are
 serialised under a lock while profiled, so use it with sequential traffic only). A ``GET
 /_bench/profile`` writes the worker's stats to ``<prefix>.<pid>.prof`` and answers with the
@@ -162,6 +172,36 @@ def _factory(name: str) -> Callable[[], Flask]:
     return profiled
 
 
+def serve_granian(
+    factory: Callable[[], Flask], *, name: str, bind: str, workers: int, threads: int
+) -> None:
+    """Run granian (WSGI) in the foreground until it is stopped, on ``factory``'s app.
+
+    granian forks its workers (Linux, Python 3.11), so the factory is called in each worker,
+    as gunicorn's ``load`` is; the target string only names it in granian's log."""
+    try:
+        from granian.constants import Interfaces
+        from granian.server import Server
+    except ImportError as missing:
+        raise SystemExit(
+            "bench.serve --server granian: granian is not installed (make bench-tools)"
+        ) from missing
+    host, _, port = bind.rpartition(":")
+    server = Server(
+        f"bench.serve:{name}",
+        address=host,
+        port=int(port),
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        runtime_threads=1,
+    )
+    server.serve(target_loader=factory, wrap_loader=False)
+
+
+SERVERS = ("gunicorn", "granian")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -169,11 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--server", choices=SERVERS, default="gunicorn")
     args = parser.parse_args(argv)
     applied = apply_patches(os.environ.get("BENCH_PATCH", ""))
     if applied:
         print(f"bench.serve: experiments applied: {', '.join(applied)}", flush=True)
-    serve(_factory(args.app), bind=args.bind, workers=args.workers, threads=args.threads)
+    factory = _factory(args.app)
+    if args.server == "granian":
+        serve_granian(
+            factory, name=args.app, bind=args.bind, workers=args.workers, threads=args.threads
+        )
+    else:
+        serve(factory, bind=args.bind, workers=args.workers, threads=args.threads)
 
 
 if __name__ == "__main__":
