@@ -47,7 +47,7 @@ from keys.provenance.manifests import (
     SigningFailed,
     binding_of,
 )
-from keys.provenance.mp4 import NotAnMp4, StreamedMp4
+from keys.provenance.mp4 import NotAnMp4, StreamedMp4, check_mp4
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -109,6 +109,14 @@ def deliver(
         log.warning("provenance: video %s is not an MP4 (no ftyp box first)", video_id)
         return delivery.unsigned("not_mp4", itertools.chain([first], chunks))
     if declared.isdigit():
+        # Once the first byte is out, a body the walk refuses can only be cut (the length
+        # sent counts the manifest). What its first chunk already shows wrong (within the
+        # length it declares) goes out unsigned, as it came.
+        try:
+            StreamedMp4(int(declared)).feed(first[: int(declared)])
+        except NotAnMp4 as exc:
+            log.warning("provenance: video %s is not an MP4 to sign: %s", video_id, exc)
+            return delivery.unsigned("not_mp4", itertools.chain([first], chunks))
         key = (video_id, int(declared), headers.get("ETag", ""))
         return delivery.signed(itertools.chain([first], chunks), int(declared), key)
     spool = _spool(state)
@@ -123,6 +131,13 @@ def deliver(
         spool.close()
         raise
     length = len(first) + size
+    try:
+        check_mp4(spool, length)  # read whole: whatever is wrong shows before the first byte
+    except NotAnMp4 as exc:
+        log.warning("provenance: video %s is not an MP4 to sign: %s", video_id, exc)
+        spool.seek(0)
+        return delivery.unsigned("not_mp4", _stream(spool, deadline_at, on_deadline))
+    spool.seek(0)
     key = (video_id, length, headers.get("ETag", ""))
     return delivery.signed(_stream(spool, deadline_at, on_deadline), length, key)
 

@@ -17,6 +17,7 @@ import responses
 from gateway.services.provenance import DeliveryCut
 from gateway.simulator.content import video_chunks
 from gateway.state import GatewayState
+from gateway.upstream.client import STREAM_CHUNK_BYTES
 from keys.access.lifecycle import IssuedKey
 from keys.models import Delivery
 from keys.provenance.manifests import read_manifest
@@ -143,10 +144,9 @@ def test_a_body_that_goes_wrong_midway_is_cut_and_never_signed(
         lying(upstream, original[:200_000], len(original))
     elif change == "longer":
         lying(upstream, original + b"\x00" * 5000, len(original))
-    else:  # an MP4 start, then a box that claims to run past the end
-        broken = original[:40] + struct.pack(">I4s", len(original), b"mdat")
-        broken += original[48 : len(original)]
-        serve(upstream, broken, "video/mp4")
+    else:  # a whole MP4, then, past the first chunk streamed out, a box of impossible size
+        original = b"".join(video_chunks("video_p", "1280x720", 4, STREAM_CHUNK_BYTES + 1000))
+        serve(upstream, original + struct.pack(">I4s", 4, b"junk"), "video/mp4")
 
     received = b""
     # Ours, or (cut short) the backend client's own error: either way the body stops, on
@@ -157,7 +157,7 @@ def test_a_body_that_goes_wrong_midway_is_cut_and_never_signed(
         )
         for chunk in response.response:
             received += chunk
-    assert len(received) <= len(original)
+    assert len(received) <= len(original) + 8
     assert C2PA_UUID not in received  # no manifest went out
     assert deliveries(state.store) == []  # nothing filed as delivered
     assert "cut, unsigned" in caplog.text
@@ -262,3 +262,19 @@ def test_changed_bytes_under_a_known_binding_are_cut_not_signed(
     assert third[: len(changed)] == bytes(changed)
     anchors = "".join(state.store.read().__enter__().provenance_signers.trust_anchors())
     assert read_manifest(io.BytesIO(third), [anchors]).state == "valid"
+
+
+def test_a_body_whose_first_chunk_is_no_mp4_goes_out_unsigned_as_it_came(
+    client: Any, key: IssuedKey, upstream: responses.RequestsMock, state: GatewayState
+) -> None:
+    # Nothing has gone out yet when the first chunk shows the boxes do not add up: the body
+    # is delivered unchanged (filed, counted "not_mp4"), not cut.
+    own_video(client, key, upstream, "video_p")
+    original = b"".join(video_chunks("video_p", "1280x720", 4, 300_000))
+    broken = original[:40] + struct.pack(">I4s", len(original), b"mdat") + original[48:]
+    serve(upstream, broken, "video/mp4")
+
+    assert download(client, key).get_data() == broken
+    (row,) = deliveries(state.store)
+    assert row.unsigned_reason == "not_mp4"
+    assert 'outcome="not_mp4"} 1' in outcomes(client)
