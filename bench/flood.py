@@ -45,6 +45,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, func, inspect, select, table
@@ -419,6 +420,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a setting for the gateway(s), repeatable",
     )
     parser.add_argument(
+        "--nginx-config",
+        default=None,
+        metavar="PATH",
+        help="an nginx configuration to try instead of config/nginx.conf (an experiment)",
+    )
+    parser.add_argument(
         "--compare-fast-refusals",
         action="store_true",
         help="also run a gateway with fast_refusals = false and measure both each round",
@@ -468,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"servers: gateway under gunicorn {setup['worker_class']}, {setup['workers']} "
             f"worker(s) x {setup['threads']} threads, trusted_proxies = 1; database "
-            f"{setup['database']}; nginx: config/nginx.conf, 1 worker"
+            f"{setup['database']}; nginx: {args.nginx_config or 'config/nginx.conf'}, 1 worker"
             + (f"; settings {setting_pairs(args.gateway_env)}" if args.gateway_env else "")
             + ("; fast_refusals off (flask) and on (fast)" if args.compare_fast_refusals else "")
         )
@@ -481,7 +488,11 @@ def main(argv: list[str] | None = None) -> None:
             for front in fronts:
                 label = f"{front}/{variant}" if variant else front
                 if front == "nginx":
-                    services[label] = (start_front_proxy(gateway.port), gateway)
+                    proxy = start_front_proxy(
+                        gateway.port,
+                        config_path=Path(args.nginx_config) if args.nginx_config else None,
+                    )
+                    services[label] = (proxy, gateway)
                 else:
                     services[label] = (gateway, gateway)
         rows = RowCounter(stack.database)
