@@ -127,13 +127,13 @@ class FastRefusals:
         ):
             return None
         secret = presented_credential(environ.get("HTTP_AUTHORIZATION"))
-        if limits.verified_keys.holds(secret):
-            return None
         try:
             limits.refuse_blocked_client(client_ip, secret)
         except RateLimited as exc:
             return rule.rule, api_error(exc)
-        return None  # the window reset meanwhile: Flask's path asks the storage
+        # A key this worker verified passes the block (``verified_keys``), or the window
+        # reset meanwhile: Flask's path decides (and asks the storage).
+        return None
 
     def _route_map(self) -> MapAdapter:
         # Bound at the first request, when every blueprint is registered. The app matches no
