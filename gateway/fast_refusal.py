@@ -31,9 +31,9 @@ the access-log line and the ``/metrics`` counters, in that order.
 ``tests/http/test_fast_refusal.py`` sends the same hostile requests with the fast path on
 and off and compares status, body, headers, log line, metrics and refusal counts.
 
-Nothing is cached that could admit or refuse anything: the block itself is the one the
-Flask path reads, and a refused key's digest is not kept (a key un-revoked or rotated
-needs no invalidation here).
+Nothing is cached that could admit or refuse anything: the block is the one the Flask path
+reads, and no refused key is remembered (a suspended key resumed needs no invalidation
+here; docs/design.md says why). What is kept is the rendered body of each error message.
 """
 
 from __future__ import annotations
