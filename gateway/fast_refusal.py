@@ -57,7 +57,7 @@ from gateway.tester.usage_event import stored_client_ip
 from keys.errors import RateLimited
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from gateway.state import GatewayState
 
