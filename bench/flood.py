@@ -23,6 +23,12 @@ For each front (``direct``, then ``nginx``):
   the good tester's p50/p99 and non-200 answers during the flood, and what the per-address
   blocking did (429 ``too_many_failed_attempts`` answers).
 
+With ``--compare-fast-refusals`` a second gateway on the same database runs with
+``fast_refusals = false`` (every refusal through Flask; gateway/fast_refusal.py), and each
+round measures both, the Flask-only one first, under rows labelled ``<front>/flask`` and
+``<front>/fast``: the before and after of the fast path in one run. ``--gateway-env``
+passes other settings to both.
+
 Targets (issue 22): a refusal costs at most 25% of an authorised request's worker CPU; the
 good tester's p99 under any flood is at most 2x its quiet p99 behind nginx; the database
 grows by no row per refused request (a bounded, aggregated counter only).
@@ -39,6 +45,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, func, inspect, select, table
@@ -55,6 +62,7 @@ from bench.harness import (
     machine_facts,
     nginx_binary,
     percentile,
+    setting_pairs,
     start_front_proxy,
     write_json,
 )
@@ -66,6 +74,8 @@ P99_TARGET = 2.0
 LIMITED_COHORT = "flood-limited"
 # How long the usage flusher (1 s interval) and the log writer get before rows are counted.
 SETTLE_SECONDS = 2.5
+# The gateway that sends every refusal through Flask, with --compare-fast-refusals.
+FLASK_ONLY = "gateway-flask-refusals"
 
 
 # -- the keys of the flood ---------------------------------------------------------------
@@ -194,6 +204,7 @@ class GoodTester:
 def measure_front(
     name: str,
     front: Service,
+    gateway: Service,
     stack: Stack,
     keys: dict[str, str],
     random_keys: list[str],
@@ -202,7 +213,7 @@ def measure_front(
     use_wrk: bool,
 ) -> dict[str, Any]:
     path = f"/v1/videos/{stack.video_id}"
-    worker = stack.gateway.worker_pid()
+    worker = gateway.worker_pid()
     good = GoodTester(front.port, path, stack.tester_key)
     good.run(requests=args.warmup)
     quiet = good.run(requests=args.requests)
@@ -230,7 +241,7 @@ def measure_front(
     for kind in FLOODS:
         headers = flood_headers(kind, keys, random_keys)
         rows_before = rows.count()
-        log_before = stack.gateway.log_path.stat().st_size
+        log_before = gateway.log_path.stat().st_size
         cpu_before = cpu_seconds(worker)
         during: dict[str, Any] = {}
         until = time.monotonic() + args.duration
@@ -246,7 +257,7 @@ def measure_front(
         cpu_used = cpu_seconds(worker) - cpu_before
         time.sleep(SETTLE_SECONDS)
         rows_after = rows.count()
-        log_after = stack.gateway.log_path.stat().st_size
+        log_after = gateway.log_path.stat().st_size
         refusals = sum(n for status, n in flood["statuses"].items() if status != 200)
         if not flood["statuses"]:
             refusals = flood["requests"] or 0
@@ -285,7 +296,7 @@ def measure_front(
 def print_flood(front: str, kind: str, row: dict[str, Any]) -> None:
     good, nan = row["good_tester"], float("nan")
     print(
-        f"  {front:<6} {kind:<17} {row['refusals_per_second']:8.0f} refusals/s  "
+        f"  {front:<12} {kind:<17} {row['refusals_per_second']:8.0f} refusals/s  "
         f"CPU {row['worker_cpu_us_per_refusal']:5.0f} us/refusal "
         f"({row['refusal_over_authorised_cpu']:4.2f}x authorised)  "
         f"rows/1000 {row['rows_per_1000_refusals']:7.1f}  "
@@ -344,7 +355,7 @@ def summarise(rounds: list[dict[str, Any]], fronts: list[str]) -> dict[str, Any]
 def print_summary(summary: dict[str, Any], rounds: int) -> None:
     print(f"\nMedians of {rounds} round(s), GET /v1/videos/{{id}}")
     header = (
-        f"{'front':<6} {'flood':<17} {'refusals/s':>10} {'CPU us/ref':>10} {'x auth':>7} "
+        f"{'front':<12} {'flood':<17} {'refusals/s':>10} {'CPU us/ref':>10} {'x auth':>7} "
         f"{'rows/1000':>9} {'log B/1000':>10} {'blocked':>8} {'good p50':>9} {'good p99':>9} "
         f"{'p99 x quiet':>11} {'good refused':>12}"
     )
@@ -358,7 +369,7 @@ def print_summary(summary: dict[str, Any], rounds: int) -> None:
         print("-" * len(header))
         for kind, row in rows["floods"].items():
             print(
-                f"{front:<6} {kind:<17} {row['refusals_per_second']:10.0f} "
+                f"{front:<12} {kind:<17} {row['refusals_per_second']:10.0f} "
                 f"{row['worker_cpu_us_per_refusal']:10.0f} "
                 f"{row['refusal_over_authorised_cpu']:7.2f} {row['rows_per_1000_refusals']:9.1f} "
                 f"{row['log_bytes_per_1000_refusals']:10.0f} {row['blocked_by_address']:8.0f} "
@@ -374,10 +385,10 @@ def print_summary(summary: dict[str, Any], rounds: int) -> None:
             f"{REFUSAL_CPU_TARGET}) {'PASS' if worst_cpu <= REFUSAL_CPU_TARGET else 'MISS'}; "
             f"worst rows per 1000 refusals {worst_rows:.1f}"
         )
-        if front == "nginx":
+        if front.startswith("nginx"):
             worst_p99 = max(row["good_p99_over_quiet"] for row in rows["floods"].values())
             print(
-                f"nginx: worst good-tester p99 {worst_p99:.2f}x quiet (target <= {P99_TARGET}) "
+                f"{front}: worst good-tester p99 {worst_p99:.2f}x quiet (target <= {P99_TARGET}) "
                 f"{'PASS' if worst_p99 <= P99_TARGET else 'MISS'}"
             )
 
@@ -401,6 +412,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="DRAWBRIDGE_NAME=VALUE",
+        help="a setting for the gateway(s), repeatable",
+    )
+    parser.add_argument(
+        "--nginx-config",
+        default=None,
+        metavar="PATH",
+        help="an nginx configuration to try instead of config/nginx.conf (an experiment)",
+    )
+    parser.add_argument(
+        "--compare-fast-refusals",
+        action="store_true",
+        help="also run a gateway with fast_refusals = false and measure both each round",
+    )
     parser.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     parser.add_argument("--max-seconds", type=int, default=None, help="watchdog")
     return parser.parse_args(argv)
@@ -409,8 +438,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     fronts = ["direct", "nginx"] if args.front == "both" else [args.front]
+    variants = ["flask", "fast"] if args.compare_fast_refusals else [""]
+    labels = [
+        f"{front}/{variant}" if variant else front for front in fronts for variant in variants
+    ]
     per_front = (len(FLOODS) + 1) * (args.duration + SETTLE_SECONDS + args.pause + 5) + 30
-    install_watchdog(args.max_seconds or int(180 + args.rounds * len(fronts) * per_front))
+    install_watchdog(args.max_seconds or int(180 + args.rounds * len(labels) * per_front))
     use_wrk = not args.no_wrk and wrk_available()
     if "nginx" in fronts and nginx_binary() is None:
         raise SystemExit("nginx is not installed (make system-packages), or use --front direct")
@@ -430,31 +463,52 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         database_url=args.database_url,
         with_passthrough=False,
-        gateway_env={"DRAWBRIDGE_TRUSTED_PROXIES": "1"},
+        gateway_env={"DRAWBRIDGE_TRUSTED_PROXIES": "1", **setting_pairs(args.gateway_env)},
+        extra_gateways=(
+            {FLASK_ONLY: {"DRAWBRIDGE_FAST_REFUSALS": "false"}}
+            if args.compare_fast_refusals
+            else {}
+        ),
     ) as stack:
         keys = prepare_flood_keys(stack.settings_env)
         setup = stack.describe()
         print(
             f"servers: gateway under gunicorn {setup['worker_class']}, {setup['workers']} "
             f"worker(s) x {setup['threads']} threads, trusted_proxies = 1; database "
-            f"{setup['database']}; nginx: config/nginx.conf, 1 worker"
+            f"{setup['database']}; nginx: {args.nginx_config or 'config/nginx.conf'}, 1 worker"
+            + (f"; settings {setting_pairs(args.gateway_env)}" if args.gateway_env else "")
+            + ("; fast_refusals off (flask) and on (fast)" if args.compare_fast_refusals else "")
         )
-        services = {"direct": stack.gateway}
-        if "nginx" in fronts:
-            services["nginx"] = start_front_proxy(stack.gateway.port)
+        gateways = {"": stack.gateway}
+        if args.compare_fast_refusals:
+            gateways = {"flask": stack.extras[FLASK_ONLY], "fast": stack.gateway}
+        services: dict[str, tuple[Service, Service]] = {}
+        for variant in variants:
+            gateway = gateways[variant]
+            for front in fronts:
+                label = f"{front}/{variant}" if variant else front
+                if front == "nginx":
+                    proxy = start_front_proxy(
+                        gateway.port,
+                        config_path=Path(args.nginx_config) if args.nginx_config else None,
+                    )
+                    services[label] = (proxy, gateway)
+                else:
+                    services[label] = (gateway, gateway)
         rows = RowCounter(stack.database)
         try:
             for number in range(args.rounds):
                 print(f"\nround {number + 1}")
                 measured = {}
-                for front in fronts:
-                    measured[front] = measure_front(
-                        front, services[front], stack, keys, random_keys, rows, args, use_wrk
+                for label in labels:
+                    front_service, gateway = services[label]
+                    measured[label] = measure_front(
+                        label, front_service, gateway, stack, keys, random_keys, rows, args, use_wrk
                     )
-                    quiet = measured[front]["quiet"]
-                    auth = measured[front]["authorised"]
+                    quiet = measured[label]["quiet"]
+                    auth = measured[label]["authorised"]
                     print(
-                        f"  {front:<6} quiet p50 {quiet['p50_ms']:.2f} p99 {quiet['p99_ms']:.2f} "
+                        f"  {label:<6} quiet p50 {quiet['p50_ms']:.2f} p99 {quiet['p99_ms']:.2f} "
                         f"ms; authorised {auth['rps']:.0f} req/s, "
                         f"{auth['worker_cpu_us_per_request']:.0f} us worker CPU/request",
                         flush=True,
@@ -462,10 +516,11 @@ def main(argv: list[str] | None = None) -> None:
                 rounds.append(measured)
         finally:
             rows.close()
-            if "nginx" in services:
-                services["nginx"].stop()
+            for front_service, gateway in services.values():
+                if front_service is not gateway:
+                    front_service.stop()
 
-    summary = summarise(rounds, fronts)
+    summary = summarise(rounds, labels)
     print_summary(summary, args.rounds)
     facts["loadavg_end"] = [round(value, 2) for value in os.getloadavg()]
     print(f"\nloadavg at start {facts['loadavg']}, at end {facts['loadavg_end']}")

@@ -318,8 +318,11 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
 
-def start_front_proxy(gateway_port: int, *, workers: int = 1) -> Service:
-    """nginx with config/nginx.conf in front of the gateway, in a prefix of its own.
+def start_front_proxy(
+    gateway_port: int, *, workers: int = 1, config_path: Path | None = None
+) -> Service:
+    """nginx with config/nginx.conf (or ``config_path``, an experiment's variant of it) in
+    front of the gateway, in a prefix of its own.
 
     Only the listening address, the gateway's address and the worker count change."""
     binary = nginx_binary()
@@ -332,14 +335,15 @@ def start_front_proxy(gateway_port: int, *, workers: int = 1) -> Service:
     (prefix / "logs").mkdir()
     atexit.register(shutil.rmtree, prefix, ignore_errors=True)
     port = free_port()
-    text = NGINX_CONFIG.read_text()
+    source = config_path or NGINX_CONFIG
+    text = source.read_text()
     for old, new in (
         ("listen 127.0.0.1:8000;", f"listen {HOST}:{port};"),
         ("server 127.0.0.1:8080;", f"server {HOST}:{gateway_port};"),
         ("worker_processes auto;", f"worker_processes {workers};"),
     ):
         if old not in text:
-            raise RuntimeError(f"{NGINX_CONFIG} no longer says {old!r}")
+            raise RuntimeError(f"{source} no longer says {old!r}")
         text = text.replace(old, new)
     config = prefix / "nginx.conf"
     config.write_text(text)

@@ -19,6 +19,7 @@ from gateway.admin import approvals as approvals_api
 from gateway.admin import provenance as provenance_api
 from gateway.admin import usage as usage_api
 from gateway.admission.limits import add_headers as add_rate_limit_headers
+from gateway.fast_refusal import FastRefusals
 from gateway.http.auth import admit_current_tester
 from gateway.http.current import (
     EXTENSION,
@@ -75,6 +76,15 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.extensions[EXTENSION] = state
+    if settings.fast_refusals:
+        # Inside ProxyFix: the fast path sees the client address the block is kept under.
+        app.wsgi_app = FastRefusals(  # type: ignore[method-assign]
+            app,
+            state,
+            app.wsgi_app,
+            request_id_of=client_request_id,
+            tester_blueprints=_TESTER_BLUEPRINTS,
+        )
     if settings.trusted_proxies:
         # Only the configured number of proxies may speak for the client's address: a
         # spoofed X-Forwarded-For entry beyond them changes nothing.

@@ -91,6 +91,10 @@ class Settings:
     # How many proxies in front of the gateway may set X-Forwarded-For; 0 trusts none.
     trusted_proxies: int = 0
     auth_failures_per_minute: int = 30
+    # An address this worker holds blocked for failed authentications is refused in front of
+    # Flask, with the same answer, log line and counts (gateway/fast_refusal.py); false sends
+    # those refusals through Flask (to compare the two: bench.flood --compare-fast-refusals).
+    fast_refusals: bool = True
 
     # Proof of possession (docs/proof-of-possession.md): a signature's ``created`` may be this
     # old, or this far in the future; its nonce is remembered for twice the window.

@@ -83,10 +83,15 @@ MAY_IMPORT: dict[str, set[str]] = {
         "gateway.admission",
         "gateway.admin",
         "gateway.console",
+        "gateway.fast_refusal",
         "gateway.integrations",
         "gateway.observability",
         "gateway.tester",
     },
+    # The flood's refusals in front of Flask: admission's answer, counted and logged as the
+    # tester plane and the observability would.
+    "gateway.fast_refusal": _PLANE
+    | {"gateway.admission", "gateway.observability", "gateway.tester"},
     "gateway.process": {"keys", "gateway.http", "gateway.observability"},
     # For testers' machines: signs requests with a proof key (no part of the gateway's edge).
     "gateway.client": {"keys"},

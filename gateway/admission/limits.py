@@ -226,6 +226,12 @@ class RateLimits:
                 reset_in=reset_time - time.time(),
             )
 
+    def held_blocked(self, client_ip: str) -> bool:
+        """Whether this process holds ``client_ip`` blocked in memory now (no storage read):
+        the fast path's question (gateway/fast_refusal.py) before it answers without Flask."""
+        reset_time = self._blocked_until.get(client_ip)
+        return reset_time is not None and reset_time > time.time()
+
     def _remember_block(self, client_ip: str, reset_time: float | None) -> None:
         blocked = self._blocked_until
         if reset_time is None:

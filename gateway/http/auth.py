@@ -24,6 +24,15 @@ from keys.errors import NotFound
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Set on a view whose first step is ``admit_tester``: nothing the view does comes before the
+# key's admission, so a refusal there may be answered before Flask (gateway/fast_refusal.py).
+ADMITS_TESTER_FIRST = "drawbridge_admits_tester_first"
+
+
+def admits_tester_first(view: Callable[..., object] | None) -> bool:
+    """Whether ``view`` is a ``require_tester`` view (admission is the first thing it does)."""
+    return bool(getattr(view, ADMITS_TESTER_FIRST, False))
+
 
 def _attempt(*, before_proof: bool = False) -> Attempt:
     incoming = current_request()
@@ -71,6 +80,7 @@ def require_tester(view: Callable[P, R]) -> Callable[P, R]:
         admit_current_tester()
         return view(*args, **kwargs)
 
+    setattr(wrapper, ADMITS_TESTER_FIRST, True)
     return wrapper
 
 
@@ -85,6 +95,7 @@ def require_tester_before_proof(view: Callable[P, R]) -> Callable[P, R]:
         admit_tester(current_state(), _attempt(before_proof=True), current_context())
         return view(*args, **kwargs)
 
+    setattr(wrapper, ADMITS_TESTER_FIRST, True)
     return wrapper
 
 

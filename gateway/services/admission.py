@@ -81,7 +81,7 @@ def admit_tester(state: GatewayState, attempt: Attempt, context: RequestContext)
     store = state.store
     refuse_secrets_in_query(attempt.query, (store.key_format, store.token_format))
     limits = state.limits
-    secret = _presented(attempt.authorization)
+    secret = presented_credential(attempt.authorization)
     limits.refuse_blocked_client(attempt.client_ip, secret)
     try:
         secret = bearer_credential(attempt.authorization)
@@ -177,7 +177,7 @@ def refuse_secrets_in_query(
             )
 
 
-def _presented(authorization: str | None) -> str | None:
+def presented_credential(authorization: str | None) -> str | None:
     """The Bearer credential, or None when there is none to speak of."""
     try:
         return bearer_credential(authorization)

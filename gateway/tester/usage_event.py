@@ -28,7 +28,8 @@ def _redact(text: str, patterns: tuple[re.Pattern[str], ...]) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _client_ip(value: str | None) -> str | None:
+def stored_client_ip(value: str | None) -> str | None:
+    """The client address as usage records keep it (normalised), None when not an address."""
     try:
         return str(ipaddress.ip_address(value or ""))
     except ValueError:
@@ -64,7 +65,7 @@ def usage_record(status: int, outcome: str | None = None) -> UsageRecord:
         error_code=context.error_code,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
         upstream_latency_ms=context.upstream_ms,
-        client_ip=_client_ip(incoming.remote_addr),
+        client_ip=stored_client_ip(incoming.remote_addr),
         user_agent=user_agent,
     )
 
@@ -95,7 +96,7 @@ def record_usage(status: int) -> None:
             status,
             incoming.method if incoming.method in _METHODS else "OTHER",
             rule,
-            _client_ip(incoming.remote_addr),
+            stored_client_ip(incoming.remote_addr),
         )
         return
     state.usage.add(usage_record(status))
