@@ -132,7 +132,8 @@ def deliver(
         raise
     length = len(first) + size
     try:
-        check_mp4(spool, length)  # read whole: whatever is wrong shows before the first byte
+        # Read whole: whatever is wrong with it shows before the first byte goes out.
+        check_mp4(cast(BinaryIO, spool), length)
     except NotAnMp4 as exc:
         log.warning("provenance: video %s is not an MP4 to sign: %s", video_id, exc)
         spool.seek(0)
