@@ -339,7 +339,7 @@ def start_front_proxy(
     text = source.read_text()
     for old, new in (
         ("listen 127.0.0.1:8000;", f"listen {HOST}:{port};"),
-        ("server 127.0.0.1:8080;", f"server {HOST}:{gateway_port};"),
+        ("server 127.0.0.1:8080 ", f"server {HOST}:{gateway_port} "),
         ("worker_processes auto;", f"worker_processes {workers};"),
     ):
         if old not in text:

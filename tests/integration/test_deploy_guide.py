@@ -20,10 +20,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import ssl
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,13 @@ from bench.harness import nginx_binary
 from keys.migrate import head_revision
 from tests.helpers import free_port, service_unavailable
 from tests.integration.fleet import query
-from tests.integration.live import LiveProcess, LiveSimulator, clean_env, wait_for
+from tests.integration.live import (
+    LiveProcess,
+    LiveSimulator,
+    child_pids,
+    clean_env,
+    wait_for,
+)
 from tests.private_services import PrivatePostgres
 
 pytestmark = pytest.mark.integration
@@ -329,7 +338,7 @@ def test_the_deploy_guide_from_nothing_to_the_sdk_through_nginx(
         ("listen [::]:443 ssl;", ""),
         ("listen 80;", f"listen 127.0.0.1:{host.http_port};"),
         ("listen [::]:80;", ""),
-        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{host.gateway_port};"),
+        ("server 127.0.0.1:8080 ", f"server 127.0.0.1:{host.gateway_port} "),
         ("/etc/letsencrypt/live/drawbridge.example.com/fullchain.pem", str(fullchain)),
         ("/etc/letsencrypt/live/drawbridge.example.com/privkey.pem", str(private)),
         ("worker_processes auto;", "worker_processes 1;"),
@@ -428,6 +437,153 @@ def test_the_deploy_guide_from_nothing_to_the_sdk_through_nginx(
     alone = host.doctor("doctor", "--gunicorn-config", str(gunicorn_conf), code=1, **trusted_ca)
     assert alone["trusted_proxies"]["status"] == "fail"
     assert "public_url is https://" in alone["trusted_proxies"]["detail"]
+
+    # 12. Two instances on the host, restarted one after the other: no request fails.
+    set_setting(host.config, None, "trusted_proxies", "1")
+    host.stop_gateway()
+    host.start_gateway()
+    restart_two_instances_under_traffic(host, nginx_conf, ca, tmp_path)
+
+
+# Step 12's traffic: a cohort whose limits the loop below stays far from, and whose anomaly
+# detection is off (the loop's pace would get its key suspended), so every answer that is not
+# a success is the restart's doing.
+ROLLING_COHORT = """
+[cohorts.rolling]
+anomaly_rate_factor = 0
+requests_per_minute = 100000
+requests_per_day = 1000000
+generations_per_day = 100000
+video_seconds_per_day = 10000000
+video_seconds_per_month = 100000000
+concurrent_jobs = 100000
+"""
+REQUESTS_PER_WINDOW = 40  # answered through nginx while one instance is down
+
+
+class Traffic(threading.Thread):
+    """A tester's SDK (no retries: what fails, fails) alternating three retrieves and one
+    create through nginx until stopped; every outcome is kept with the time it ended."""
+
+    def __init__(self, client: openai.OpenAI, video_id: str) -> None:
+        super().__init__(daemon=True)
+        self.client, self.video_id = client, video_id
+        self.outcomes: list[tuple[float, str, str]] = []  # (monotonic, call, "ok" or error)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        calls = 0
+        while not self.stopping.is_set():
+            create = calls % 4 == 3
+            call = "create" if create else "retrieve"
+            try:
+                if create:
+                    self.client.videos.create(prompt="a lighthouse in the fog", seconds="4")
+                else:
+                    self.client.videos.retrieve(self.video_id)
+                outcome = "ok"
+            except openai.APIStatusError as exc:
+                outcome = f"HTTP {exc.status_code}: {exc.message}"
+            except openai.APIConnectionError as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self.outcomes.append((time.monotonic(), call, outcome))
+            calls += 1
+            time.sleep(0.01)
+
+    def answered_since(self, moment: float) -> int:
+        with self._lock:
+            return sum(1 for at, _, _ in self.outcomes if at > moment)
+
+    def wait_answered(self, since: float, what: str) -> None:
+        """Until REQUESTS_PER_WINDOW requests ended after ``since`` (answered or not)."""
+        wait_for(lambda: self.answered_since(since) >= REQUESTS_PER_WINDOW, 60, f"requests {what}")
+
+    def failures(self) -> list[tuple[float, str, str]]:
+        with self._lock:
+            return [entry for entry in self.outcomes if entry[2] != "ok"]
+
+
+def restart_two_instances_under_traffic(
+    host: Deployment, nginx_conf: Path, ca: Path, tmp_path: Path
+) -> None:
+    """docs/deploy.md, 12: "run a second instance on 127.0.0.1:8081: copy the unit with another
+    --bind, and add server 127.0.0.1:8081; to nginx's upstream. Then restart the two instances
+    one after the other." Each instance is stopped (SIGTERM, as systemd does) and started again
+    while requests flow, and the next waits for the first's /readyz, as the guide says."""
+    assert host.gateway is not None and host.nginx is not None
+    second_port = free_port()
+    argv = unit_command(host.etc / "drawbridge.service", "ExecStart", host.paths)
+    argv += ["--bind", f"127.0.0.1:{second_port}"]
+
+    def start_second() -> LiveProcess:
+        process = LiveProcess("gateway-2", argv, host.env(), tmp_path / "gateway-2.log")
+        process.wait_ready(f"http://127.0.0.1:{second_port}/readyz")
+        return process
+
+    second = start_second()
+    try:
+        first_server = f"server 127.0.0.1:{host.gateway_port} max_fails=0;"
+        text = nginx_conf.read_text()
+        assert text.count(first_server) == 1, "the upstream block names one gateway"
+        also = f"server 127.0.0.1:{second_port} max_fails=0;"
+        nginx_conf.write_text(text.replace(first_server, f"{first_server}\n        {also}"))
+        # ExecReload: SIGHUP. The reload is whole once the old workers have gone.
+        old_workers = child_pids(host.nginx.pid)
+        os.kill(host.nginx.pid, signal.SIGHUP)
+        wait_for(
+            lambda: (
+                not (child_pids(host.nginx.pid) & old_workers)
+                and len(child_pids(host.nginx.pid)) > 0
+            ),
+            30,
+            "nginx to reload with both instances",
+        )
+
+        host.drawbridge("policies", "apply", "-", stdin=ROLLING_COHORT)
+        tester = json.loads(
+            host.drawbridge(
+                "testers", "add", "Grace", "--email", "grace@example.com", "--cohort", "rolling",
+                "--json",
+            ).stdout
+        )  # fmt: skip
+        issued = json.loads(host.drawbridge("keys", "issue", tester["id"], "--json").stdout)
+        tls = ssl.create_default_context(cafile=str(ca))
+        transport = httpx2.HTTPTransport(local_address=CLIENT_ADDRESS, verify=tls, trust_env=False)
+        with httpx2.Client(transport=transport, timeout=30, trust_env=False) as http:
+            client = openai.OpenAI(
+                base_url=f"{host.public_url}/v1",
+                api_key=issued["secret"],
+                http_client=http,
+                max_retries=0,
+            )
+            video = client.videos.create(prompt="a lighthouse in the fog", seconds="4")
+            traffic = Traffic(client, video.id)
+            traffic.start()
+            try:
+                traffic.wait_answered(since=0, what="the first requests")
+                # The first instance, then the second: stopped, traffic served by the other
+                # meanwhile, started again and ready before the next one goes.
+                for restart in ("first", "second"):
+                    if restart == "first":
+                        host.stop_gateway()
+                    else:
+                        second.stop()
+                    traffic.wait_answered(time.monotonic(), f"while the {restart} one is down")
+                    if restart == "first":
+                        host.start_gateway()
+                    else:
+                        second = start_second()
+                    traffic.wait_answered(time.monotonic(), f"once the {restart} one is back")
+            finally:
+                traffic.stopping.set()
+                traffic.join(30)
+        assert traffic.failures() == [], traffic.failures()[:10]
+        answered = {call for _, call, _ in traffic.outcomes}
+        assert answered == {"create", "retrieve"}
+    finally:
+        second.stop()
 
 
 # -- the units ---------------------------------------------------------------------------
