@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.services.provenance import Recipient, deliver
+from gateway.services.provenance import Recipient, open_delivery
 from gateway.upstream.client import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
 from keys.access.gate import VideoRef
 from keys.access.lifecycle import Principal
@@ -124,13 +124,7 @@ def open_upstream_content(
     """Open a download of a backend video's content, whoever may see it (the caller
     decided): a tester's own video, a share link's, an approver's preview. The video
     goes out with its own signed manifest naming ``recipient`` (services/provenance.py)."""
-    opened = state.upstream.open_stream(
-        video_path(upstream_id, "/content"),
-        request_id=context.request_id,
-        params={"variant": variant},
-        on_deadline=on_deadline,
-    )
-    return deliver(state, context, video_id, recipient, variant, opened, on_deadline)
+    return open_delivery(state, context, upstream_id, video_id, recipient, variant, on_deadline)
 
 
 def not_ready(video_id: str) -> NotReady:

@@ -262,6 +262,10 @@ class LiveGateway:
         """A gateway (not started yet) on ``database_url``, listening on ``port``, in front
         of ``simulator``; ``settings`` are more ``DRAWBRIDGE_*`` variables."""
         sqlite = database_url.startswith("sqlite:///")
+        # The host's content cache of delivered videos: this gateway's own folder.
+        settings.setdefault(
+            "DRAWBRIDGE_PROVENANCE_CACHE_DIR", str(log_path.parent / "provenance-cache")
+        )
         return cls(
             backend="sqlite" if sqlite else "postgresql",
             base=f"http://127.0.0.1:{port}",
