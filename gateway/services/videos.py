@@ -18,6 +18,7 @@ from keys.errors import Forbidden, NotFound, NotReady
 from keys.generations.ledger import present
 from keys.generations.videos import TERMINAL_STATUSES
 from keys.models import Video
+from keys.provenance.content_cache import entry_name
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -83,6 +84,10 @@ def delete_video(state: GatewayState, context: RequestContext, video: VideoRef) 
             lost = True  # already gone upstream: forget it here too, and say so
     with state.store.transaction() as tx:
         tx.generations.deleted(video.id, ran=video.upstream_id is not None)
+    if video.upstream_id is not None:
+        # Its bytes kept on this host for repeat deliveries go too (other hosts' on their
+        # next attempt: the backend's 404, or eviction).
+        state.content_cache.discard(entry_name(video.upstream_id, "video"))
     if lost:
         raise NotFound(f"No video found with id '{video.id}'.")
 

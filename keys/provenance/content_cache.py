@@ -192,6 +192,16 @@ class ContentCache:
             os.utime(file.fileno())  # least recently used goes first
         return CacheHit(name, video, file, raw)
 
+    def discard(self, name: str) -> None:
+        """Remove the entry of this name, whatever it holds (its video was deleted)."""
+        if not self.enabled:
+            return
+        try:
+            seen = self._sidecar(name).read_bytes()
+        except OSError:
+            return
+        self._drop(name, seen)
+
     def drop(self, hit: CacheHit) -> None:
         """Remove this entry (not a newer one written meanwhile)."""
         self._drop(hit.name, hit._sidecar)

@@ -350,3 +350,22 @@ def test_the_upstream_client_asks_conditionally_and_hands_back_a_304_without_a_b
         assert raised.value.status == 502
     finally:
         client.close()
+
+
+def test_deleting_a_video_removes_its_cached_bytes(
+    client: Any,
+    key: IssuedKey,
+    upstream: responses.RequestsMock,
+    origin: Backend,
+    state: GatewayState,
+) -> None:
+    download(client, key).get_data()
+    assert state.content_cache.open(NAME) is not None
+    upstream.add(
+        responses.DELETE,
+        f"{UPSTREAM_URL}/videos/video_p",
+        json={"id": "video_p", "object": "video.deleted", "deleted": True},
+    )
+    assert client.delete("/v1/videos/video_p", headers=bearer(key.secret)).status_code == 200
+    assert state.content_cache.open(NAME) is None
+    assert not list(cache_dir(state).glob("*.mp4"))
