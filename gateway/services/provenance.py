@@ -499,6 +499,8 @@ class _SignedBody:
             delivery._cut(exc)
             raise DeliveryCut(str(exc)) from None
         except Exception as exc:  # the backend's own failure (cut short, timed out)
+            if self.hit is not None:  # or the cached file's (unreadable)
+                cache.drop(self.hit)
             delivery._cut(exc)
             raise
         finally:
