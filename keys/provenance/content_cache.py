@@ -164,7 +164,7 @@ class ContentCache:
             file_name = str(record["file"])
             if record.get("version") != VERSION or _file_of(raw) != file_name:
                 raise ValueError("unknown sidecar")
-            if not isinstance(video.length, int) or not isinstance(video.assertion, dict):
+            if not _well_formed(video):
                 raise ValueError("malformed sidecar")
         except (ValueError, KeyError, TypeError):
             log.warning("provenance cache: entry %s dropped: its sidecar is unreadable", name)
@@ -328,6 +328,20 @@ class ContentCache:
             self._digests.move_to_end(sha256)
             while len(self._digests) > MAX_DIGESTS:
                 self._digests.popitem(last=False)
+
+
+def _well_formed(video: CachedVideo) -> bool:
+    """Whether a sidecar's fields have the types and shapes the gateway wrote."""
+    texts = (video.etag, video.original_sha256, video.media_sha256)
+    return (
+        all(isinstance(text, str) for text in texts)
+        and len(video.original_sha256) == len(video.media_sha256) == 64
+        and type(video.length) is int
+        and video.length > 0
+        and isinstance(video.assertion, dict)
+        and isinstance(video.headers, dict)
+        and all(isinstance(v, str) for v in (*video.headers, *video.headers.values()))
+    )
 
 
 def _file_of(sidecar: bytes) -> str | None:

@@ -144,7 +144,9 @@ def test_a_directory_that_is_not_ours_turns_the_cache_off(tmp_path: Path) -> Non
     assert stat.S_IMODE(wide.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("damage", ["truncated", "longer", "sidecar_garbage", "sidecar_fields"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "longer", "sidecar_garbage", "sidecar_file", "sidecar_types"]
+)
 def test_an_entry_that_does_not_hold_together_is_dropped(tmp_path: Path, damage: str) -> None:
     cache = ContentCache(tmp_path, 10_000)
     name = entry_name("video_1", "video")
@@ -158,9 +160,13 @@ def test_an_entry_that_does_not_hold_together_is_dropped(tmp_path: Path, damage:
             out.write(b"!")
     elif damage == "sidecar_garbage":
         sidecar.write_bytes(b"{not json")
-    else:
+    elif damage == "sidecar_file":
         record = json.loads(sidecar.read_bytes())
         record["file"] = "../../etc/passwd"
+        sidecar.write_text(json.dumps(record))
+    else:
+        record = json.loads(sidecar.read_bytes())
+        record["video"]["etag"] = 7
         sidecar.write_text(json.dumps(record))
 
     assert cache.open(name) is None
