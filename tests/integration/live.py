@@ -96,14 +96,16 @@ def sleep_until(moment: float) -> None:
 class LiveProcess:
     """A child process in its own session, its output appended to a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 argv,
                 env=env,
-                cwd=ROOT,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
