@@ -7,10 +7,13 @@ chunks discarded) from
 
   (a) the simulator direct, (b) the bare passthrough (for reference), (c) the gateway, which
   appends a signed C2PA manifest to every download (docs/provenance.md), on a repeat
-  delivery of its video (warm: the workers delivered it during a warm-up), (c') the same
-  on a fresh video each round (cold: the worker's first delivery of those bytes), and
-  (d) the same gateway
-  with ``provenance_sign = false``, which streams the backend's bytes as they come,
+  delivery of its video (warm: delivered during a warm-up, so a hit of the host's content
+  cache: the simulator answers the conditional GET with 304 and the cached file streams),
+  (c'') the same warm delivery with the content cache off (``provenance_cache_bytes = 0``:
+  the backend's bytes again, hashed as they pass, signed with the worker's remembered
+  binding), (c') the gateway on a fresh video each round (cold: the first delivery of those
+  bytes, c2pa hashes them; the cache keeps them), and (d) the same gateway with
+  ``provenance_sign = false``, which streams the backend's bytes as they come,
 
 and reports the throughput of each (MiB/s, first byte requested to last byte read), the time
 to the first byte, the gateway/simulator ratio (warm and cold apart) (target
@@ -53,8 +56,17 @@ THROUGHPUT_TARGET = 0.7
 RSS_GROWTH_TARGET_MIB = 64
 SAMPLE_SECONDS = 0.05
 CLIENT_CHUNK = MIB
-ORDER = ("simulator", "passthrough", "gateway", "gateway-cold", "gateway-unsigned")
+ORDER = (
+    "simulator",
+    "passthrough",
+    "gateway",
+    "gateway-nocache",
+    "gateway-cold",
+    "gateway-unsigned",
+)
 UNSIGNED = "gateway-unsigned"
+# The warm delivery without the host's content cache (what "gateway" measured before it).
+NOCACHE = "gateway-nocache"
 # A video's first signed delivery in a worker: c2pa hashes a copy of the bytes after the last
 # one (docs/provenance.md); a fresh video each round. "gateway" is a repeat (warm) delivery.
 COLD = "gateway-cold"
@@ -116,7 +128,7 @@ def download(target: Target, expected: int, simulator_worker: int) -> dict[str, 
     after = rss_bytes(worker)
     cpu_after = cpu_seconds(worker), cpu_seconds(simulator_worker)
     # A signed download is the backend's file plus its manifest (a few KiB).
-    signed = target.name in ("gateway", COLD) or target.name.startswith("gateway+")
+    signed = target.name in ("gateway", COLD, NOCACHE) or target.name.startswith("gateway+")
     if received != expected and not (signed and expected < received < expected + MIB):
         raise RuntimeError(f"{target.name}: received {received} bytes, expected {expected}")
     peak = max([before, after, *sampler.samples])
@@ -136,6 +148,19 @@ def download(target: Target, expected: int, simulator_worker: int) -> dict[str, 
         "simulator_cpu_s_per_gib": (cpu_after[1] - cpu_before[1]) / gib,
         "client_cpu_s_per_gib": client_cpu / gib,
     }
+
+
+def cache_outcomes(url: str) -> dict[str, int]:
+    """The gateway's deliveries by content cache outcome (hit, miss, refused)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        text = session.get(url + "/metrics", timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("drawbridge_provenance_cache_total{"):
+            label, value = line.rsplit(" ", 1)
+            found[label.split('"')[1]] = int(float(value))
+    return found
 
 
 def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
@@ -197,10 +222,20 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         if COLD in medians and UNSIGNED in medians
         else None
     )
+    nocache = (
+        {
+            "gateway_over_simulator_throughput": medians[NOCACHE]["mib_per_s"]
+            / medians["simulator"]["mib_per_s"],
+            "per_round": [r[NOCACHE]["mib_per_s"] / r["simulator"]["mib_per_s"] for r in rounds],
+        }
+        if NOCACHE in medians
+        else None
+    )
     return {
         "medians": medians,
         "signing_cost": signing,
         "cold": cold,
+        "nocache": nocache,
         "gateway_over_simulator_throughput": {
             "value": ratio,
             "target": f">= {THROUGHPUT_TARGET}",
@@ -274,6 +309,12 @@ def print_summary(summary: dict[str, Any], rounds: int, size: int) -> None:
             f"throughput = {signing['signed_over_unsigned_throughput']:.3f}   (warm: a repeat "
             "delivery of the video)"
         )
+    nocache = summary.get("nocache")
+    if nocache is not None:
+        print(
+            f"warm, cache off (nocache)      = {nocache['gateway_over_simulator_throughput']:.3f}"
+            f" of the simulator (rounds: {', '.join(f'{v:.3f}' for v in nocache['per_round'])})"
+        )
     cold = summary.get("cold")
     if cold is not None:
         print(
@@ -326,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         content_bytes=args.bytes,
         with_passthrough=not args.no_passthrough,
         extra_gateways={
+            NOCACHE: {"DRAWBRIDGE_PROVENANCE_CACHE_BYTES": "0"},
             UNSIGNED: {"DRAWBRIDGE_PROVENANCE_SIGN": "false"},
             **(
                 {f"gateway+{args.compare_patch}": {"BENCH_PATCH": args.compare_patch}}
@@ -344,9 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         targets = {target.name: target for target in stack.targets()}
         gateway = targets["gateway"]
         targets[COLD] = Target(COLD, gateway.service, gateway.headers, gateway.video_id)
-        # "gateway" measures repeat deliveries: every worker has delivered its video before.
-        for _ in range(WARM_UPS * args.workers):
-            download(gateway, args.bytes, stack.simulator.worker_pid())
+        # "gateway" measures repeat deliveries: every worker has delivered its video before
+        # (a cache hit, with the original's hash state in the worker's memory); so has
+        # "gateway-nocache" (the binding in memory, no cache).
+        for warm in [gateway] + [targets[NOCACHE]] * (NOCACHE in targets):
+            for _ in range(WARM_UPS * args.workers):
+                download(warm, args.bytes, stack.simulator.worker_pid())
         names = [name for name in ORDER if name in targets]
         names += [name for name in targets if name not in ORDER]
         simulator_worker = stack.simulator.worker_pid()
@@ -361,8 +406,11 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(0.5)
             rounds.append(measured)
             print_round(number + 1, order, measured)
+        cache = cache_outcomes(gateway.url)
+        print(f"\ngateway content cache outcomes (warm-ups included): {cache}")
 
     summary = summarise(rounds, names)
+    summary["gateway_cache_outcomes"] = cache
     print_summary(summary, args.rounds, args.bytes)
     facts["loadavg_end"] = [round(value, 2) for value in os.getloadavg()]
     print(f"\nloadavg at start {facts['loadavg']}, at end {facts['loadavg_end']}")

@@ -502,6 +502,8 @@ class Stack:
             # The load tests drive one key from many connections: the bulkhead still counts
             # every request (its cost is measured) but refuses none.
             "DRAWBRIDGE_MAX_INFLIGHT_PER_KEY": "1000000",
+            # The host's content cache of delivered videos, in the stack's own folder.
+            "DRAWBRIDGE_PROVENANCE_CACHE_DIR": str(self.directory / "provenance-cache"),
             **self.gateway_env,
         }
         _, self.tester_key = prepare_database(settings_env)

@@ -148,6 +148,13 @@ class Settings:
     provenance_max_sign_bytes: int = 4 * 1024 * 1024 * 1024
     # The largest file POST /admin/v1/provenance/identify accepts (413 beyond).
     provenance_identify_max_bytes: int = 256 * 1024 * 1024
+    # A host's cache of delivered videos (docs/provenance.md): the bytes of a video the
+    # backend tagged with a strong ETag are kept on disk with their hashes, and a repeat
+    # delivery the backend confirms unchanged (304) streams them from there. The directory
+    # (unset: ``provenance-cache`` next to the SQLite database, else in the working
+    # directory) holds generated videos: it is made 0700. At most cache_bytes (0: no cache).
+    provenance_cache_dir: str | None = None
+    provenance_cache_bytes: int = 2 * 1024 * 1024 * 1024
 
     log_level: str = "INFO"
     access_log: bool = True
@@ -234,6 +241,23 @@ def load_settings(
             raise SettingsError(f"unknown setting {name!r}")
         values[name] = _coerce(name, value, "override") if not isinstance(value, Secret) else value
     return Settings(**values)
+
+
+PROVENANCE_CACHE_DIR = "provenance-cache"
+
+
+def provenance_cache_dir(settings: Settings) -> Path:
+    """Where this host keeps delivered videos: the setting, else beside the SQLite database
+    (the gateway's state folder: ``drawbridge demo``'s, or the working directory)."""
+    if settings.provenance_cache_dir:
+        return Path(settings.provenance_cache_dir)
+    url = settings.database_url
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            path = url.removeprefix(prefix).split("?", 1)[0]
+            if path and path != ":memory:":
+                return Path(path).parent / PROVENANCE_CACHE_DIR
+    return Path(PROVENANCE_CACHE_DIR)
 
 
 def root_secret_of(settings: Settings) -> str:

@@ -15,7 +15,13 @@ from gateway.admission.alerts import AlertSender
 from gateway.admission.anomalies import AnomalyWatch
 from gateway.admission.bulkhead import Bulkhead
 from gateway.admission.limits import MEMORY_STORAGE_URI, RateLimits
-from gateway.settings import Secret, Settings, SettingsError, root_secret_of
+from gateway.settings import (
+    Secret,
+    Settings,
+    SettingsError,
+    provenance_cache_dir,
+    root_secret_of,
+)
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.reconciler import ReconcileSweep
 from keys.access.digests import SecretDigester
@@ -31,6 +37,7 @@ from keys.limits.counters import (
     RedisCounters,
     RedisOutage,
 )
+from keys.provenance.content_cache import ContentCache
 from keys.provenance.signer_cache import SignerCache
 from keys.records.audit import CheckpointPolicy
 from keys.records.audit_signing import AUDIT_SIGNING_PURPOSE, AuditSigner
@@ -51,6 +58,7 @@ class GatewayState:
     bulkhead: Bulkhead
     replays: ReplayGuard
     signers: SignerCache
+    content_cache: ContentCache
     sweep: ReconcileSweep | None = None
 
 
@@ -157,5 +165,10 @@ def build_state(settings: Settings) -> GatewayState:
             outage,
         ),
         signers=SignerCache(store, vault),
+        # Made on first use (a CLI command never touches it).
+        content_cache=ContentCache(
+            provenance_cache_dir(settings),
+            settings.provenance_cache_bytes if settings.provenance_sign else 0,
+        ),
         sweep=ReconcileSweep(store, upstream, settings.reconcile_interval_seconds),
     )

@@ -186,9 +186,12 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(database_url: str, settings_overrides: dict[str, Any]) -> Settings:
+def settings(database_url: str, settings_overrides: dict[str, Any], tmp_path: Path) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
+        # The host's content cache of delivered videos: the test's own (not the working
+        # directory, where a PostgreSQL test's would land).
+        "provenance_cache_dir": str(tmp_path / "provenance-cache"),
         "root_secret": TEST_ROOT_SECRET,
         "upstream_url": UPSTREAM_URL,
         "upstream_api_key": UPSTREAM_CREDENTIAL,

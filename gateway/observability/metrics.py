@@ -72,6 +72,7 @@ UPSTREAM_AUTH_FAILURES = "drawbridge_upstream_auth_failures_total"
 ANOMALY_TRIPS = "drawbridge_anomaly_trips_total"
 REDIS_FALLBACKS = "drawbridge_redis_fallback_total"
 PROVENANCE = "drawbridge_provenance_deliveries_total"
+PROVENANCE_CACHE = "drawbridge_provenance_cache_total"
 _HELP = {
     REQUESTS: ("counter", "Responses sent, by route template, method and status."),
     LATENCY: ("histogram", "Seconds from request to response start, by route and method."),
@@ -99,6 +100,12 @@ _HELP = {
         "counter",
         "Videos delivered, by outcome: signed, or why they went out unsigned (not_mp4, "
         "too_large, content_encoded, sign_failed).",
+    ),
+    PROVENANCE_CACHE: (
+        "counter",
+        "Video deliveries by content cache outcome: hit (the backend answered 304, the "
+        "cached bytes went out), miss (no entry), refused (the backend sent the video again, "
+        "or it is gone).",
     ),
 }
 
@@ -449,6 +456,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         state.upstream.observe = registry.count_upstream
         state.anomalies.on_trip = registry.count_anomaly
         state.signers.observe = lambda outcome: registry.count(PROVENANCE, (("outcome", outcome),))
+        state.content_cache.observe = lambda outcome: registry.count(
+            PROVENANCE_CACHE, (("outcome", outcome),)
+        )
     outage = state.limits.outage if state is not None else None
     if outage is not None:
         outage.listen(lambda store: registry.count(REDIS_FALLBACKS, (("store", store),)))

@@ -16,6 +16,15 @@ reason logged and counted (``drawbridge_provenance_deliveries_total``) and, wher
 were read, filed in the index so its hash still finds it. A body that turns out wrong
 after its first bytes went out (shorter or longer than its length, not a whole MP4) gets
 no manifest: the download is cut (``outcome="cut"``), never signed over bytes we did not get.
+
+With the host's content cache on (keys/provenance/content_cache.py), a video's bytes that
+the backend tagged with a strong ETag are kept on disk as they stream (instead of the spool
+c2pa hashes), with their hashes and binding. The next delivery of that video asks the
+backend with ``If-None-Match``; on ``304 Not Modified`` it streams the local file and signs
+with the stored binding (``_Delivery.cached``): no download, no c2pa hash, and no SHA-256
+pass where this process kept the original's hash state. Any other answer is today's path
+(a 200 replaces the entry; a 404 or 410 drops it). Counted by outcome
+(``drawbridge_provenance_cache_total``: hit, miss, refused).
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
+from gateway.upstream.client import UpstreamError, video_path
 from keys.errors import NotFound
 from keys.models import Approval, Tester, Video
 from keys.provenance.bindings import Binding
+from keys.provenance.content_cache import CachedVideo, CacheHit, PendingEntry, entry_name
 from keys.provenance.identify import Identification, examine, identify
 from keys.provenance.identity import SigningIdentity
 from keys.provenance.manifests import (
@@ -57,6 +68,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
+CACHE_READ_BYTES = 1024 * 1024
+# The backend's headers a cached video is delivered with again (its length is the file's).
+CACHED_HEADERS = ("Content-Type", "Last-Modified")
 MP4_TYPES = ("video/mp4", "application/mp4")
 Opened = tuple[int, dict[str, str], Iterator[bytes]]
 
@@ -77,6 +91,53 @@ def share_link_id(token: str) -> str:
     return "shl_" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
+def open_delivery(
+    state: GatewayState,
+    context: RequestContext,
+    upstream_id: str,
+    video_id: str,
+    recipient: Recipient,
+    variant: str,
+    on_deadline: Callable[[], None] | None = None,
+) -> Opened:
+    """Open a backend video's content and deliver it (``deliver``). A video this host has
+    cached is asked for with ``If-None-Match``: a 304 delivers the cached bytes, a 404 or
+    410 drops them. Raises UpstreamError (and NotFound for an invalid id)."""
+    path = video_path(upstream_id, "/content")
+    cache = state.content_cache
+    name = entry_name(upstream_id, variant)
+    cacheable = variant == "video" and state.settings.provenance_sign and cache.enabled
+    hit = cache.open(name) if cacheable else None
+    try:
+        opened = state.upstream.open_stream(
+            path,
+            request_id=context.request_id,
+            params={"variant": variant},
+            on_deadline=on_deadline,
+            if_none_match=hit.video.etag if hit is not None else None,
+        )
+    except UpstreamError as exc:
+        if hit is not None:
+            hit.close()
+            if exc.backend_status in (404, 410):
+                cache.drop(hit)
+                cache.observe("refused")
+        raise
+    if cacheable and hit is None:
+        cache.observe("miss")
+    return deliver(
+        state,
+        context,
+        video_id,
+        recipient,
+        variant,
+        opened,
+        on_deadline,
+        cache_as=name if cacheable else None,
+        hit=hit,
+    )
+
+
 def deliver(
     state: GatewayState,
     context: RequestContext,
@@ -85,13 +146,28 @@ def deliver(
     variant: str,
     opened: Opened,
     on_deadline: Callable[[], None] | None = None,
+    *,
+    cache_as: str | None = None,
+    hit: CacheHit | None = None,
 ) -> Opened:
     """The download as the client gets it: the video with its manifest appended, anything
     else as it came. The backend's deadline watchdog keeps running while its bytes stream
     to the client, as for an unsigned download; a body read whole first (no length) keeps
-    the rest of the download deadline while it streams (``on_deadline`` cuts the client)."""
+    the rest of the download deadline while it streams (``on_deadline`` cuts the client),
+    and so does a cached video (``hit``, when the backend answered 304). A signable MP4
+    with a strong ETag and a length is kept in the content cache under ``cache_as``."""
     deadline_at = time.monotonic() + state.settings.upstream_download_deadline
     status, headers, chunks = opened
+    if hit is not None:
+        if status == 304:
+            state.content_cache.observe("hit")
+            delivery = _Delivery(state, context, video_id, recipient, (200, hit.video.headers))
+            return delivery.cached(hit, deadline_at, on_deadline)
+        # The backend sent the video again (changed, or it ignores If-None-Match): today's
+        # path, and these bytes, if they can be kept, replace the entry.
+        hit.close()
+        state.content_cache.drop(hit)
+        state.content_cache.observe("refused")
     if variant != "video" or not state.settings.provenance_sign:
         return opened
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -117,8 +193,10 @@ def deliver(
         except NotAnMp4 as exc:
             log.warning("provenance: video %s is not an MP4 to sign: %s", video_id, exc)
             return delivery.unsigned("not_mp4", itertools.chain([first], chunks))
-        key = (video_id, int(declared), headers.get("ETag", ""))
-        return delivery.signed(itertools.chain([first], chunks), int(declared), key)
+        etag = headers.get("ETag", "")
+        key = (video_id, int(declared), etag)
+        keep_as = cache_as if cache_as is not None and _strong(etag) else None
+        return delivery.signed(itertools.chain([first], chunks), int(declared), key, keep_as)
     spool = _spool(state)
     try:
         spool.write(first)
@@ -177,10 +255,18 @@ class _Delivery:
         out = {**headers, "X-Drawbridge-Download-Id": self.download_id}
         return status, out, self._unsigned_body(reason, chunks, facts, at)
 
-    def signed(self, chunks: Iterator[bytes], length: int, key: tuple[str, int, str]) -> Opened:
+    def signed(
+        self,
+        chunks: Iterator[bytes],
+        length: int,
+        key: tuple[str, int, str],
+        keep_as: str | None = None,
+    ) -> Opened:
         """The video with its manifest appended. A video this process delivered before, by
         the same length and ETag, is signed with that delivery's BMFF hash (checked against
-        the SHA-256 of what streams past); else c2pa hashes a copy after the last byte."""
+        the SHA-256 of what streams past); else c2pa hashes a copy after the last byte. With
+        ``keep_as``, the bytes are written to the content cache as they pass (that copy is
+        the one c2pa hashes) and kept under that name."""
         identity = self.state.signers.current()
         facts, at = self._facts(identity)
         known = self.state.signers.bindings.get(key)
@@ -200,7 +286,45 @@ class _Delivery:
         out = {**headers, "Content-Length": str(length + manifest.size)}
         out.pop("ETag", None)  # the bytes are this download's own, not the backend's
         out["X-Drawbridge-Download-Id"] = self.download_id
-        body = _SignedBody(self, chunks, length, manifest, known, key)
+        pending = self.state.content_cache.pending(keep_as, length) if keep_as else None
+        body = _SignedBody(self, chunks, length, manifest, known, key, pending=pending)
+        return status, out, body.run(facts, at, identity)
+
+    def cached(
+        self,
+        hit: CacheHit,
+        deadline_at: float,
+        on_deadline: Callable[[], None] | None,
+    ) -> Opened:
+        """The cached video (the backend confirmed it unchanged) with its manifest appended,
+        signed with the stored binding. Its SHA-256 is the stored one: where this process
+        kept the original's hash state it is not computed again; else the file is hashed as
+        it streams and must match it (or the download is cut and the entry dropped)."""
+        video = hit.video
+        try:
+            identity = self.state.signers.current()
+            facts, at = self._facts(identity)
+        except BaseException:
+            hit.close()
+            raise
+        chunks = _cached_chunks(hit, deadline_at, on_deadline)
+        status, headers = self.answer
+        try:
+            manifest = DeliveryManifest(
+                identity.chain_pem, identity.private_key_pem, facts, video.assertion
+            )
+        except SigningFailed as exc:
+            log.warning("provenance: could not sign video %s: %s", self.video_id, exc)
+            out = {**headers, "Content-Length": str(video.length)}
+            out["X-Drawbridge-Download-Id"] = self.download_id
+            return status, out, self._unsigned_body("sign_failed", chunks, facts, at)
+        out = {**headers, "Content-Length": str(video.length + manifest.size)}
+        out["X-Drawbridge-Download-Id"] = self.download_id
+        known = Binding(video.original_sha256, video.assertion, video.media_sha256)
+        original = self.state.content_cache.digest_of(video.original_sha256)
+        body = _SignedBody(
+            self, chunks, video.length, manifest, known, None, hit=hit, original=original
+        )
         return status, out, body.run(facts, at, identity)
 
     def _cut(self, exc: Exception) -> None:
@@ -298,10 +422,12 @@ class _Delivery:
 
 
 class _SignedBody:
-    """A signed video's body: the backend's chunks as they come, hashed and walked, then the
-    manifest box. The first delivery of some bytes in this process also copies them (a
-    temporary file, in memory up to ``provenance_spool_memory_bytes``) for c2pa to hash
-    after the last byte; a later one signs with the binding it left (``known``)."""
+    """A signed video's body: the backend's chunks as they come (or a cached file's), hashed
+    and walked, then the manifest box. The first delivery of some bytes in this process
+    also copies them (the content cache's ``pending`` entry, else a temporary file, in
+    memory up to ``provenance_spool_memory_bytes``) for c2pa to hash after the last byte;
+    a later one signs with the binding it left (``known``). With ``original`` (the SHA-256
+    state of bytes known to be the ``known`` ones: a cache hit) nothing is hashed again."""
 
     def __init__(
         self,
@@ -310,54 +436,81 @@ class _SignedBody:
         length: int,
         manifest: DeliveryManifest,
         known: Binding | None,
-        key: tuple[str, int, str],
+        key: tuple[str, int, str] | None,
+        *,
+        pending: PendingEntry | None = None,
+        hit: CacheHit | None = None,
+        original: hashlib._Hash | None = None,
     ) -> None:
         self.delivery, self.chunks, self.length = delivery, chunks, length
         self.manifest, self.known, self.key = manifest, known, key
+        self.pending, self.hit, self.original = pending, hit, original
 
     def run(self, facts: DeliveryFacts, at: datetime, identity: SigningIdentity) -> Iterator[bytes]:
         delivery, length, manifest = self.delivery, self.length, self.manifest
         bindings = delivery.state.signers.bindings
-        copy = _spool(delivery.state) if self.known is None else None
-        digest, got = _BackgroundDigest(), 0
+        cache = delivery.state.content_cache
+        copy: IO[bytes] | None = None
+        if self.pending is not None:
+            copy = self.pending.file
+        elif self.known is None:
+            copy = _spool(delivery.state)
+        digest = _BackgroundDigest() if self.original is None else None
+        got = 0
+        source = "cached file" if self.hit is not None else "backend"
         # A known binding's bytes have a known media hash: the walk checks, hashes no mdat.
         walk = StreamedMp4(length, hash_media=self.known is None)
         try:
             for chunk in self.chunks:
                 got += len(chunk)
                 if got > length:
-                    raise DeliveryCut(f"the backend sent more than its {length} bytes")
-                digest.update(chunk)
+                    raise DeliveryCut(f"the {source} sent more than its {length} bytes")
+                if digest is not None:
+                    digest.update(chunk)
                 walk.feed(chunk)
                 if copy is not None:
                     copy.write(chunk)
                 yield chunk
             if got != length:
-                raise DeliveryCut(f"the backend sent {got} of its {length} bytes")
+                raise DeliveryCut(f"the {source} sent {got} of its {length} bytes")
             media_sha256 = walk.finish()
-            original = digest.result()
+            original = digest.result() if digest is not None else self.original
+            assert original is not None
             original_sha256 = original.hexdigest()
             if self.known is not None:
                 if self.known.original_sha256 != original_sha256:
-                    bindings.drop(self.key)
-                    raise DeliveryCut("the backend's bytes changed since their binding was made")
+                    if self.key is not None:
+                        bindings.drop(self.key)
+                    raise DeliveryCut(f"the {source}'s bytes changed since their binding was made")
                 media_sha256 = self.known.media_sha256
-            if copy is not None:
+            if copy is not None and self.known is None:
                 manifest.hash(cast(BinaryIO, copy))
             box = manifest.sign()
-            if copy is not None and media_sha256 is not None:
-                self._remember(copy, original_sha256, media_sha256, box)
+            binding = self.known
+            if copy is not None and self.known is None and media_sha256 is not None:
+                binding = self._remember(copy, original_sha256, media_sha256, box)
+            if self.pending is not None and binding is not None and media_sha256 is not None:
+                self.pending.commit(self._cached_video(binding, original_sha256, media_sha256))
+            if digest is not None and (self.pending is not None or self.hit is not None):
+                cache.keep_digest(original)
         except (DeliveryCut, NotAnMp4, SigningFailed) as exc:
+            if self.hit is not None:
+                cache.drop(self.hit)
             delivery._cut(exc)
             raise DeliveryCut(str(exc)) from None
         except Exception as exc:  # the backend's own failure (cut short, timed out)
+            if self.hit is not None:  # or the cached file's (unreadable)
+                cache.drop(self.hit)
             delivery._cut(exc)
             raise
         finally:
-            digest.close()
+            if digest is not None:
+                digest.close()
             manifest.close()
             _close(self.chunks)
-            if copy is not None:
+            if self.pending is not None:
+                self.pending.discard()
+            elif copy is not None:
                 copy.close()
         delivered = original.copy()
         delivered.update(box)
@@ -373,7 +526,7 @@ class _SignedBody:
 
     def _remember(
         self, copy: IO[bytes], original_sha256: str, media_sha256: str, box: bytes
-    ) -> None:
+    ) -> Binding | None:
         """Keep the binding c2pa computed for the next delivery of these bytes (a failure
         here only means the next one hashes again)."""
         copy.seek(0)
@@ -384,8 +537,23 @@ class _SignedBody:
             binding = Binding(original_sha256, binding_of(ftyp, box), media_sha256)
         except SigningFailed as exc:
             log.warning("provenance: no binding kept for video %s: %s", self.delivery.video_id, exc)
-            return
-        self.delivery.state.signers.bindings.put(self.key, binding)
+            return None
+        if self.key is not None:
+            self.delivery.state.signers.bindings.put(self.key, binding)
+        return binding
+
+    def _cached_video(
+        self, binding: Binding, original_sha256: str, media_sha256: str
+    ) -> CachedVideo:
+        _, headers = self.delivery.answer
+        return CachedVideo(
+            etag=headers["ETag"],
+            length=self.length,
+            original_sha256=original_sha256,
+            media_sha256=media_sha256,
+            assertion=binding.assertion,
+            headers={name: headers[name] for name in CACHED_HEADERS if name in headers},
+        )
 
 
 class _BackgroundDigest:
@@ -494,6 +662,35 @@ def _stream(
         if timer is not None:
             timer.cancel()
         spool.close()
+
+
+def _cached_chunks(
+    hit: CacheHit, deadline_at: float, on_deadline: Callable[[], None] | None
+) -> Iterator[bytes]:
+    """A cached file's bytes, exactly its entry's length (a file cut short on disk cuts the
+    download: DeliveryCut), within the download deadline."""
+    timer = None
+    if on_deadline is not None:
+        timer = threading.Timer(max(deadline_at - time.monotonic(), 0.0), _cut, (on_deadline,))
+        timer.daemon = True
+        timer.start()
+    left = hit.video.length
+    try:
+        while left > 0:
+            chunk = hit.file.read(min(CACHE_READ_BYTES, left))
+            if not chunk:
+                raise DeliveryCut(f"the cached file ends {left} bytes short of its length")
+            left -= len(chunk)
+            yield chunk
+    finally:
+        if timer is not None:
+            timer.cancel()
+        hit.close()
+
+
+def _strong(etag: str) -> bool:
+    """A strong entity tag (RFC 9110 8.8.3): quoted, not ``W/``."""
+    return len(etag) >= 2 and etag.startswith('"') and etag.endswith('"')
 
 
 def _cut(on_deadline: Callable[[], None]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.services.provenance import Recipient, deliver
+from gateway.services.provenance import Recipient, open_delivery
 from gateway.upstream.client import POLL_AFTER_HEADER, UpstreamError, timed_call, video_path
 from keys.access.gate import VideoRef
 from keys.access.lifecycle import Principal
@@ -18,6 +18,7 @@ from keys.errors import Forbidden, NotFound, NotReady
 from keys.generations.ledger import present
 from keys.generations.videos import TERMINAL_STATUSES
 from keys.models import Video
+from keys.provenance.content_cache import entry_name
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -83,6 +84,10 @@ def delete_video(state: GatewayState, context: RequestContext, video: VideoRef) 
             lost = True  # already gone upstream: forget it here too, and say so
     with state.store.transaction() as tx:
         tx.generations.deleted(video.id, ran=video.upstream_id is not None)
+    if video.upstream_id is not None:
+        # Its bytes kept on this host for repeat deliveries go too (other hosts' on their
+        # next attempt: the backend's 404, or eviction).
+        state.content_cache.discard(entry_name(video.upstream_id, "video"))
     if lost:
         raise NotFound(f"No video found with id '{video.id}'.")
 
@@ -124,13 +129,7 @@ def open_upstream_content(
     """Open a download of a backend video's content, whoever may see it (the caller
     decided): a tester's own video, a share link's, an approver's preview. The video
     goes out with its own signed manifest naming ``recipient`` (services/provenance.py)."""
-    opened = state.upstream.open_stream(
-        video_path(upstream_id, "/content"),
-        request_id=context.request_id,
-        params={"variant": variant},
-        on_deadline=on_deadline,
-    )
-    return deliver(state, context, video_id, recipient, variant, opened, on_deadline)
+    return open_delivery(state, context, upstream_id, video_id, recipient, variant, on_deadline)
 
 
 def not_ready(video_id: str) -> NotReady:

@@ -10,7 +10,13 @@ from dataclasses import asdict
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.simulator.content import VARIANT_TYPES, preview_image, video_chunks, video_length
+from gateway.simulator.content import (
+    VARIANT_TYPES,
+    content_etag,
+    preview_image,
+    video_chunks,
+    video_length,
+)
 from gateway.simulator.errors import ApiError, error_response, http_error_response
 from gateway.simulator.faults import FaultInjector, Faults, parse_faults
 from gateway.simulator.jobs import (
@@ -173,11 +179,18 @@ class _Simulator:
         return json_response({"id": video_id, "object": "video.deleted", "deleted": True})
 
     def download_content(self, video_id: str) -> Response:
-        """GET /v1/videos/{id}/content: stream the rendered asset without buffering it."""
+        """GET /v1/videos/{id}/content: stream the rendered asset without buffering it. It
+        carries a strong ETag, and a matching If-None-Match is answered 304 with no body,
+        as a real HTTP server does (RFC 9110 13.1.2)."""
         variant = choice(request.args, "variant", tuple(VARIANT_TYPES))
         video = self.videos.get(video_id)
         require_completed(video, self.options.job_seconds)
         seconds = int(video.seconds) if video.seconds.isdigit() else 4
+        etag = content_etag(video.id, video.size, seconds, self.options.content_bytes, variant)
+        if request.if_none_match.contains_weak(etag):
+            not_modified = Response(status=304)
+            not_modified.set_etag(etag)
+            return not_modified
         if variant == "video":
             length = video_length(video.size, seconds, self.options.content_bytes)
             body: Iterator[bytes] = video_chunks(
@@ -188,6 +201,7 @@ class _Simulator:
             length, body = len(image), iter((image,))
         response = Response(body, mimetype=VARIANT_TYPES[variant])
         response.headers["Content-Length"] = str(length)
+        response.set_etag(etag)
         return response
 
     def remix_video(self, video_id: str) -> Response:

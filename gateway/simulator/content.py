@@ -105,6 +105,12 @@ def video_chunks(video_id: str, size: str, seconds: int, content_bytes: int) -> 
     yield from repeat(content_block(video_id, "video"), payload)
 
 
+def content_etag(video_id: str, size: str, seconds: int, content_bytes: int, variant: str) -> str:
+    """The asset's strong entity tag (unquoted): a digest of all that decides its bytes."""
+    facts = f"{video_id}/{size}/{seconds}/{content_bytes}/{variant}/{_codec()}"
+    return hashlib.sha256(facts.encode()).hexdigest()[:32]
+
+
 @lru_cache(maxsize=32)
 def preview_image(size: str, variant: str) -> bytes:
     """A thumbnail (WebP, the first frame) or spritesheet (JPEG, four frames side by side)."""

@@ -75,9 +75,12 @@ class UpstreamError(Exception):
         *,
         param: str | None = None,
         error_type: str | None = None,
+        backend_status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        # The backend's own status, when it answered (``status`` may map it).
+        self.backend_status = backend_status
         self.message = message
         self.code = code
         self.param = param
@@ -179,11 +182,14 @@ class UpstreamClient:
         body: bytes | None = None,
         content_type: str | None = None,
         accept: str = "application/json",
+        if_none_match: str | None = None,
     ) -> requests.Response:
         observe = self.observe
         started = time.perf_counter()
         try:
             prepared = self._prepare(method, path, params, body, content_type, accept, request_id)
+            if if_none_match is not None:
+                prepared.headers["If-None-Match"] = if_none_match
             # Sent by the session's transport adapter (its connection pool) rather than by
             # Session.send: no cookie persistence, hooks or redirect handling, none of which
             # an upstream call may use, and their cost is a tenth of a request's.
@@ -210,7 +216,9 @@ class UpstreamClient:
             ) from None
         if observe is not None:
             observe(method, response.status_code, time.perf_counter() - started)
-        if 300 <= response.status_code < 400:
+        if 300 <= response.status_code < 400 and not (
+            response.status_code == 304 and if_none_match is not None
+        ):
             response.close()
             raise UpstreamError(
                 502, "The generation backend answered with a redirect.", "upstream_error"
@@ -305,18 +313,32 @@ class UpstreamClient:
         request_id: str,
         params: Mapping[str, str],
         on_deadline: Callable[[], None] | None = None,
+        if_none_match: str | None = None,
     ) -> tuple[int, dict[str, str], Iterator[bytes]]:
         """Open a content download: status, headers to pass on, and the body's chunks.
 
         The body is streamed undecoded (``Content-Encoding`` and ``Content-Length`` stay
         true) and never held whole in memory. ``download_deadline`` seconds after the call
         began, the backend's connection is shut and ``on_deadline`` called (the edge passes
-        one that shuts the client's), whatever the download is waiting for.
+        one that shuts the client's), whatever the download is waiting for. With
+        ``if_none_match`` (an ETag) the request is conditional: a ``304`` comes back as
+        that status, its headers and no chunks.
         """
         started = time.monotonic()
         response = self._send(
-            "GET", path, request_id=request_id, params=params, accept="application/binary"
+            "GET",
+            path,
+            request_id=request_id,
+            params=params,
+            accept="application/binary",
+            if_none_match=if_none_match,
         )
+        if response.status_code == 304:
+            response.close()
+            headers = {
+                name: response.headers[name] for name in ("ETag",) if name in response.headers
+            }
+            return 304, headers, iter(())
         if response.status_code >= 400:
             with response:
                 raw = self._read_bounded(response, time.monotonic())
@@ -448,4 +470,5 @@ def _upstream_client_error(status: int, payload: dict[str, Any]) -> UpstreamErro
         text("code", "upstream_rejected") or "upstream_rejected",
         param=text("param", None),
         error_type=text("type", None),
+        backend_status=status,
     )

@@ -96,14 +96,16 @@ def sleep_until(moment: float) -> None:
 class LiveProcess:
     """A child process in its own session, its output appended to a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 argv,
                 env=env,
-                cwd=ROOT,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -262,6 +264,10 @@ class LiveGateway:
         """A gateway (not started yet) on ``database_url``, listening on ``port``, in front
         of ``simulator``; ``settings`` are more ``DRAWBRIDGE_*`` variables."""
         sqlite = database_url.startswith("sqlite:///")
+        # The host's content cache of delivered videos: this gateway's own folder.
+        settings.setdefault(
+            "DRAWBRIDGE_PROVENANCE_CACHE_DIR", str(log_path.parent / "provenance-cache")
+        )
         return cls(
             backend="sqlite" if sqlite else "postgresql",
             base=f"http://127.0.0.1:{port}",

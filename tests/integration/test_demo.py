@@ -9,6 +9,7 @@ import queue
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import IO
 import openai
 import pytest
 
+from keys.provenance.mp4 import without_c2pa
 from tests.helpers import free_port
 from tests.integration.live import (
     HTTP_TIMEOUT,
@@ -130,7 +132,15 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path, stop: str
         ) as client:
             video = client.videos.create_and_poll(prompt="a paper boat on a canal")
             assert video.status == "completed"
-            assert len(client.videos.download_content(video.id).read()) > DEMO_CONTENT_BYTES
+            first = client.videos.download_content(video.id).read()
+            assert len(first) > DEMO_CONTENT_BYTES
+            # The host's content cache is in the demo's folder, private; a repeat download
+            # is served from it (the simulator answers 304), with a manifest of its own.
+            cache = folder / "provenance-cache"
+            assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+            assert len(list(cache.glob("*.mp4"))) == 1
+            again = client.videos.download_content(video.id).read()
+            assert again != first and without_c2pa(again) == without_c2pa(first)
 
         # The admin token works on the admin API and shows the key without its secret.
         with http_session() as session:

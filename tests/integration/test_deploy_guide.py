@@ -217,7 +217,9 @@ class Deployment:
 
     def start_gateway(self) -> None:
         argv = unit_command(self.etc / "drawbridge.service", "ExecStart", self.paths)
-        self.gateway = LiveProcess("gateway", argv, self.env(), self.log)
+        # In the unit's WorkingDirectory (/var/lib/drawbridge): the state the gateway keeps
+        # beside its settings, such as the content cache of delivered videos.
+        self.gateway = LiveProcess("gateway", argv, self.env(), self.log, cwd=self.state)
         self.gateway.wait_ready(f"http://127.0.0.1:{self.gateway_port}/readyz")
 
     def stop_gateway(self) -> None:
@@ -367,6 +369,9 @@ def test_the_deploy_guide_from_nothing_to_the_sdk_through_nginx(
         assert video.status == "completed", video
         content = client.videos.download_content(video.id).read()
         assert len(content) > 0
+        # Its bytes are kept in the state directory's content cache, private.
+        cache = host.state / "provenance-cache"
+        assert cache.stat().st_mode & 0o777 == 0o700 and len(list(cache.glob("*.mp4"))) == 1
         # Kept in by nginx: the admin plane from a tester's address, /metrics from anywhere.
         refused = http.get(
             f"{host.public_url}/admin/v1/whoami",

@@ -17,7 +17,12 @@ import pytest
 import requests
 
 from keys.provenance.mp4 import without_c2pa
-from tests.integration.live import LiveGateway, TesterKey
+from tests.integration.independent_reader import (
+    assertion_data,
+    read_independently,
+    require_reader,
+)
+from tests.integration.live import LiveGateway, TesterKey, wait_for
 from tests.integration.provenance_flows import (
     PROMPT,
     TRAINED,
@@ -297,3 +302,53 @@ def test_the_cli_identifies_locally_and_through_the_server(
     text = live_gateway.cli("provenance", "identify", str(path))
     assert f"download {download_id}" in text and "manifest: valid" in text
     assert json.dumps(local).count(tester_key.secret) == 0
+
+
+def cache_hits(gateway: LiveGateway) -> int:
+    """The gateway's count of deliveries served from its content cache (all workers)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        text = session.get(f"{gateway.base}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith('drawbridge_provenance_cache_total{outcome="hit"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def test_a_repeat_download_is_a_cache_hit_and_both_readers_validate_it(
+    live_gateway: LiveGateway, tester_key: TesterKey, tmp_path: Path
+) -> None:
+    """Under gunicorn with the simulator (which answers If-None-Match with 304): the second
+    download of a video comes from the host's content cache, signed for its own delivery,
+    and is as valid as the first to c2pa-python and to c2pa-ts."""
+    node = require_reader()
+    video_id = made_video(live_gateway, tester_key)
+    client = live_gateway.openai_client(tester_key.secret)
+    hits = cache_hits(live_gateway)
+    first = client.videos.download_content(video_id)
+    first_data = first.read()
+    second = client.videos.download_content(video_id)
+    second_data = second.read()
+
+    # Counted by whichever worker served it; the others publish theirs within a second.
+    wait_for(lambda: cache_hits(live_gateway) >= hits + 1, 10, "the cache hit to be counted")
+    anchors = trust_anchors(live_gateway)
+    ids = []
+    for response, data in ((first, first_data), (second, second_data)):
+        state, manifest = independent_read(data, anchors)
+        assert state == "Trusted"
+        delivery = assertion(manifest, "org.drawbridge.delivery")
+        assert delivery["download_id"] == response.response.headers["x-drawbridge-download-id"]
+        ids.append(delivery["download_id"])
+        report = read_independently(node, data, anchors, tmp_path / delivery["download_id"])
+        assert (report["manifest_found"], report["valid"], report["failures"]) == (
+            True,
+            True,
+            [],
+        ), report
+        assert assertion_data(report, "org.drawbridge.delivery")["download_id"] == ids[-1]
+    assert ids[0] != ids[1]
+    original = without_c2pa(first_data)
+    assert without_c2pa(second_data) == original
+    assert first_data[: len(original)] == second_data[: len(original)] == original
+    assert first_data != second_data

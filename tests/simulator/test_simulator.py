@@ -370,6 +370,28 @@ def test_content_size_type_and_determinism(client: FlaskClient) -> None:
     assert_openai_error(bad, 400, "invalid_value", "variant")
 
 
+def test_content_has_a_strong_etag_and_if_none_match_is_answered_304(client: FlaskClient) -> None:
+    first, second = create(client)["id"], create(client)["id"]
+    url = f"/v1/videos/{first}/content"
+    video = client.get(url, headers=AUTH)
+    etag = video.headers["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert client.get(url, headers=AUTH).headers["ETag"] == etag  # same bytes, same tag
+    assert client.get(f"/v1/videos/{second}/content", headers=AUTH).headers["ETag"] != etag
+    thumbnail = client.get(f"{url}?variant=thumbnail", headers=AUTH).headers["ETag"]
+    assert thumbnail != etag
+
+    for condition in (etag, f'"other", {etag}', f"W/{etag}", "*"):
+        unchanged = client.get(url, headers={**AUTH, "If-None-Match": condition})
+        assert (unchanged.status_code, unchanged.data) == (304, b""), condition
+        assert unchanged.headers["ETag"] == etag
+    changed = client.get(url, headers={**AUTH, "If-None-Match": '"other"'})
+    assert changed.status_code == 200 and changed.data == video.data
+    # Still the API: no key, no 304.
+    refused = client.get(url, headers={"If-None-Match": etag})
+    assert refused.status_code == 401
+
+
 def test_content_is_a_playable_mp4_and_images_decode(client: FlaskClient) -> None:
     video_id = create(client)["id"]
     data = client.get(f"/v1/videos/{video_id}/content", headers=AUTH).data
