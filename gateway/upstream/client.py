@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import json
 import logging
 import re
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from gateway.settings import Secret
 from gateway.upstream.credential import UpstreamAuthWatch
@@ -193,7 +194,7 @@ class UpstreamClient:
             # Sent by the session's transport adapter (its connection pool) rather than by
             # Session.send: no cookie persistence, hooks or redirect handling, none of which
             # an upstream call may use, and their cost is a tenth of a request's.
-            response = self._adapter.send(prepared, stream=True, timeout=self._timeout)
+            response = self._send_once_more_if_dropped(prepared)
         except requests.ConnectTimeout:
             if observe is not None:
                 observe(method, "timeout", None)
@@ -233,6 +234,25 @@ class UpstreamClient:
             )
         self.auth.accepted()
         return response
+
+    def _send_once_more_if_dropped(self, prepared: requests.PreparedRequest) -> requests.Response:
+        """Send; a GET or HEAD whose connection dropped before any answer is sent once more.
+
+        The pool reuses kept-alive connections, and a backend closes idle ones (its keep-alive
+        timeout): one it closes just as a request goes out fails that request with no answer.
+        A client may repeat an idempotent request then (RFC 9110, 9.2.2), on a new connection;
+        a POST never is, since the backend may have acted on it. A timeout is not a dropped
+        connection and is not repeated either."""
+        send = self._adapter.send
+        try:
+            return send(prepared, stream=True, timeout=self._timeout)
+        except requests.ConnectionError as exc:
+            if prepared.method not in _SENT_AGAIN_IF_DROPPED or not _dropped(exc):
+                raise
+        log.info(
+            "the backend dropped a connection before answering; %s sent again", prepared.method
+        )
+        return send(prepared, stream=True, timeout=self._timeout)
 
     def call_json(
         self,
@@ -416,6 +436,27 @@ class _Watchdog:
         """Wait until a cut that has begun is whole: the read it ended can return before
         the timer thread has cut the client's side too."""
         self._timer.join(timeout=1.0)
+
+
+_SENT_AGAIN_IF_DROPPED = frozenset({"GET", "HEAD"})
+_DROPPED = (
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    http.client.RemoteDisconnected,
+)
+
+
+def _dropped(exc: requests.ConnectionError) -> bool:
+    """Whether the connection was dropped under the request (reset, closed) before any
+    answer: not a timeout, not a connection refused."""
+    if isinstance(exc, requests.Timeout) or not exc.args:
+        return False
+    error = exc.args[0]
+    error = getattr(error, "reason", None) or error  # MaxRetryError wraps it
+    if not isinstance(error, ProtocolError) or len(error.args) < 2:
+        return False
+    return isinstance(error.args[1], _DROPPED)
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
