@@ -52,6 +52,9 @@ DEFAULT_THREADS = 8
 MIB = 1024 * 1024
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
+# In an extra gateway's process environment (Stack.extra_gateways): serve the gateway from
+# the checkout at this path instead of this one (same database, so same schema).
+CODE_VARIABLE = "BENCH_CODE"
 
 BENCH_COHORT = "bench"
 UNLIMITED_REQUESTS = {
@@ -181,6 +184,7 @@ def start_service(
     ready_path: str,
     log_dir: Path,
     ready_headers: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Service:
     """Start a server and wait until ``ready_path`` answers 200."""
     log_path = log_dir / f"{name}.log"
@@ -188,6 +192,7 @@ def start_service(
         process = subprocess.Popen(
             list(argv),
             env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -307,7 +312,15 @@ def start_gateway(
 ) -> Service:
     port = free_port()
     argv = _serve_argv("gateway", port, workers, threads, server)
-    return start_service(name, argv, clean_env(**settings_env), port, "/readyz", log_dir)
+    env = clean_env(**settings_env)
+    code = settings_env.get(CODE_VARIABLE)
+    if code:
+        # Another checkout's gateway (an A/B of two builds in one run): its directory is the
+        # first entry of sys.path (``python -m`` puts the working directory there), ahead of
+        # this checkout's editable install.
+        env["PYTHONPATH"] = code
+        return start_service(name, argv, env, port, "/readyz", log_dir, cwd=Path(code))
+    return start_service(name, argv, env, port, "/readyz", log_dir)
 
 
 NGINX_CONFIG = Path(__file__).resolve().parents[1] / "config" / "nginx.conf"
@@ -441,7 +454,9 @@ class Stack:
     server_env: dict[str, str] = field(default_factory=dict)
     gateway_process_env: dict[str, str] = field(default_factory=dict)
     # More gateways on the same database, by name, each with extra process environment
-    # (e.g. {"gateway+limiter-timer": {"BENCH_PATCH": "limiter-timer"}}): an A/B in one run.
+    # (e.g. {"gateway+limiter-timer": {"BENCH_PATCH": "limiter-timer"}}, or
+    # {"gateway-base": {CODE_VARIABLE: "/tmp/base"}} for another checkout's code): an A/B in
+    # one run.
     extra_gateways: dict[str, dict[str, str]] = field(default_factory=dict)
     # The WSGI servers the gateway and the passthrough run under (bench.serve --server): the
     # first serves ``gateway`` and ``passthrough``, each further one its own pair, named by

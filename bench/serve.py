@@ -33,7 +33,11 @@ anyone changes product code (comma-separated names):
   request at moderate rates; replace that with one daemon thread sweeping once a second
   (reads already expire stale windows lazily, so limits behave the same);
 * ``stream-1mib``: content downloads read the upstream in 1 MiB chunks instead of 256 KiB
-  (``gateway.upstream.client.STREAM_CHUNK_BYTES``).
+  (``gateway.upstream.client.STREAM_CHUNK_BYTES``);
+* ``no-gc-freeze``, ``core-usage-insert``, ``limits-storage-calls``: undo one change of
+  issue 22's third session each (the worker's heap frozen once the app is built; the usage
+  flusher's driver executemany; a key's rate-limit windows counted in one step), to measure
+  it against the code without it in one run (``bench.proxy --compare-patch``).
 """
 
 from __future__ import annotations
@@ -125,10 +129,50 @@ def _patch_no_reuse() -> None:
     keys.db.Database.change_signal = property(lambda self: None)  # type: ignore[assignment,method-assign]
 
 
+def _patch_no_gc_freeze() -> None:
+    import gateway.process.server
+
+    # The worker's heap as it was before it was frozen once the app is built.
+    gateway.process.server.settle_heap = lambda: None
+
+
+def _patch_core_usage_insert() -> None:
+    import keys.records.usage
+    from keys.records.usage import _INSERT_EVENT
+
+    class CoreInsert:
+        def execute(self, connection: Any, rows: list[dict[str, Any]]) -> None:
+            connection.execute(_INSERT_EVENT, rows)
+
+    # The usage flusher's batch as a Core executemany, as before keys.db.PreparedInsert.
+    keys.records.usage._INSERT_EVENTS = CoreInsert()  # type: ignore[assignment]
+
+
+def _patch_limits_storage_calls() -> None:
+    import gateway.admission.limits
+    from gateway.admission.rate_storage import LazyMemoryStorage
+
+    # A key's windows counted through limits' storage calls, as before count_windows.
+    def count_windows(self: Any, windows: list[tuple[str, int, int]]) -> list[tuple[int, float]]:
+        counts = []
+        for key, expiry, allowed in windows:
+            count = self.incr(key, expiry)
+            counts.append((count, self.get_expiry(key) - time.time()))
+            if count > allowed:
+                break
+        return counts
+
+    LazyMemoryStorage.count_windows = count_windows  # type: ignore[method-assign]
+    gateway.admission.limits._window_key = lambda item, key_id: item.key_for("key", key_id)
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "limiter-timer": _patch_limiter_timer,
     "stream-1mib": _patch_stream_1mib,
     "no-reuse": _patch_no_reuse,
+    "no-gc-freeze": _patch_no_gc_freeze,
+    "core-usage-insert": _patch_core_usage_insert,
+    "limits-storage-calls": _patch_limits_storage_calls,
 }
 
 

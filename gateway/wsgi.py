@@ -10,6 +10,8 @@ For the worker hooks (a stopping worker's usage events and metrics written as so
 answered its last request, not only at interpreter exit) add ``-c python:gateway.gunicorn_conf``.
 """
 
+import gc
+
 from gunicorn.errors import AppImportError
 
 from gateway.app import create_app
@@ -21,3 +23,7 @@ try:
 except SchemaNotCurrent as exc:
     raise AppImportError(f"drawbridge: {exc.message}") from None
 share_with_sibling_workers(app)
+# What ``drawbridge serve`` does once a worker has built the app (gateway.process.server's
+# settle_heap): what exists now is kept out of the garbage collector's full collections.
+gc.collect()
+gc.freeze()

@@ -13,6 +13,8 @@ reused (``REUSE_SECONDS``).
 
 from __future__ import annotations
 
+import operator
+import re
 import time
 from collections import namedtuple
 from collections.abc import Iterator
@@ -20,7 +22,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, DateTime, Engine, Select, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Select,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    text,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -65,6 +77,7 @@ ACCESS_NEUTRAL_INSERTS = frozenset({"api_keys", "testers", "videos"})
 ACCESS_NEUTRAL_TABLES = frozenset({"videos"})
 ACCESS_NEUTRAL = {"drawbridge_access_neutral": True}
 _HOT_WRITE = "drawbridge_hot_write"
+_PYFORMAT_PARAMETER = re.compile(r"%\((\w+)\)s")
 _NOTICE_ONLY, _NOTICE_AND_WAIT = 1, 2
 
 
@@ -440,6 +453,79 @@ class PreparedRead:
                 connection.invalidate()
             connection.close()
         return None if raw is None else tuple(raw)
+
+
+class PreparedInsert:
+    """One INSERT of many rows, compiled once per dialect, handed to the driver's own
+    ``executemany`` in the caller's transaction: for the batch that every request adds to
+    (keys/records/usage.py).
+
+    A Core ``Connection.execute(insert, rows)`` builds a parameter dictionary per row
+    and runs every value through its type's conversion, one Python call at a time (measured
+    on SQLite: 13 us a row, of which the driver's insert is about 4). Here each column's
+    conversion (SQLAlchemy's own bind processor for the dialect, so a value is stored exactly
+    as through a ``Connection``) is looked up once, the rows go to the driver as tuples, and
+    errors are still SQLAlchemy's (``IntegrityError`` and friends). Every column named is
+    given for every row: None is stored as NULL, no column default applies.
+
+    On SQLite only. On PostgreSQL, SQLAlchemy's own executemany already sends a batch as
+    one multi-row INSERT (its "insertmanyvalues"), while psycopg's ``executemany`` is a
+    statement per row: measured under gunicorn, the driver's way cost the worker 15-180 us
+    more per request (bench.proxy --compare-patch core-usage-insert), so there the Core
+    statement runs.
+    """
+
+    def __init__(self, table: Any, columns: tuple[str, ...]) -> None:
+        self._table = table
+        self._columns = columns
+        self._compiled: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+        self._core = insert(table).execution_options(render_nulls=True)
+
+    def _compile(self, dialect: Dialect) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        statement = insert(self._table).values(
+            {name: bindparam(name, type_=self._table.c[name].type) for name in self._columns}
+        )
+        compiled = statement.compile(dialect=dialect)
+        sql = str(compiled)
+        if compiled.positiontup is not None:
+            order = tuple(compiled.positiontup)
+        else:
+            # PostgreSQL's pyformat names its parameters: the driver gets them positionally.
+            order = tuple(_PYFORMAT_PARAMETER.findall(sql))
+            sql = _PYFORMAT_PARAMETER.sub("%s", sql)
+        if sorted(order) != sorted(self._columns):
+            raise ValueError(f"INSERT parameters {order} are not the columns {self._columns}")
+        return sql, tuple(
+            (name, self._table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in order
+        )
+
+    def execute(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (each a mapping of every column named) in one driver call."""
+        if not rows:
+            return
+        dialect = connection.dialect
+        if dialect.name != "sqlite":
+            connection.execute(self._core, rows)
+            return
+        prepared = self._compiled.get(dialect.name)
+        if prepared is None:
+            prepared = self._compiled.setdefault(dialect.name, self._compile(dialect))
+        sql, columns = prepared
+        values = operator.itemgetter(*(name for name, _ in columns))
+        converted = [(index, convert) for index, (_, convert) in enumerate(columns) if convert]
+        if not converted:
+            connection.exec_driver_sql(sql, [values(row) for row in rows])
+            return
+        parameters = []
+        for row in rows:
+            given = list(values(row))
+            for index, convert in converted:
+                value = given[index]
+                if value is not None:
+                    given[index] = convert(value)
+            parameters.append(tuple(given))
+        connection.exec_driver_sql(sql, parameters)
 
 
 def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> None:

@@ -311,6 +311,13 @@ def _count(
         open_windows.append((item, allowed))
     if isinstance(storage, RedisStorage):
         counts = _count_in_redis(storage, open_windows, key_id)
+    elif isinstance(storage, LazyMemoryStorage):
+        counts = storage.count_windows(
+            [
+                (_window_key(item, key_id), item.get_expiry(), allowed)
+                for item, allowed in open_windows
+            ]
+        )
     else:
         counts = _count_in(storage, open_windows, key_id)
     for (_item, allowed), (count, expires_in) in zip(open_windows, counts, strict=False):
@@ -321,6 +328,12 @@ def _count(
         item = windows[len(open_windows)][0]
         counted.append((LimitState(0, 0, float(item.get_expiry())), False))
     return counted
+
+
+@lru_cache(maxsize=4096)
+def _window_key(item: RateLimitItem, key_id: str) -> str:
+    """The storage key of ``key_id``'s window ``item`` (limits' own naming), made once."""
+    return item.key_for("key", key_id)
 
 
 def _count_in(

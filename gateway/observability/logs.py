@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import json
 import logging
 import re
@@ -72,11 +73,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# One encoder for every line: json.dumps with ``default=`` builds a new one per call.
+_JSON = json.JSONEncoder(default=str)
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
 def _timestamp(seconds: float) -> str:
     """RFC 3339 in UTC with milliseconds: ``2026-12-04T13:38:23.123Z``."""
     whole = int(seconds)
     millis = min(999, int((seconds - whole) * 1000))
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{millis:03d}Z"
+    return f"{_second(whole)}.{millis:03d}Z"
 
 
 def default_redactor() -> RedactingFilter:
@@ -129,7 +139,7 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str)
+        return _JSON.encode(entry)
 
 
 class LineWriter:
@@ -240,7 +250,7 @@ def _access_line(at: float, fields: dict[str, Any]) -> str:
         "message": "request",
         **fields,
     }
-    return json.dumps(entry, default=str)
+    return _JSON.encode(entry)
 
 
 _writer: LineWriter | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import signal
@@ -38,6 +39,16 @@ def ignore_terminal_interrupt(worker: Any) -> None:
     handler can interrupt the first inside ThreadPoolExecutor.shutdown() and wait forever for
     the lock the first holds. The master's SIGQUIT alone stops the worker just as quickly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def settle_heap() -> None:
+    """In a worker, once the application is built: move everything made so far (modules,
+    the app, the engine, compiled statements: over 100,000 objects) out of the garbage
+    collector's view, so its full collections, which a busy worker runs every few seconds,
+    walk only what requests have made since (measured: ~40 ms per collection otherwise,
+    paid inside a request)."""
+    gc.collect()
+    gc.freeze()
 
 
 class GunicornLogger(Logger):  # type: ignore[misc]
@@ -107,7 +118,9 @@ class Server(BaseApplication):  # type: ignore[misc]
         os.environ[WORKERS_VARIABLE] = str(self.cfg.workers)
 
     def load(self) -> Flask:
-        return self._factory()
+        app = self._factory()
+        settle_heap()
+        return app
 
 
 def serve(factory: Callable[[], Flask], **options: Any) -> None:

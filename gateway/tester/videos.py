@@ -41,11 +41,15 @@ from keys.records.usage import ADMITTED, UsageRecord
 bp = Blueprint("videos", __name__, url_prefix="/v1")
 
 
+# json.dumps with separators= builds a new encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     # What jsonify writes (compact, ASCII, a final newline) for bodies that are JSON already
     # (the backend's answer, stored snapshots), without its provider lookups.
     return Response(
-        json.dumps(body, separators=(",", ":")) + "\n",
+        _COMPACT_JSON.encode(body) + "\n",
         mimetype="application/json",
         headers=headers,
     )

@@ -462,3 +462,45 @@ def test_redis_counts_every_window_as_the_process_memory_does(
         assert len(list(client.scan_iter("*key_windows*"))) == len(memory)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(("per_minute", "per_day"), [(3, 10), (10, 2), (5, 0)], ids=str)
+def test_the_process_memory_counts_every_window_as_the_storage_calls_do(
+    per_minute: int, per_day: int
+) -> None:
+    """In process, a key's windows are counted in one step (``count_windows``); the answers
+    and the counters left are those of limits' own storage calls (incr, then get_expiry),
+    also once a window has expired."""
+    from limits import RateLimitItemPerDay, RateLimitItemPerMinute
+
+    from gateway.admission.limits import _count_in
+    from gateway.admission.rate_storage import LazyMemoryStorage
+
+    windows = [
+        (RateLimitItemPerMinute(max(per_minute, 1)), per_minute),
+        (RateLimitItemPerDay(max(per_day, 1)), per_day),
+    ]
+    open_windows = [(item, allowed) for item, allowed in windows if allowed > 0]
+    one_step, calls = LazyMemoryStorage(), LazyMemoryStorage()
+
+    def answers() -> tuple[list[int], list[int]]:
+        stepped = one_step.count_windows(
+            [
+                (item.key_for("key", "k"), item.get_expiry(), allowed)
+                for item, allowed in open_windows
+            ]
+        )
+        called = _count_in(calls, open_windows, "k")
+        assert all(0 < left <= 86_400 for _, left in stepped + called)
+        return [count for count, _ in stepped], [count for count, _ in called]
+
+    for _ in range(12):
+        stepped, called = answers()
+        assert stepped == called
+    assert dict(one_step.storage) == dict(calls.storage)
+    # An expired window starts again from one in both.
+    for storage in (one_step, calls):
+        for key in storage.expirations:
+            storage.expirations[key] = 0.0
+    stepped, called = answers()
+    assert stepped == called == [1] * len(stepped)

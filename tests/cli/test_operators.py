@@ -432,3 +432,22 @@ def test_the_plain_gunicorn_config_carries_the_serve_defaults_and_hooks() -> Non
     from gateway.process.server import DEFAULT_OPTIONS
 
     assert {name: getattr(gunicorn_conf, name) for name in DEFAULT_OPTIONS} == DEFAULT_OPTIONS
+
+
+def test_a_served_worker_freezes_the_heap_it_starts_with() -> None:
+    """``drawbridge serve`` builds the app in each worker and then takes what exists out of
+    the collector's full collections (gc.freeze): they walk what requests made only."""
+    import gc
+
+    from flask import Flask
+
+    from gateway.process.server import Server
+
+    built = Flask("frozen")
+    server = Server(lambda: built, {"bind": "127.0.0.1:0", "workers": 1})
+    gc.unfreeze()
+    try:
+        assert server.load() is built
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
