@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -253,3 +255,29 @@ def test_the_signer_cache_reads_the_generation_in_the_callers_transaction_and_ke
     assert after.generation == first.generation + 1
     assert signers.current().generation == after.generation
     assert signers.manifest_signer(after) is not context
+
+
+def test_one_generations_context_signs_from_several_threads_at_once(store: Store) -> None:
+    signers = SignerCache(store, VAULT)
+    context = signers.manifest_signer(signers.current())
+    data = mp4()
+    start = threading.Barrier(4)
+
+    def deliver(worker: int) -> list[bytes]:
+        start.wait()
+        files = []
+        for index in range(3):
+            manifest = DeliveryManifest(context, facts(f"dl_{worker}_{index}"))
+            manifest.hash(io.BytesIO(data))
+            files.append(data + manifest.sign())
+        return files
+
+    with ThreadPoolExecutor(4) as pool:
+        delivered = [file for files in pool.map(deliver, range(4)) for file in files]
+    roots = anchors(store)
+    ids = set()
+    for file in delivered:
+        reading = read_manifest(io.BytesIO(file), roots)
+        assert reading.state == "valid" and reading.delivery is not None
+        ids.add(reading.delivery["download_id"])
+    assert len(ids) == 12
