@@ -29,7 +29,7 @@ class SignerCache:
         self._vault = vault
         self._lock = threading.Lock()
         self._identity: SigningIdentity | None = None
-        self._signer: tuple[int, ManifestSigner] | None = None
+        self._signer: tuple[SigningIdentity, ManifestSigner] | None = None
         self._prompt_key = vault.derive(PROMPT_HASH_PURPOSE)
         self.observe: Callable[[str], None] = lambda outcome: None
         # The BMFF hashes of videos this process delivered (keys/provenance/bindings.py).
@@ -68,16 +68,18 @@ class SignerCache:
         return identity
 
     def manifest_signer(self, identity: SigningIdentity) -> ManifestSigner:
-        """The c2pa context that signs as ``identity``, made once per generation.
+        """The c2pa context that signs as ``identity``, made once per generation (kept for
+        the identity this cache holds, never matched by generation number alone: a first
+        generation made in a transaction that rolled back is not the one made after it).
         Raises SigningFailed."""
         with self._lock:
             held = self._signer
-            if held is not None and held[0] == identity.generation:
+            if held is not None and held[0] is identity:
                 return held[1]
         signer = ManifestSigner(identity.chain_pem, identity.private_key_pem)
         with self._lock:
-            if self._identity is not None and self._identity.generation == identity.generation:
-                self._signer = (identity.generation, signer)
+            if self._identity is identity:
+                self._signer = (identity, signer)
         return signer
 
     def prompt_hash(self, prompt: str) -> str:
