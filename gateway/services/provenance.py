@@ -73,6 +73,7 @@ CACHE_READ_BYTES = 1024 * 1024
 CACHED_HEADERS = ("Content-Type", "Last-Modified")
 MP4_TYPES = ("video/mp4", "application/mp4")
 Opened = tuple[int, dict[str, str], Iterator[bytes]]
+Prepared = tuple["DeliveryFacts", datetime, "SigningIdentity | None"]
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,16 @@ class _Delivery:
         self.answer = answer
         self.download_id = "dl_" + secrets.token_hex(12)
 
+    def _manifest(
+        self, identity: SigningIdentity, facts: DeliveryFacts, binding: dict[str, Any] | None
+    ) -> DeliveryManifest:
+        """This delivery's manifest (with ``binding``, the bytes' BMFF hash, when known),
+        made with the worker's c2pa context of ``identity``. Raises SigningFailed."""
+        return DeliveryManifest(self.state.signers.manifest_signer(identity), facts, binding)
+
     def unsigned(self, reason: str, chunks: Iterator[bytes]) -> Opened:
         """Out as it came, hashed on the way and filed in the index."""
-        facts, at = self._facts(None)
+        facts, at, _ = self._facts(signing=False)
         status, headers = self.answer
         out = {**headers, "X-Drawbridge-Download-Id": self.download_id}
         return status, out, self._unsigned_body(reason, chunks, facts, at)
@@ -267,15 +275,12 @@ class _Delivery:
         the SHA-256 of what streams past); else c2pa hashes a copy after the last byte. With
         ``keep_as``, the bytes are written to the content cache as they pass (that copy is
         the one c2pa hashes) and kept under that name."""
-        identity = self.state.signers.current()
-        facts, at = self._facts(identity)
+        facts, at, identity = self._facts(signing=True)
+        assert identity is not None
         known = self.state.signers.bindings.get(key)
         try:
-            manifest = DeliveryManifest(
-                identity.chain_pem,
-                identity.private_key_pem,
-                facts,
-                known.assertion if known is not None else None,
+            manifest = self._manifest(
+                identity, facts, known.assertion if known is not None else None
             )
         except SigningFailed as exc:
             log.warning("provenance: could not sign video %s: %s", self.video_id, exc)
@@ -302,17 +307,15 @@ class _Delivery:
         it streams and must match it (or the download is cut and the entry dropped)."""
         video = hit.video
         try:
-            identity = self.state.signers.current()
-            facts, at = self._facts(identity)
+            facts, at, identity = self._facts(signing=True)
         except BaseException:
             hit.close()
             raise
+        assert identity is not None
         chunks = _cached_chunks(hit, deadline_at, on_deadline)
         status, headers = self.answer
         try:
-            manifest = DeliveryManifest(
-                identity.chain_pem, identity.private_key_pem, facts, video.assertion
-            )
+            manifest = self._manifest(identity, facts, video.assertion)
         except SigningFailed as exc:
             log.warning("provenance: could not sign video %s: %s", self.video_id, exc)
             out = {**headers, "Content-Length": str(video.length)}
@@ -346,10 +349,12 @@ class _Delivery:
         self._record(facts, at, reason, None, (got, sha256, sha256, None))
         _observe(self.state, reason, self.video_id)
 
-    def _facts(self, identity: SigningIdentity | None) -> tuple[DeliveryFacts, datetime]:
-        """The delivery's audit entry, and what its manifest says."""
+    def _facts(self, *, signing: bool) -> Prepared:
+        """The delivery's audit entry, what its manifest says, and (``signing``) the identity
+        that signs it, read in the same transaction rather than one of its own."""
         state, recipient, video_id = self.state, self.recipient, self.video_id
         with state.store.transaction() as tx:
+            identity = state.signers.current(tx) if signing else None
             video = tx.session.get(Video, video_id)
             if video is None:
                 raise NotFound(f"No video found with id '{video_id}'.")
@@ -385,7 +390,7 @@ class _Delivery:
                 share_link_id=recipient.share_link_id,
                 prompt=prompt if state.settings.provenance_include_prompt else None,
             )
-            return facts, entry.at
+            return facts, entry.at, identity
 
     def _record(
         self,

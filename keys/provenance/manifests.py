@@ -103,6 +103,21 @@ def manifest_definition(facts: DeliveryFacts) -> dict[str, Any]:
     }
 
 
+class ManifestSigner:
+    """One signing identity's c2pa context (its settings and signer), made once and shared
+    by every manifest it signs: building it (parsing the key and chain) costs more than a
+    manifest's own builder. Its native handle is freed with the object (an older
+    generation's, once no manifest of it is left). Raises SigningFailed."""
+
+    def __init__(self, chain_pem: bytes, private_key_pem: bytes) -> None:
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
+        try:
+            with c2pa.Settings.from_json(json.dumps(_SIGN_SETTINGS)) as settings:
+                self.context: Any = c2pa.Context(settings, c2pa.Signer.from_info(info))
+        except c2pa.C2paError as exc:
+            raise SigningFailed(str(exc) or type(exc).__name__) from None
+
+
 class DeliveryManifest:
     """One delivery's manifest, signed after its bytes went out.
 
@@ -118,21 +133,16 @@ class DeliveryManifest:
 
     def __init__(
         self,
-        chain_pem: bytes,
-        private_key_pem: bytes,
+        signer: ManifestSigner,
         facts: DeliveryFacts,
         binding: dict[str, Any] | None = None,
     ) -> None:
         definition = manifest_definition(facts)
         if binding is not None:
             definition["assertions"].append({"label": BMFF_HASH, "data": _cbor_bytes(binding)})
-        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain_pem, private_key_pem, None)
         self._builder: Any = None
-        self._context: Any = None
         try:
-            with c2pa.Settings.from_json(json.dumps(_SIGN_SETTINGS)) as settings:
-                self._context = c2pa.Context(settings, c2pa.Signer.from_info(info))
-            self._builder = c2pa.Builder(definition, context=self._context)
+            self._builder = c2pa.Builder(definition, context=signer.context)
             self.size = len(embeddable.placeholder(self._builder, MP4))
         except c2pa.C2paError as exc:
             self.close()
@@ -164,11 +174,10 @@ class DeliveryManifest:
         return manifest
 
     def close(self) -> None:
-        for name in ("_builder", "_context"):
-            handle = getattr(self, name, None)
-            if handle is not None:
-                handle.close()
-                setattr(self, name, None)
+        builder = getattr(self, "_builder", None)
+        if builder is not None:
+            builder.close()
+            self._builder = None
 
 
 def binding_of(ftyp: bytes, manifest_box: bytes) -> dict[str, Any]:
@@ -206,7 +215,7 @@ def sign_mp4(
 ) -> None:
     """Copy the MP4 from ``source`` (seekable) to ``dest`` with this delivery's manifest
     appended, as the gateway delivers a video's first download. Raises SigningFailed."""
-    manifest = DeliveryManifest(chain_pem, private_key_pem, facts)
+    manifest = DeliveryManifest(ManifestSigner(chain_pem, private_key_pem), facts)
     try:
         manifest.hash(source)
         source.seek(0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -14,8 +16,9 @@ from keys.access.vault import Vault
 from keys.errors import InvalidInput
 from keys.provenance.identify import examine, identify
 from keys.provenance.identity import unlock
-from keys.provenance.manifests import DeliveryFacts, read_manifest, sign_mp4
+from keys.provenance.manifests import DeliveryFacts, DeliveryManifest, read_manifest, sign_mp4
 from keys.provenance.mp4 import MAX_DEPTH, NotAnMp4, StreamedMp4, check_mp4, without_c2pa
+from keys.provenance.signer_cache import SignerCache
 from keys.store import Store
 from tests.helpers import TEST_ROOT_SECRET
 
@@ -226,3 +229,55 @@ def test_the_streamed_walk_reads_64_bit_box_sizes() -> None:
             walk.feed(data[start : start + chunk])
         assert walk.finish() == check_mp4(io.BytesIO(data), len(data))
         assert walk.finish() == hashlib.sha256(payload).hexdigest()
+
+
+def test_the_signer_cache_reads_the_generation_in_the_callers_transaction_and_keeps_one_context_per_generation(  # noqa: E501
+    store: Store,
+) -> None:
+    signers = SignerCache(store, VAULT)
+    with store.transaction() as tx:  # the first delivery ever makes the identity in its own
+        first = signers.current(tx)
+    context = signers.manifest_signer(first)
+    with store.transaction() as tx:
+        assert signers.current(tx) is first
+    assert signers.manifest_signer(first) is context
+    data = mp4()
+    for download_id in ("dl_a", "dl_b"):  # one context signs every manifest of its generation
+        manifest = DeliveryManifest(context, facts(download_id))
+        manifest.hash(io.BytesIO(data))
+        reading = read_manifest(io.BytesIO(data + manifest.sign()), anchors(store))
+        assert reading.state == "valid" and reading.delivery is not None
+        assert reading.delivery["download_id"] == download_id
+    with store.transaction() as tx:
+        tx.provenance_signers.rotate(VAULT, "admin:test")
+    with store.transaction() as tx:  # a rotation is in force at the next delivery
+        after = signers.current(tx)
+    assert after.generation == first.generation + 1
+    assert signers.current().generation == after.generation
+    assert signers.manifest_signer(after) is not context
+
+
+def test_one_generations_context_signs_from_several_threads_at_once(store: Store) -> None:
+    signers = SignerCache(store, VAULT)
+    context = signers.manifest_signer(signers.current())
+    data = mp4()
+    start = threading.Barrier(4)
+
+    def deliver(worker: int) -> list[bytes]:
+        start.wait()
+        files = []
+        for index in range(3):
+            manifest = DeliveryManifest(context, facts(f"dl_{worker}_{index}"))
+            manifest.hash(io.BytesIO(data))
+            files.append(data + manifest.sign())
+        return files
+
+    with ThreadPoolExecutor(4) as pool:
+        delivered = [file for files in pool.map(deliver, range(4)) for file in files]
+    roots = anchors(store)
+    ids = set()
+    for file in delivered:
+        reading = read_manifest(io.BytesIO(file), roots)
+        assert reading.state == "valid" and reading.delivery is not None
+        ids.add(reading.delivery["download_id"])
+    assert len(ids) == 12
