@@ -46,6 +46,7 @@ from bench.harness import (
     command_line,
     cpu_seconds,
     install_watchdog,
+    labelled_counts,
     machine_facts,
     rss_bytes,
     write_json,
@@ -155,12 +156,7 @@ def cache_outcomes(url: str) -> dict[str, int]:
     with requests.Session() as session:
         session.trust_env = False
         text = session.get(url + "/metrics", timeout=10).text
-    found = {}
-    for line in text.splitlines():
-        if line.startswith("drawbridge_provenance_cache_total{"):
-            label, value = line.rsplit(" ", 1)
-            found[label.split('"')[1]] = int(float(value))
-    return found
+    return labelled_counts(text, "drawbridge_provenance_cache_total")
 
 
 def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:

@@ -765,3 +765,13 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def labelled_counts(metrics_text: str, metric: str) -> dict[str, int]:
+    """A counter with one label, from a Prometheus text page: {label value: count}."""
+    found = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(metric + "{"):
+            label, value = line.rsplit(" ", 1)
+            found[label.split('"')[1]] = int(float(value))
+    return found

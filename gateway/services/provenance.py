@@ -101,9 +101,10 @@ def open_delivery(
     variant: str,
     on_deadline: Callable[[], None] | None = None,
 ) -> Opened:
-    """Open a backend video's content and deliver it (``deliver``). A video this host has
-    cached is asked for with ``If-None-Match``: a 304 delivers the cached bytes, a 404 or
-    410 drops them. Raises UpstreamError (and NotFound for an invalid id)."""
+    """Open a backend video's content and deliver it (``deliver``), whoever may see it (the
+    caller decided): a tester's own video, a share link's, an approver's preview. A video
+    this host has cached is asked for with ``If-None-Match``: a 304 delivers the cached
+    bytes, a 404 or 410 drops them. Raises UpstreamError (and NotFound for an invalid id)."""
     path = video_path(upstream_id, "/content")
     cache = state.content_cache
     name = entry_name(upstream_id, variant)

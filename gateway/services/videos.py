@@ -112,24 +112,9 @@ def open_content(
     recipient = Recipient(
         "download", f"key:{principal.key_id}", downloading_key_id=principal.key_id
     )
-    return open_upstream_content(
+    return open_delivery(
         state, context, video.upstream_id, video.id, recipient, variant, on_deadline
     )
-
-
-def open_upstream_content(
-    state: GatewayState,
-    context: RequestContext,
-    upstream_id: str,
-    video_id: str,
-    recipient: Recipient,
-    variant: str,
-    on_deadline: Callable[[], None] | None,
-) -> tuple[int, dict[str, str], Iterator[bytes]]:
-    """Open a download of a backend video's content, whoever may see it (the caller
-    decided): a tester's own video, a share link's, an approver's preview. The video
-    goes out with its own signed manifest naming ``recipient`` (services/provenance.py)."""
-    return open_delivery(state, context, upstream_id, video_id, recipient, variant, on_deadline)
 
 
 def not_ready(video_id: str) -> NotReady:

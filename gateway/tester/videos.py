@@ -24,7 +24,7 @@ from gateway.http.errors import ApiError
 from gateway.http.inputs import json_document
 from gateway.services import videos
 from gateway.services.generations import generate
-from gateway.services.provenance import Recipient
+from gateway.services.provenance import Recipient, open_delivery
 from gateway.tester.idempotency import once_per_key
 from gateway.tester.usage_event import usage_record
 from gateway.tester.video_forms import (
@@ -173,7 +173,7 @@ def content_variant() -> str:
 def stream_content(upstream_id: str, video_id: str, recipient: Recipient, variant: str) -> Response:
     """Stream a video's content from the backend, never holding it whole in memory (share
     links and the approvers' console preview, which have no tester admission)."""
-    status, headers, chunks = videos.open_upstream_content(
+    status, headers, chunks = open_delivery(
         current_state(),
         current_context(),
         upstream_id,

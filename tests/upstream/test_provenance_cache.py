@@ -17,6 +17,7 @@ import pytest
 import responses
 from requests import PreparedRequest
 
+from bench.harness import labelled_counts
 from gateway.services.provenance import DeliveryCut
 from gateway.settings import Secret
 from gateway.simulator.content import video_chunks
@@ -89,12 +90,7 @@ def rows(store: Store) -> list[Delivery]:
 
 def cache_outcomes(client: Any) -> dict[str, int]:
     text = client.get("/metrics").get_data(as_text=True)
-    found = {}
-    for line in text.splitlines():
-        if line.startswith("drawbridge_provenance_cache_total{"):
-            label, value = line.rsplit(" ", 1)
-            found[label.split('"')[1]] = int(float(value))
-    return found
+    return labelled_counts(text, "drawbridge_provenance_cache_total")
 
 
 def anchors_of(state: GatewayState) -> str:
