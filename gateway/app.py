@@ -27,6 +27,7 @@ from gateway.http.current import (
     current_request,
     current_state,
 )
+from gateway.http.door import EXTENSION as DOOR
 from gateway.http.errors import register_error_handlers
 from gateway.http.inputs import bound_request_body, refuse_unsafe_query
 from gateway.http.paths import refuse_path_tricks
@@ -76,9 +77,10 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.extensions[EXTENSION] = state
+    fast_refusals = None
     if settings.fast_refusals:
         # Inside ProxyFix: the fast path sees the client address the block is kept under.
-        app.wsgi_app = FastRefusals(  # type: ignore[method-assign]
+        app.wsgi_app = fast_refusals = FastRefusals(  # type: ignore[method-assign]
             app,
             state,
             app.wsgi_app,
@@ -91,6 +93,9 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies
         )
+    if fast_refusals is not None:
+        # The same refusals for the worker's event loop (gateway/process/door.py).
+        app.extensions[DOOR] = fast_refusals.at_the_door_refusals(settings.trusted_proxies)
     state.limits.init_app(app)
     register_error_handlers(app)
     metrics.init_app(app, settings)

@@ -31,6 +31,10 @@ the access-log line and the ``/metrics`` counters, in that order.
 ``tests/http/test_fast_refusal.py`` sends the same hostile requests with the fast path on
 and off and compares status, body, headers, log line, metrics and refusal counts.
 
+On a kept-alive connection the worker's event loop asks ``at_the_door`` the same question
+before any thread sees the request (gateway/process/door.py): the same refusal, never a
+fallback to Flask there, and the block read from memory only.
+
 Nothing is cached that could admit or refuse anything: the block is the one the Flask path
 reads, and no refused key is remembered (a suspended key resumed needs no invalidation
 here; docs/design.md says why). What is kept is the rendered body of each error message.
@@ -44,10 +48,12 @@ from typing import TYPE_CHECKING, cast
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import MapAdapter
 
 from gateway.http.auth import admits_tester_first
 from gateway.http.current import new_request_id
+from gateway.http.door import DoorRefusals
 from gateway.http.errors import ApiError, api_error, error_body
 from gateway.http.paths import refuse_path_tricks
 from gateway.observability import metrics
@@ -103,7 +109,39 @@ class FastRefusals:
         rule, error = refused
         return self._answer(environ, start_response, started, rule, error)
 
-    def _refusal(self, environ: WSGIEnvironment) -> tuple[str, ApiError] | None:
+    def at_the_door(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """The same refusal for the worker's event loop (gateway/process/door.py), or None
+        (and nothing called, counted or written) for a request it must hand to Flask.
+
+        The event loop must never wait: the block is taken from memory only, and a block
+        that expired meanwhile is Flask's to look up."""
+        started = time.perf_counter()
+        refused = self._refusal(environ, memory_only=True)
+        if refused is None:
+            return None
+        rule, error = refused
+        return self._answer(environ, start_response, started, rule, error)
+
+    def at_the_door_refusals(self, trusted_proxies: int) -> DoorRefusals:
+        """``at_the_door`` and its two questions, as the worker's event loop asks them."""
+        answer: Callable[..., Iterable[bytes] | None] = self.at_the_door
+        if trusted_proxies:
+            # The client address the block is kept under, as the app's own ProxyFix gives it.
+            answer = ProxyFix(answer, x_for=trusted_proxies)  # type: ignore[arg-type]
+        limits = self._state.limits
+        return DoorRefusals(
+            armed=limits.holds_blocks,
+            spared=lambda authorization: limits.verified_keys.holds(
+                presented_credential(authorization)
+            ),
+            answer=answer,
+        )
+
+    def _refusal(
+        self, environ: WSGIEnvironment, *, memory_only: bool = False
+    ) -> tuple[str, ApiError] | None:
         """The route and the block's refusal for a request the fast path answers, else None."""
         limits = self._state.limits
         client_ip = environ.get("REMOTE_ADDR") or "unknown"  # as gateway/http/auth.py reads it
@@ -128,7 +166,7 @@ class FastRefusals:
             return None
         secret = presented_credential(environ.get("HTTP_AUTHORIZATION"))
         try:
-            limits.refuse_blocked_client(client_ip, secret)
+            limits.refuse_blocked_client(client_ip, secret, memory_only=memory_only)
         except RateLimited as exc:
             return rule.rule, api_error(exc)
         # A key this worker verified passes the block (``verified_keys``), or the window

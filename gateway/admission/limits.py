@@ -162,6 +162,9 @@ class RateLimits:
         self._local_strategy = FixedWindowRateLimiter(self._local)
         self.verified_keys = VerifiedKeys()
         self._blocked_until: dict[str, float] = {}
+        # When the last block this process has seen ends (it only grows: a block forgotten
+        # early leaves it later than need be, never earlier).
+        self._blocks_end = 0.0
 
     def init_app(self, app: Flask) -> None:
         self._limiter.init_app(app)
@@ -195,10 +198,15 @@ class RateLimits:
                 )
         return min((state for state, _ in counted), key=lambda state: state.remaining)
 
-    def refuse_blocked_client(self, client_ip: str, secret: str | None = None) -> None:
+    def refuse_blocked_client(
+        self, client_ip: str, secret: str | None = None, *, memory_only: bool = False
+    ) -> None:
         """Raises RateLimited when this client has failed authentication too often, unless
         ``secret`` is a key this process has verified and not seen refused since
-        (``verified_keys``): a tester behind the address of a flood keeps working."""
+        (``verified_keys``): a tester behind the address of a flood keeps working.
+
+        ``memory_only``: refuse only on a block this process holds, never asking the storage
+        (the worker's event loop, which must not wait on Redis; gateway/process/door.py)."""
         if self.verified_keys.holds(secret):
             # The block never refuses a verified key, so whether the address is blocked need
             # not be asked (on Redis: a round trip fewer on every request of a good key).
@@ -209,6 +217,8 @@ class RateLimits:
         # then cost no round trip to Redis).
         reset_time: float | None = self._blocked_until.get(client_ip)
         if reset_time is None or reset_time <= time.time():
+            if memory_only:
+                return
             reset_time = self._with_strategy(
                 lambda strategy: (
                     None
@@ -226,6 +236,11 @@ class RateLimits:
                 reset_in=reset_time - time.time(),
             )
 
+    def holds_blocks(self) -> bool:
+        """Whether this process may hold an address blocked now: while it holds none, the
+        worker's event loop looks at no request (gateway/process/door.py)."""
+        return self._blocks_end > time.time()
+
     def held_blocked(self, client_ip: str) -> bool:
         """Whether this process holds ``client_ip`` blocked in memory now (no storage read):
         the fast path's question (gateway/fast_refusal.py) before it answers without Flask."""
@@ -240,6 +255,7 @@ class RateLimits:
         if len(blocked) >= BLOCKS_REMEMBERED:
             blocked.clear()  # forgotten blocks are read from the storage again
         blocked[client_ip] = reset_time
+        self._blocks_end = max(self._blocks_end, reset_time)
 
     def record_auth_failure(self, client_ip: str) -> None:
         item = self._auth_failures

@@ -1,4 +1,5 @@
-"""The gunicorn worker the gateway runs on: gthread, with its own errors in OpenAI's shape.
+"""The gunicorn worker the gateway runs on: gthread, with its own errors in OpenAI's shape
+and a flood's refusals answered in its event loop (gateway/process/door.py).
 
 gunicorn answers requests it cannot parse (a bad request line, a URL longer than
 ``limit_request_line``, too many or too large header fields) itself, before the application
@@ -9,6 +10,8 @@ echoing anything the client sent (a request line can hold a key in its query str
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import re
 from typing import Any
@@ -16,7 +19,16 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
+from gateway.http.door import DoorRefusals
 from gateway.http.errors import ApiError, error_body
+from gateway.process.door import answer_at_the_door, refusals_of, waiting_refusal
+
+# The door's share of the event loop while an address is blocked: so many refusals per turn
+# at most, after every other event of the turn; the rest wait, readable, for the next turn.
+# Measured with bench.flood (docs/benchmarks.md, "the door"): a loop that answers all it can
+# keeps the good tester's request waiting, for the loop and for the GIL.
+DOOR_ANSWERS_PER_TURN = 2
+_UNSET: Any = object()
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
 
@@ -64,7 +76,47 @@ def error_answer(status: int, reason: str) -> bytes:
 
 
 class GatewayWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, answering its own errors in the OpenAI error shape."""
+    """gunicorn's gthread worker, answering its own errors in the OpenAI error shape, and a
+    blocked address's refusals in its event loop (gateway/process/door.py)."""
+
+    _door: DoorRefusals | None = _UNSET
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        door = self._door
+        if door is _UNSET:  # the application is loaded after the worker is made
+            door = self._door = refusals_of(self.wsgi)
+        if door is None or not door.armed():
+            super().wait_for_and_dispatch_events(timeout)
+            return
+        try:
+            events = self.poller.select(timeout)
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
+            return
+        # Everything else first (a good tester's request to the pool, a finished request's
+        # connection back to the poller), then the refusals.
+        refusals: list[tuple[Any, bytes]] = []
+        for key, _ in events:
+            callback = key.data
+            conn = self._kept_alive_conn(callback)
+            head = waiting_refusal(self, conn, door) if conn is not None else None
+            if head is None:
+                callback(key.fileobj)
+            else:
+                refusals.append((conn, head))
+        for conn, head in refusals[:DOOR_ANSWERS_PER_TURN]:
+            if not answer_at_the_door(self, conn, door, head):
+                self.on_client_socket_readable(conn, conn.sock)
+
+    def _kept_alive_conn(self, callback: Any) -> Any:
+        """The kept-alive connection a poller event is for (gthread registers them with
+        ``partial(on_client_socket_readable, conn)``), else None."""
+        if isinstance(callback, functools.partial) and (
+            callback.func == self.on_client_socket_readable
+        ):
+            return callback.args[0]
+        return None
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         # gunicorn picks the status and logs; what it would write is captured and rewritten.

@@ -54,12 +54,23 @@ def gateways(
                 gateway.process.stop()
 
 
-def send(
-    gateway: LiveGateway, method: str, target: str, headers: dict[str, str], body: bytes = b""
-) -> tuple[int, str, list[tuple[str, str]], bytes]:
-    """One request with ``target`` sent exactly as written (no client-side encoding)."""
+def connect(gateway: LiveGateway) -> http.client.HTTPConnection:
     port = int(gateway.base.rsplit(":", 1)[1])
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+
+
+def send(
+    gateway: LiveGateway,
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    body: bytes = b"",
+    connection: http.client.HTTPConnection | None = None,
+) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """One request with ``target`` sent exactly as written (no client-side encoding), on a
+    new connection or on ``connection`` (kept alive)."""
+    own = connection is None
+    connection = connection or connect(gateway)
     try:
         connection.putrequest(method, target, skip_accept_encoding=True)
         for name, value in {"X-Forwarded-For": FLOODER, **headers}.items():
@@ -70,7 +81,8 @@ def send(
         response = connection.getresponse()
         return response.status, response.reason, response.getheaders(), response.read()
     finally:
-        connection.close()
+        if own:
+            connection.close()
 
 
 def block(gateway: LiveGateway) -> None:
@@ -117,6 +129,7 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
 ]
 
 
+@pytest.mark.parametrize("kept_alive", [False, True], ids=["new connection", "kept alive"])
 @pytest.mark.parametrize(("method", "target", "headers", "body"), CASES)
 def test_a_blocked_address_gets_the_same_answer_from_both_paths(
     gateways: dict[str, LiveGateway],
@@ -124,11 +137,21 @@ def test_a_blocked_address_gets_the_same_answer_from_both_paths(
     target: str,
     headers: dict[str, str],
     body: bytes,
+    kept_alive: bool,
 ) -> None:
+    """On a kept-alive connection, the fast gateway's worker answers in its event loop
+    (gateway/process/door.py) what it answers at all; on a new one, a pool thread does."""
     answers: dict[str, Any] = {}
     for name, gateway in gateways.items():
         block(gateway)
-        answers[name] = send(gateway, method, target, headers, body)
+        connection = connect(gateway) if kept_alive else None
+        try:
+            if connection is not None:  # a first request makes the connection a kept-alive one
+                assert send(gateway, "GET", "/v1/me", {}, connection=connection)[0] == 429
+            answers[name] = send(gateway, method, target, headers, body, connection=connection)
+        finally:
+            if connection is not None:
+                connection.close()
     (status, reason, flask_headers, flask_body) = answers["flask"]
     (fast_status, fast_reason, fast_headers, fast_body) = answers["fast"]
     assert (fast_status, fast_reason, fast_body) == (status, reason, flask_body)
