@@ -367,3 +367,24 @@ def test_a_door_that_fails_leaves_the_request_to_the_pool_and_the_loop_running(
         conn = conn_of(worker, client)
         assert worker.tpool.taken[-1] is conn and still_waiting(conn, FLOOD["no key"]), part
     assert worker.nr == 0
+
+
+def test_once_the_block_lapses_the_door_looks_at_nothing(
+    app: Flask,
+    state: GatewayState,
+    worker: GatewayWorker,
+    connect: Callable[[], socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    block(app, state)
+    assert state.limits.holds_blocks()
+    later = time.time() + 61  # the block's window is a minute
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert not state.limits.holds_blocks()
+    client = connect()
+    client.sendall(FLOOD["no key"])
+    turn(worker)
+    conn = conn_of(worker, client)
+    assert worker.tpool.taken == [conn] and still_waiting(conn, FLOOD["no key"])
