@@ -26,8 +26,10 @@ For each front (``direct``, then ``nginx``):
 With ``--compare-fast-refusals`` a second gateway on the same database runs with
 ``fast_refusals = false`` (every refusal through Flask; gateway/fast_refusal.py), and each
 round measures both, the Flask-only one first, under rows labelled ``<front>/flask`` and
-``<front>/fast``: the before and after of the fast path in one run. ``--gateway-env``
-passes other settings to both.
+``<front>/fast``: the before and after of the fast path in one run. ``--compare-door`` does
+the same for the door (gateway/process/door.py): a second gateway whose worker hands every
+request to its thread pool (bench/serve.py's ``no-door``), rows ``<front>/pool`` and
+``<front>/door``. ``--gateway-env`` passes other settings to all.
 
 Targets (issue 22): a refusal costs at most 25% of an authorised request's worker CPU; the
 good tester's p99 under any flood is at most 2x its quiet p99 behind nginx; the database
@@ -76,6 +78,7 @@ LIMITED_COHORT = "flood-limited"
 SETTLE_SECONDS = 2.5
 # The gateway that sends every refusal through Flask, with --compare-fast-refusals.
 FLASK_ONLY = "gateway-flask-refusals"
+POOL_ONLY = "gateway-without-door"
 
 
 # -- the keys of the flood ---------------------------------------------------------------
@@ -430,15 +433,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run a gateway with fast_refusals = false and measure both each round",
     )
+    parser.add_argument(
+        "--compare-door",
+        action="store_true",
+        help="also run a gateway without the door (every refusal in a pool thread)",
+    )
     parser.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     parser.add_argument("--max-seconds", type=int, default=None, help="watchdog")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.compare_door and args.compare_fast_refusals:
+        parser.error("one comparison at a time: --compare-door or --compare-fast-refusals")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     fronts = ["direct", "nginx"] if args.front == "both" else [args.front]
-    variants = ["flask", "fast"] if args.compare_fast_refusals else [""]
+    variants = (
+        ["flask", "fast"]
+        if args.compare_fast_refusals
+        else ["pool", "door"]
+        if args.compare_door
+        else [""]
+    )
     labels = [
         f"{front}/{variant}" if variant else front for front in fronts for variant in variants
     ]
@@ -467,6 +484,8 @@ def main(argv: list[str] | None = None) -> None:
         extra_gateways=(
             {FLASK_ONLY: {"DRAWBRIDGE_FAST_REFUSALS": "false"}}
             if args.compare_fast_refusals
+            else {POOL_ONLY: {"BENCH_PATCH": "no-door"}}
+            if args.compare_door
             else {}
         ),
     ) as stack:
@@ -478,10 +497,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{setup['database']}; nginx: {args.nginx_config or 'config/nginx.conf'}, 1 worker"
             + (f"; settings {setting_pairs(args.gateway_env)}" if args.gateway_env else "")
             + ("; fast_refusals off (flask) and on (fast)" if args.compare_fast_refusals else "")
+            + ("; without the door (pool) and with it (door)" if args.compare_door else "")
         )
         gateways = {"": stack.gateway}
         if args.compare_fast_refusals:
             gateways = {"flask": stack.extras[FLASK_ONLY], "fast": stack.gateway}
+        if args.compare_door:
+            gateways = {"pool": stack.extras[POOL_ONLY], "door": stack.gateway}
         services: dict[str, tuple[Service, Service]] = {}
         for variant in variants:
             gateway = gateways[variant]

@@ -37,7 +37,9 @@ anyone changes product code (comma-separated names):
 * ``no-gc-freeze``, ``core-usage-insert``, ``limits-storage-calls``: undo one change of
   issue 22's third session each (the worker's heap frozen once the app is built; the usage
   flusher's driver executemany; a key's rate-limit windows counted in one step), to measure
-  it against the code without it in one run (``bench.proxy --compare-patch``).
+  it against the code without it in one run (``bench.proxy --compare-patch``);
+* ``no-door``: every request through gthread's thread pool, a blocked address's refusals
+  too (gateway/process/door.py undone; ``bench.flood --compare-door``).
 """
 
 from __future__ import annotations
@@ -148,6 +150,17 @@ def _patch_core_usage_insert() -> None:
     keys.records.usage._INSERT_EVENTS = CoreInsert()  # type: ignore[assignment]
 
 
+def _patch_no_door() -> None:
+    from gunicorn.workers.gthread import ThreadWorker
+
+    import gateway.process.worker
+
+    # Every request through the thread pool, as before the door (gateway/process/door.py).
+    gateway.process.worker.GatewayWorker.wait_for_and_dispatch_events = (  # type: ignore[method-assign]
+        ThreadWorker.wait_for_and_dispatch_events
+    )
+
+
 def _patch_limits_storage_calls() -> None:
     import gateway.admission.limits
     from gateway.admission.rate_storage import LazyMemoryStorage
@@ -173,6 +186,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "no-gc-freeze": _patch_no_gc_freeze,
     "core-usage-insert": _patch_core_usage_insert,
     "limits-storage-calls": _patch_limits_storage_calls,
+    "no-door": _patch_no_door,
 }
 
 
