@@ -30,7 +30,8 @@ The door only refuses; it never admits. It hands a request to the thread pool, u
 
 The worker (gateway/process/worker.py) asks this module after every other event of a turn
 of its loop, and for ``DOOR_ANSWERS_PER_TURN`` refusals at most: the rest of a flood waits,
-readable, for the next turn. An answer the socket does not take at once (a client that
+readable, for the next turn, with the head peeked at kept on its connection until the door
+answers it or a thread takes the connection (``forget_peeked``). An answer the socket does not take at once (a client that
 stopped reading) closes the connection rather than wait: the loop never blocks on one client.
 """
 
@@ -55,6 +56,8 @@ PEEK_BYTES = 16 * 1024
 _AUTHORIZATION = re.compile(rb"\r\nauthorization:[ \t]*([^\r\n]*)", re.IGNORECASE)
 # Headers that make a request more than its head, or change what the connection is.
 _NOT_AT_THE_DOOR = frozenset({"TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS"})
+# The connection's attribute holding the head peeked at while the request waits its turn.
+_PEEKED = "drawbridge_door_peeked"
 
 
 class _Capture:
@@ -87,6 +90,11 @@ def waiting_refusal(worker: Any, conn: Any, refusals: DoorRefusals) -> bytes | N
         or worker.nr + 1 >= worker.max_requests
     ):
         return None
+    # Peeked at in an earlier turn and left for a later one: nothing has read the socket
+    # since (the worker forgets it when the connection goes to a thread, forget_peeked).
+    waiting: bytes | None = getattr(conn, _PEEKED, None)
+    if waiting is not None:
+        return waiting
     try:
         head: bytes = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
     except OSError:  # nothing there after all (BlockingIOError), or the peer is gone
@@ -99,12 +107,21 @@ def waiting_refusal(worker: Any, conn: Any, refusals: DoorRefusals) -> bytes | N
     except Exception:  # never the event loop's end: the pool thread's path decides
         log.exception("the door could not look at a request; it goes to a thread")
         return None
-    return None if spared else head
+    if spared:
+        return None
+    setattr(conn, _PEEKED, head)
+    return head
+
+
+def forget_peeked(conn: Any) -> None:
+    """Before anything reads ``conn``: what the door peeked at is no longer its request."""
+    setattr(conn, _PEEKED, None)
 
 
 def answer_at_the_door(worker: Any, conn: Any, refusals: DoorRefusals, head: bytes) -> bool:
     """True when the request ``head`` on ``conn`` was refused here (the connection kept,
     or closed); False when the application declined it: the thread pool's, nothing read."""
+    forget_peeked(conn)
     cfg = worker.cfg
     parser = RequestParser(cfg, [head], conn.client)
     parser.req_count = conn.parser.req_count  # a kept-alive connection's next request
@@ -164,4 +181,4 @@ def _close(worker: Any, conn: Any) -> None:
     conn.close()
 
 
-__all__ = ["answer_at_the_door", "refusals_of", "waiting_refusal"]
+__all__ = ["answer_at_the_door", "forget_peeked", "refusals_of", "waiting_refusal"]

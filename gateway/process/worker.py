@@ -22,7 +22,12 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from gateway.http.door import DoorRefusals
 from gateway.http.errors import ApiError, error_body
-from gateway.process.door import answer_at_the_door, refusals_of, waiting_refusal
+from gateway.process.door import (
+    answer_at_the_door,
+    forget_peeked,
+    refusals_of,
+    waiting_refusal,
+)
 
 # The door's share of the event loop while an address is blocked: so many refusals per turn
 # at most, after every other event of the turn (the rest wait, readable, for the next turn),
@@ -117,6 +122,12 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
                 self.on_client_socket_readable(conn, conn.sock)
         if answered and self.nr_conns > len(self.keepalived_conns) + len(self.pending_conns):
             time.sleep(DOOR_STEPS_ASIDE_SECONDS)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        # To a thread, which reads the socket: a head the door peeked at is stale from now,
+        # whether the door is armed or not (it may be armed again by the next request).
+        forget_peeked(conn)
+        super().on_client_socket_readable(conn, client)
 
     def _kept_alive_conn(self, callback: Any) -> Any:
         """The kept-alive connection a poller event is for (gthread registers them with

@@ -388,3 +388,57 @@ def test_once_the_block_lapses_the_door_looks_at_nothing(
     turn(worker)
     conn = conn_of(worker, client)
     assert worker.tpool.taken == [conn] and still_waiting(conn, FLOOD["no key"])
+
+
+def test_a_request_left_waiting_is_forgotten_once_a_thread_reads_its_connection(
+    app: Flask,
+    state: GatewayState,
+    worker: GatewayWorker,
+    connect: Callable[[], socket.socket],
+    key: IssuedKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The door keeps the head it peeked at while a refusal waits its turn. If the block
+    lapses meanwhile, a thread reads that request; the connection's next request, when
+    the door is armed again, is a new one (here a good tester's, which the door must not
+    answer as the old one)."""
+    import time
+
+    verified = app.test_client().get(
+        "/v1/me", headers={"X-Forwarded-For": FLOODER, **bearer(key.secret)}
+    )
+    assert verified.status_code == 200
+    block(app, state)
+    clients = [connect() for _ in range(DOOR_ANSWERS_PER_TURN + 1)]
+    for client in clients:
+        client.sendall(FLOOD["no key"])
+    turn(worker)
+    (left,) = [client for client in clients if not _answered(client)]
+    conn = conn_of(worker, left)
+
+    later = time.time() + 61
+    with monkeypatch.context() as lapsed:
+        lapsed.setattr(time, "time", lambda: later)
+        turn(worker)  # not armed: the waiting request goes to a thread
+    assert worker.tpool.taken == [conn]
+    worker.tpool.taken.clear()
+    assert worker.handle(conn) is True  # the thread's work: it reads and answers it
+    assert read_answer(left)[0].startswith("HTTP/1.1 ")
+    keep_alive(worker, conn)
+
+    good = request("/v1/me", headers=bearer(key.secret))
+    left.sendall(good)
+    turn(worker)  # armed again: the block has not lapsed in real time
+    assert worker.tpool.taken == [conn] and still_waiting(conn, good)
+
+
+def _answered(client: socket.socket) -> bool:
+    client.setblocking(False)
+    try:
+        waiting = client.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        waiting = b""
+    finally:
+        client.setblocking(True)
+        client.settimeout(10)
+    return bool(waiting)
