@@ -31,8 +31,9 @@ The door only refuses; it never admits. It hands a request to the thread pool, u
 The worker (gateway/process/worker.py) asks this module after every other event of a turn
 of its loop, and for ``DOOR_ANSWERS_PER_TURN`` refusals at most: the rest of a flood waits,
 readable, for the next turn, with the head peeked at kept on its connection until the door
-answers it or a thread takes the connection (``forget_peeked``). An answer the socket does not take at once (a client that
-stopped reading) closes the connection rather than wait: the loop never blocks on one client.
+answers it or a thread takes the connection (``forget_peeked``). An answer the socket does
+not take at once (a client that stopped reading) closes the connection rather than wait: the
+loop never blocks on one client.
 """
 
 from __future__ import annotations
