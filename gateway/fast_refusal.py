@@ -102,12 +102,8 @@ class FastRefusals:
         """Requests refused here (tests check which requests took the fast path)."""
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        started = time.perf_counter()
-        refused = self._refusal(environ)
-        if refused is None:
-            return self._flask_app(environ, start_response)
-        rule, error = refused
-        return self._answer(environ, start_response, started, rule, error)
+        answered = self._answer_if_refused(environ, start_response, memory_only=False)
+        return self._flask_app(environ, start_response) if answered is None else answered
 
     def at_the_door(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -117,8 +113,13 @@ class FastRefusals:
 
         The event loop must never wait: the block is taken from memory only, and a block
         that expired meanwhile is Flask's to look up."""
+        return self._answer_if_refused(environ, start_response, memory_only=True)
+
+    def _answer_if_refused(
+        self, environ: WSGIEnvironment, start_response: StartResponse, *, memory_only: bool
+    ) -> Iterable[bytes] | None:
         started = time.perf_counter()
-        refused = self._refusal(environ, memory_only=True)
+        refused = self._refusal(environ, memory_only=memory_only)
         if refused is None:
             return None
         rule, error = refused
@@ -140,7 +141,7 @@ class FastRefusals:
         )
 
     def _refusal(
-        self, environ: WSGIEnvironment, *, memory_only: bool = False
+        self, environ: WSGIEnvironment, *, memory_only: bool
     ) -> tuple[str, ApiError] | None:
         """The route and the block's refusal for a request the fast path answers, else None."""
         limits = self._state.limits

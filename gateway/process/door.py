@@ -61,11 +61,15 @@ _NOT_AT_THE_DOOR = frozenset({"TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-S
 _PEEKED = "drawbridge_door_peeked"
 
 
-class _Capture:
-    """Takes what gunicorn's response writer sends, to be sent without blocking."""
+class CapturedSocket:
+    """Stands in for a client's socket while gunicorn writes to it: what it writes is kept,
+    to be rewritten (the worker's own error pages) or sent without blocking (the door)."""
 
     def __init__(self) -> None:
         self.written = bytearray()
+
+    def gettimeout(self) -> float:
+        return 0.0  # non-blocking already: gunicorn writes straight away
 
     def sendall(self, data: bytes) -> None:
         self.written += data
@@ -135,7 +139,7 @@ def answer_at_the_door(worker: Any, conn: Any, refusals: DoorRefusals, head: byt
     for name, value in request.headers:
         if name in _NOT_AT_THE_DOOR or (name == "CONTENT-LENGTH" and value.strip() != "0"):
             return False
-    capture = _Capture()
+    capture = CapturedSocket()
     started = datetime.now()
     try:
         response, environ = wsgi.create(request, capture, conn.client, conn.server, cfg)
@@ -182,4 +186,10 @@ def _close(worker: Any, conn: Any) -> None:
     conn.close()
 
 
-__all__ = ["answer_at_the_door", "forget_peeked", "refusals_of", "waiting_refusal"]
+__all__ = [
+    "CapturedSocket",
+    "answer_at_the_door",
+    "forget_peeked",
+    "refusals_of",
+    "waiting_refusal",
+]

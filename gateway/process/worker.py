@@ -23,6 +23,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from gateway.http.door import DoorRefusals
 from gateway.http.errors import ApiError, error_body
 from gateway.process.door import (
+    CapturedSocket,
     answer_at_the_door,
     forget_peeked,
     refusals_of,
@@ -51,19 +52,6 @@ _ERRORS: dict[int, tuple[str, str]] = {
     500: ("The gateway failed to handle the request.", "internal_error"),
     501: ("The request's transfer coding is not supported.", "unsupported_transfer_coding"),
 }
-
-
-class _Capture:
-    """Stands in for the client socket while gunicorn writes its error page."""
-
-    def __init__(self) -> None:
-        self.written = b""
-
-    def gettimeout(self) -> float:
-        return 0.0  # already non-blocking: gunicorn writes straight away
-
-    def sendall(self, data: bytes) -> None:
-        self.written += data
 
 
 def error_answer(status: int, reason: str) -> bytes:
@@ -140,10 +128,10 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         # gunicorn picks the status and logs; what it would write is captured and rewritten.
-        capture = _Capture()
+        capture = CapturedSocket()
         super().handle_error(req, capture, addr, exc)
         match = _STATUS_LINE.match(capture.written)
-        answer = capture.written
+        answer = bytes(capture.written)
         if match is not None:
             answer = error_answer(int(match[1]), match[2].decode("latin-1"))
         try:

@@ -165,6 +165,16 @@ def turn(worker: GatewayWorker) -> None:
     worker.wait_for_and_dispatch_events(timeout=5)
 
 
+def sent_in_a_turn(
+    worker: GatewayWorker, connect: Callable[[], socket.socket], sent: bytes
+) -> socket.socket:
+    """A kept-alive connection with ``sent`` on it, after one turn of the worker's loop."""
+    client = connect()
+    client.sendall(sent)
+    turn(worker)
+    return client
+
+
 def still_waiting(conn: TConn, sent: bytes) -> bool:
     """The request is on the server's socket, unread."""
     waiting: bytes = conn.sock.recv(len(sent) + 1, socket.MSG_PEEK)
@@ -195,9 +205,7 @@ def test_the_door_answers_what_a_pool_thread_would_with_every_thread_busy(
     sent: bytes,
 ) -> None:
     block(app, state)
-    client = connect()
-    client.sendall(sent)
-    turn(worker)
+    client = sent_in_a_turn(worker, connect, sent)
     at_the_door = read_answer(client)
     assert worker.tpool.taken == []
     assert at_the_door[0] == "HTTP/1.1 429 TOO MANY REQUESTS"
@@ -303,9 +311,7 @@ def test_what_the_door_must_not_answer_reaches_the_pool_unread(
     sent: bytes,
 ) -> None:
     block(app, state)
-    client = connect()
-    client.sendall(sent)
-    turn(worker)
+    client = sent_in_a_turn(worker, connect, sent)
     conn = conn_of(worker, client)
     assert worker.tpool.taken == [conn] and worker.nr == 0
     assert still_waiting(conn, sent)
@@ -318,9 +324,7 @@ def test_without_a_block_the_door_looks_at_nothing(
 
     looked: list[Any] = []
     monkeypatch.setattr(worker_module, "waiting_refusal", lambda *a: looked.append(a))
-    client = connect()
-    client.sendall(FLOOD["no key"])
-    turn(worker)
+    client = sent_in_a_turn(worker, connect, FLOOD["no key"])
     assert worker.tpool.taken == [conn_of(worker, client)] and looked == []
 
 
@@ -383,9 +387,7 @@ def test_once_the_block_lapses_the_door_looks_at_nothing(
     later = time.time() + 61  # the block's window is a minute
     monkeypatch.setattr(time, "time", lambda: later)
     assert not state.limits.holds_blocks()
-    client = connect()
-    client.sendall(FLOOD["no key"])
-    turn(worker)
+    client = sent_in_a_turn(worker, connect, FLOOD["no key"])
     conn = conn_of(worker, client)
     assert worker.tpool.taken == [conn] and still_waiting(conn, FLOOD["no key"])
 
