@@ -31,6 +31,13 @@ the same for the door (gateway/process/door.py): a second gateway whose worker h
 request to its thread pool (bench/serve.py's ``no-door``), rows ``<front>/pool`` and
 ``<front>/door``. ``--gateway-env`` passes other settings to all.
 
+With ``--floor``, each nginx front also measures the floor no gateway can go below: the
+same connections flood a location nginx answers with a 429 itself (``FRONT_REFUSES_PATH``),
+so the gateway spends nothing on the flood and the good tester competes only with the
+flooding client and nginx for the machine; first as fast as nginx answers
+(``front_refuses``), then paced (wrk's ``delay()``) to the median rate at which the gateway
+refused that round's floods (``front_refuses_paced``).
+
 Targets (issue 22): a refusal costs at most 25% of an authorised request's worker CPU; the
 good tester's p99 under any flood is at most 2x its quiet p99 behind nginx; the database
 grows by no row per refused request (a bounded, aggregated counter only).
@@ -55,6 +62,7 @@ from sqlalchemy import create_engine, func, inspect, select, table
 from bench.harness import (
     DEFAULT_THREADS,
     DEFAULT_WORKERS,
+    FRONT_REFUSES_PATH,
     HOST,
     Service,
     Stack,
@@ -71,6 +79,9 @@ from bench.harness import (
 from bench.load import describe_tool, run_load, wrk_available
 
 FLOODS = ("revoked_key", "random_keys", "no_key", "rate_limited_key")
+# --floor (behind nginx): the flood answered by nginx itself, no gateway involved.
+FRONT_REFUSES = "front_refuses"
+FRONT_REFUSES_PACED = "front_refuses_paced"
 REFUSAL_CPU_TARGET = 0.25
 P99_TARGET = 2.0
 LIMITED_COHORT = "flood-limited"
@@ -221,16 +232,19 @@ def measure_front(
     good.run(requests=args.warmup)
     quiet = good.run(requests=args.requests)
 
-    def load(headers: list[dict[str, str]]) -> dict[str, Any]:
+    def load(
+        headers: list[dict[str, str]], target: str = path, delay_ms: int | None = None
+    ) -> dict[str, Any]:
         return run_load(
             HOST,
             front.port,
-            path,
+            target,
             headers,
             duration=args.duration,
             connections=args.connections,
             wrk_threads=args.wrk_threads,
             use_wrk=use_wrk,
+            delay_ms=delay_ms,
         )
 
     cpu_before = cpu_seconds(worker)
@@ -241,8 +255,13 @@ def measure_front(
     time.sleep(SETTLE_SECONDS)
 
     floods: dict[str, Any] = {}
-    for kind in FLOODS:
-        headers = flood_headers(kind, keys, random_keys)
+
+    def run_flood(
+        kind: str,
+        headers: list[dict[str, str]],
+        target: str = path,
+        delay_ms: int | None = None,
+    ) -> None:
         rows_before = rows.count()
         log_before = gateway.log_path.stat().st_size
         cpu_before = cpu_seconds(worker)
@@ -255,7 +274,7 @@ def measure_front(
 
         thread = threading.Thread(target=tester, daemon=True)
         thread.start()
-        flood = load(headers)
+        flood = load(headers, target, delay_ms)
         thread.join(args.duration + 60)
         cpu_used = cpu_seconds(worker) - cpu_before
         time.sleep(SETTLE_SECONDS)
@@ -286,10 +305,23 @@ def measure_front(
             "good_tester": during,
             "good_p99_over_quiet": during.get("p99_ms", float("nan")) / quiet["p99_ms"],
         }
+        if delay_ms is not None:
+            floods[kind]["delay_ms"] = delay_ms
         print_flood(name, kind, floods[kind])
         # The next flood starts with the address block of this one over.
         if args.pause:
             time.sleep(args.pause)
+
+    for kind in FLOODS:
+        run_flood(kind, flood_headers(kind, keys, random_keys))
+    if args.floor and front is not gateway:
+        # The floor: the same flood answered by the front itself, so that the gateway
+        # spends nothing on it; first as fast as the front answers, then at the rate the
+        # gateway refused this round's floods.
+        run_flood(FRONT_REFUSES, [{}], FRONT_REFUSES_PATH)
+        rate = statistics.median(floods[kind]["refusals_per_second"] for kind in FLOODS)
+        delay_ms = max(round(args.connections * 1000 / max(rate, 1.0)), 1)
+        run_flood(FRONT_REFUSES_PACED, [{}], FRONT_REFUSES_PATH, delay_ms)
     return {"quiet": quiet, "authorised": authorised, "floods": floods}
 
 
@@ -327,7 +359,7 @@ def summarise(rounds: list[dict[str, Any]], fronts: list[str]) -> dict[str, Any]
             "authorised_rps": median([m["authorised"]["rps"] for m in measured]),
             "floods": {},
         }
-        for kind in FLOODS:
+        for kind in measured[0]["floods"]:
             runs = [m["floods"][kind] for m in measured]
             rows["floods"][kind] = {
                 name: median([run[name] for run in runs])
@@ -381,19 +413,28 @@ def print_summary(summary: dict[str, Any], rounds: int) -> None:
             )
     print()
     for front, rows in summary.items():
-        worst_cpu = max(row["refusal_over_authorised_cpu"] for row in rows["floods"].values())
-        worst_rows = max(row["rows_per_1000_refusals"] for row in rows["floods"].values())
+        gateway_floods = [rows["floods"][kind] for kind in FLOODS]
+        worst_cpu = max(row["refusal_over_authorised_cpu"] for row in gateway_floods)
+        worst_rows = max(row["rows_per_1000_refusals"] for row in gateway_floods)
         print(
             f"{front}: worst refusal CPU {worst_cpu:.2f}x authorised (target <= "
             f"{REFUSAL_CPU_TARGET}) {'PASS' if worst_cpu <= REFUSAL_CPU_TARGET else 'MISS'}; "
             f"worst rows per 1000 refusals {worst_rows:.1f}"
         )
         if front.startswith("nginx"):
-            worst_p99 = max(row["good_p99_over_quiet"] for row in rows["floods"].values())
+            worst_p99 = max(row["good_p99_over_quiet"] for row in gateway_floods)
             print(
                 f"{front}: worst good-tester p99 {worst_p99:.2f}x quiet (target <= {P99_TARGET}) "
                 f"{'PASS' if worst_p99 <= P99_TARGET else 'MISS'}"
             )
+            for kind in (FRONT_REFUSES, FRONT_REFUSES_PACED):
+                if kind in rows["floods"]:
+                    floor = rows["floods"][kind]
+                    print(
+                        f"{front}: floor ({kind}: nginx answers the flood itself, "
+                        f"{floor['refusals_per_second']:.0f}/s): good-tester p99 "
+                        f"{floor['good_p99_over_quiet']:.2f}x quiet"
+                    )
 
 
 # -- main --------------------------------------------------------------------------------
@@ -438,6 +479,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run a gateway without the door (every refusal in a pool thread)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="behind nginx, also flood a location nginx answers itself (the gateway's floor)",
+    )
     parser.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     parser.add_argument("--max-seconds", type=int, default=None, help="watchdog")
     args = parser.parse_args(argv)
@@ -459,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = [
         f"{front}/{variant}" if variant else front for front in fronts for variant in variants
     ]
-    per_front = (len(FLOODS) + 1) * (args.duration + SETTLE_SECONDS + args.pause + 5) + 30
+    per_front = (len(FLOODS) + 3) * (args.duration + SETTLE_SECONDS + args.pause + 5) + 30
     install_watchdog(args.max_seconds or int(180 + args.rounds * len(labels) * per_front))
     use_wrk = not args.no_wrk and wrk_available()
     if "nginx" in fronts and nginx_binary() is None:
@@ -513,6 +559,7 @@ def main(argv: list[str] | None = None) -> None:
                     proxy = start_front_proxy(
                         gateway.port,
                         config_path=Path(args.nginx_config) if args.nginx_config else None,
+                        front_refuses=args.floor,
                     )
                     services[label] = (proxy, gateway)
                 else:

@@ -331,13 +331,29 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
 
+# bench.flood --floor: a location the front answers itself, the cheapest refusal there is.
+FRONT_REFUSES_PATH = "/bench-front-refuses"
+_FRONT_REFUSES = (
+    f"location = {FRONT_REFUSES_PATH} {{\n"
+    '            return 429 \'{"error":{"message":"refused by the front"}}\\n\';\n'
+    "        }\n"
+    "        location = /metrics {"
+)
+
+
 def start_front_proxy(
-    gateway_port: int, *, workers: int = 1, config_path: Path | None = None
+    gateway_port: int,
+    *,
+    workers: int = 1,
+    config_path: Path | None = None,
+    front_refuses: bool = False,
 ) -> Service:
     """nginx with config/nginx.conf (or ``config_path``, an experiment's variant of it) in
     front of the gateway, in a prefix of its own.
 
-    Only the listening address, the gateway's address and the worker count change."""
+    Only the listening address, the gateway's address and the worker count change; with
+    ``front_refuses``, nginx also answers ``FRONT_REFUSES_PATH`` with a 429 itself, without
+    the gateway (bench.flood's floor)."""
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
@@ -354,6 +370,7 @@ def start_front_proxy(
         ("listen 127.0.0.1:8000;", f"listen {HOST}:{port};"),
         ("server 127.0.0.1:8080 ", f"server {HOST}:{gateway_port} "),
         ("worker_processes auto;", f"worker_processes {workers};"),
+        *((("location = /metrics {", _FRONT_REFUSES),) if front_refuses else ()),
     ):
         if old not in text:
             raise RuntimeError(f"{source} no longer says {old!r}")

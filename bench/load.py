@@ -51,7 +51,7 @@ end
 function response(status, headers, body)
   counts[status] = (counts[status] or 0) + 1
 end
-function done(summary, latency, requests)
+%(delay)sfunction done(summary, latency, requests)
   for _, thread in ipairs(threads) do
     for status, count in pairs(thread:get("counts")) do
       io.write(string.format("STATUS %%d %%d\\n", status, count))
@@ -69,13 +69,18 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string literal
 
 
-def lua_script(path: str, header_sets: Sequence[dict[str, str]]) -> str:
-    """The wrk script that cycles through ``header_sets`` and counts statuses."""
+def lua_script(
+    path: str, header_sets: Sequence[dict[str, str]], *, delay_ms: int | None = None
+) -> str:
+    """The wrk script that cycles through ``header_sets`` and counts statuses; with
+    ``delay_ms``, each connection waits that long after an answer before its next request
+    (wrk's ``delay()``), which paces the load instead of sending as fast as answers come."""
     sets = ",\n".join(
         "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in s.items()) + "}"
         for s in header_sets
     )
-    return _LUA % {"sets": "{" + sets + "}", "path": _lua_string(path)}
+    delay = f"function delay()\n  return {delay_ms}\nend\n" if delay_ms is not None else ""
+    return _LUA % {"sets": "{" + sets + "}", "path": _lua_string(path), "delay": delay}
 
 
 def _ms(text: str) -> float:
@@ -121,11 +126,13 @@ def run_wrk(
     duration: float,
     connections: int,
     threads: int,
+    delay_ms: int | None = None,
 ) -> dict[str, Any]:
-    """``wrk -t -c -d --latency -s script URL``; the script sends the headers."""
+    """``wrk -t -c -d --latency -s script URL``; the script sends the headers (and, with
+    ``delay_ms``, paces each connection: ``lua_script``)."""
     with tempfile.TemporaryDirectory(prefix="drawbridge-wrk-") as directory:
         script = Path(directory) / "load.lua"
-        script.write_text(lua_script(path, header_sets))
+        script.write_text(lua_script(path, header_sets, delay_ms=delay_ms))
         command = [
             WRK,
             f"-t{min(threads, connections)}",
@@ -152,8 +159,10 @@ def run_python_load(
     *,
     duration: float,
     connections: int,
+    delay_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The fallback: one thread and one keep-alive ``http.client`` connection per slot."""
+    """The fallback: one thread and one keep-alive ``http.client`` connection per slot
+    (``delay_ms``: as ``run_wrk``'s)."""
     deadline = time.monotonic() + duration
     counters: list[Counter[int]] = [Counter() for _ in range(connections)]
     timings: list[list[float]] = [[] for _ in range(connections)]
@@ -177,6 +186,8 @@ def run_python_load(
                     continue
                 timings[slot].append((time.perf_counter() - started) * 1000)
                 counters[slot][response.status] += 1
+                if delay_ms:
+                    time.sleep(delay_ms / 1000)
         finally:
             connection.close()
 
@@ -219,9 +230,11 @@ def run_load(
     connections: int,
     wrk_threads: int = 2,
     use_wrk: bool | None = None,
+    delay_ms: int | None = None,
 ) -> dict[str, Any]:
     """Load ``http://host:port/path`` with wrk, or the Python client when wrk is missing or
-    ``use_wrk`` is False; the result's ``tool`` says which."""
+    ``use_wrk`` is False; the result's ``tool`` says which. ``delay_ms`` paces each
+    connection (``lua_script``)."""
     if not header_sets:
         header_sets = [{}]
     if use_wrk is None:
@@ -234,9 +247,16 @@ def run_load(
             duration=duration,
             connections=connections,
             threads=wrk_threads,
+            delay_ms=delay_ms,
         )
     return run_python_load(
-        host, port, path, header_sets, duration=duration, connections=connections
+        host,
+        port,
+        path,
+        header_sets,
+        duration=duration,
+        connections=connections,
+        delay_ms=delay_ms,
     )
 
 
