@@ -38,6 +38,11 @@ flooding client and nginx for the machine; first as fast as nginx answers
 (``front_refuses``), then paced (wrk's ``delay()``) to the median rate at which the gateway
 refused that round's floods (``front_refuses_paced``).
 
+``--flood-rate N`` paces every flood to about N requests a second in all (each connection
+waits ``connections / N`` seconds after each answer), so that the good tester's p99 can be
+read against the size of a flood rather than only under one that takes all the gateway can
+answer.
+
 Targets (issue 22): a refusal costs at most 25% of an authorised request's worker CPU; the
 good tester's p99 under any flood is at most 2x its quiet p99 behind nginx; the database
 grows by no row per refused request (a bounded, aggregated counter only).
@@ -312,17 +317,28 @@ def measure_front(
         if args.pause:
             time.sleep(args.pause)
 
+    paced = pacing_delay_ms(args.connections, args.flood_rate) if args.flood_rate else None
     for kind in FLOODS:
-        run_flood(kind, flood_headers(kind, keys, random_keys))
+        run_flood(kind, flood_headers(kind, keys, random_keys), delay_ms=paced)
     if args.floor and front is not gateway:
         # The floor: the same flood answered by the front itself, so that the gateway
         # spends nothing on it; first as fast as the front answers, then at the rate the
         # gateway refused this round's floods.
         run_flood(FRONT_REFUSES, [{}], FRONT_REFUSES_PATH)
         rate = statistics.median(floods[kind]["refusals_per_second"] for kind in FLOODS)
-        delay_ms = max(round(args.connections * 1000 / max(rate, 1.0)), 1)
-        run_flood(FRONT_REFUSES_PACED, [{}], FRONT_REFUSES_PATH, delay_ms)
+        run_flood(
+            FRONT_REFUSES_PACED,
+            [{}],
+            FRONT_REFUSES_PATH,
+            pacing_delay_ms(args.connections, rate),
+        )
     return {"quiet": quiet, "authorised": authorised, "floods": floods}
+
+
+def pacing_delay_ms(connections: int, rate: float) -> int:
+    """The delay after each answer that holds ``connections`` to about ``rate`` requests a
+    second in all (less when the answers themselves take long)."""
+    return max(round(connections * 1000 / max(rate, 1.0)), 1)
 
 
 # -- reporting ---------------------------------------------------------------------------
@@ -480,6 +496,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run a gateway without the door (every refusal in a pool thread)",
     )
     parser.add_argument(
+        "--flood-rate",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="pace every flood to about this many requests a second (wrk's delay()) "
+        "instead of as fast as answers come",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="behind nginx, also flood a location nginx answers itself (the gateway's floor)",
@@ -518,7 +542,15 @@ def main(argv: list[str] | None = None) -> None:
         f"({facts['implementation']}), {facts['platform']}, loadavg {facts['loadavg']}, "
         f"code {facts['code']['commit']} (changed: {facts['code']['changed_files'] or 'none'})"
     )
-    print(f"load: {describe_tool(use_wrk, args.connections, args.duration, args.wrk_threads)}")
+    print(
+        f"load: {describe_tool(use_wrk, args.connections, args.duration, args.wrk_threads)}"
+        + (
+            f"; floods paced to ~{args.flood_rate:.0f}/s (each connection waits "
+            f"{pacing_delay_ms(args.connections, args.flood_rate)} ms after an answer)"
+            if args.flood_rate
+            else ""
+        )
+    )
     random_keys = random_well_formed_keys(args.random_keys)
     rounds: list[dict[str, Any]] = []
     with Stack(
