@@ -14,7 +14,6 @@ reused (``REUSE_SECONDS``).
 from __future__ import annotations
 
 import operator
-import re
 import time
 from collections import namedtuple
 from collections.abc import Iterator
@@ -77,7 +76,6 @@ ACCESS_NEUTRAL_INSERTS = frozenset({"api_keys", "testers", "videos"})
 ACCESS_NEUTRAL_TABLES = frozenset({"videos"})
 ACCESS_NEUTRAL = {"drawbridge_access_neutral": True}
 _HOT_WRITE = "drawbridge_hot_write"
-_PYFORMAT_PARAMETER = re.compile(r"%\((\w+)\)s")
 _NOTICE_ONLY, _NOTICE_AND_WAIT = 1, 2
 
 
@@ -456,45 +454,59 @@ class PreparedRead:
 
 
 class PreparedInsert:
-    """One INSERT of many rows, compiled once per dialect, handed to the driver's own
-    ``executemany`` in the caller's transaction: for the batch that every request adds to
-    (keys/records/usage.py).
+    """Many rows into one table in the caller's transaction, in one driver call, prepared
+    once per dialect: for the batch that every request adds to (keys/records/usage.py).
 
-    A Core ``Connection.execute(insert, rows)`` builds a parameter dictionary per row
-    and runs every value through its type's conversion, one Python call at a time (measured
-    on SQLite: 13 us a row, of which the driver's insert is about 4). Here each column's
-    conversion (SQLAlchemy's own bind processor for the dialect, so a value is stored exactly
-    as through a ``Connection``) is looked up once, the rows go to the driver as tuples, and
-    errors are still SQLAlchemy's (``IntegrityError`` and friends). Every column named is
-    given for every row: None is stored as NULL, no column default applies.
+    A Core ``Connection.execute(insert, rows)`` builds a parameter dictionary per row and runs
+    every value through its type's conversion, one Python call at a time (on SQLite, 13 us a
+    row of which the driver's insert is about 4; on PostgreSQL, 31-47 us a row as one
+    multi-row INSERT). Here each column's conversion (SQLAlchemy's own bind processor for
+    the dialect, so a value is stored exactly as through a ``Connection``) is looked up once
+    and the rows go to the driver as tuples:
 
-    On SQLite only. On PostgreSQL, SQLAlchemy's own executemany already sends a batch as
-    one multi-row INSERT (its "insertmanyvalues"), while psycopg's ``executemany`` is a
-    statement per row: measured under gunicorn, the driver's way cost the worker 15-180 us
-    more per request (bench.proxy --compare-patch core-usage-insert), so there the Core
-    statement runs.
+    * on SQLite, to the driver's ``executemany`` of the compiled INSERT;
+    * on PostgreSQL, to ``COPY ... FROM STDIN`` (psycopg's ``Cursor.copy``: the values are
+      adapted in C and the server parses no statement per row; 7-14 us a row). psycopg's
+      ``executemany`` would be a statement per row, slower than the Core INSERT.
+
+    Errors are still SQLAlchemy's (``IntegrityError``, ``DataError`` and friends), and a
+    connection the database dropped is invalidated as a Core statement's would be. Every
+    column named is given for every row: None is stored as NULL, no column default applies.
+    Other dialects run the Core statement.
+
+    A COPY runs past SQLAlchemy's cursor events, so no commit notice would follow it: the
+    hot read's tables (``HOT_TABLES``) are refused.
     """
 
     def __init__(self, table: Any, columns: tuple[str, ...]) -> None:
+        if table.name in HOT_TABLES:
+            raise ValueError(f"{table.name}: the hot read's tables are written through Core")
         self._table = table
         self._columns = columns
-        self._compiled: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+        self._prepared: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
         self._core = insert(table).execution_options(render_nulls=True)
 
-    def _compile(self, dialect: Dialect) -> tuple[str, tuple[tuple[str, Any], ...]]:
-        statement = insert(self._table).values(
-            {name: bindparam(name, type_=self._table.c[name].type) for name in self._columns}
-        )
-        compiled = statement.compile(dialect=dialect)
-        sql = str(compiled)
-        if compiled.positiontup is not None:
-            order = tuple(compiled.positiontup)
+    def _prepare(self, dialect: Dialect) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        """The statement for ``dialect`` and its columns in order, each with its bind
+        processor (None where the driver takes the value as it is)."""
+        if dialect.name == "postgresql":
+            quote = dialect.identifier_preparer.quote
+            sql = (
+                f"COPY {dialect.identifier_preparer.format_table(self._table)} "
+                f"({', '.join(quote(name) for name in self._columns)}) FROM STDIN"
+            )
+            order = self._columns
         else:
-            # PostgreSQL's pyformat names its parameters: the driver gets them positionally.
-            order = tuple(_PYFORMAT_PARAMETER.findall(sql))
-            sql = _PYFORMAT_PARAMETER.sub("%s", sql)
-        if sorted(order) != sorted(self._columns):
-            raise ValueError(f"INSERT parameters {order} are not the columns {self._columns}")
+            statement = insert(self._table).values(
+                {name: bindparam(name, type_=self._table.c[name].type) for name in self._columns}
+            )
+            compiled = statement.compile(dialect=dialect)
+            sql = str(compiled)
+            if compiled.positiontup is None:
+                raise ValueError(f"{dialect.name}: a positional paramstyle is expected")
+            order = tuple(compiled.positiontup)
+            if sorted(order) != sorted(self._columns):
+                raise ValueError(f"INSERT parameters {order} are not the columns {self._columns}")
         return sql, tuple(
             (name, self._table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in order
@@ -505,27 +517,52 @@ class PreparedInsert:
         if not rows:
             return
         dialect = connection.dialect
-        if dialect.name != "sqlite":
+        if dialect.name not in ("sqlite", "postgresql"):
             connection.execute(self._core, rows)
             return
-        prepared = self._compiled.get(dialect.name)
+        prepared = self._prepared.get(dialect.name)
         if prepared is None:
-            prepared = self._compiled.setdefault(dialect.name, self._compile(dialect))
+            prepared = self._prepared.setdefault(dialect.name, self._prepare(dialect))
         sql, columns = prepared
         values = operator.itemgetter(*(name for name, _ in columns))
         converted = [(index, convert) for index, (_, convert) in enumerate(columns) if convert]
-        if not converted:
-            connection.exec_driver_sql(sql, [values(row) for row in rows])
-            return
-        parameters = []
+        parameters: list[tuple[Any, ...]] = []
         for row in rows:
-            given = list(values(row))
-            for index, convert in converted:
-                value = given[index]
-                if value is not None:
-                    given[index] = convert(value)
+            given = values(row)
+            if converted:
+                given = list(given)
+                for index, convert in converted:
+                    value = given[index]
+                    if value is not None:
+                        given[index] = convert(value)
             parameters.append(tuple(given))
-        connection.exec_driver_sql(sql, parameters)
+        if dialect.name == "sqlite":
+            connection.exec_driver_sql(sql, parameters)
+        else:
+            _copy_rows(connection, sql, parameters)
+
+
+def _copy_rows(connection: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``COPY ... FROM STDIN`` of ``rows`` on the connection's psycopg connection, in its
+    transaction; the driver's errors raised as SQLAlchemy's, as ``Connection.execute``
+    would."""
+    dialect = connection.dialect
+    psycopg_connection: Any = connection.connection.driver_connection
+    errors = dialect.loaded_dbapi.Error
+    try:
+        with psycopg_connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except errors as exc:
+        dropped = dialect.is_disconnect(exc, connection.connection.dbapi_connection, None)
+        if dropped:
+            # As a Connection does: every pooled connection opened before now is as dead
+            # as this one (keys.db.PreparedRead does the same).
+            connection.engine.pool._invalidate(connection.connection, exc, _checkin=False)
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, errors, connection_invalidated=dropped, dialect=dialect
+        ) from exc
 
 
 def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> None:
