@@ -175,7 +175,7 @@ class ContentCache:
         except OSError:
             # Evicted or replaced between the two reads (or gone): the normal way.
             log.warning("provenance cache: entry %s dropped: its file is missing", name)
-            self._drop(name, raw)
+            self._drop(name, raw, unless_whole=(file_name, video.length))
             return None
         size = os.fstat(file.fileno()).st_size
         if size != video.length:
@@ -186,7 +186,7 @@ class ContentCache:
                 size,
                 video.length,
             )
-            self._drop(name, raw)
+            self._drop(name, raw, unless_whole=(file_name, video.length))
             return None
         with contextlib.suppress(OSError):
             os.utime(file.fileno())  # least recently used goes first
@@ -206,7 +206,11 @@ class ContentCache:
         """Remove this entry (not a newer one written meanwhile)."""
         self._drop(hit.name, hit._sidecar)
 
-    def _drop(self, name: str, seen: bytes) -> None:
+    def _drop(self, name: str, seen: bytes, *, unless_whole: tuple[str, int] | None = None) -> None:
+        """Remove the entry if its sidecar is still ``seen``; with ``unless_whole`` (the file
+        it names and its length), only if that file is still missing or of another length:
+        other writers may have replaced the entry and then written the same bytes again
+        (the same sidecar, to the byte) between the reader's look and this lock."""
         with self._locked():
             sidecar_path = self._sidecar(name)
             try:
@@ -214,6 +218,11 @@ class ContentCache:
                     return  # replaced meanwhile by a good one
             except OSError:
                 return
+            if unless_whole is not None:
+                file_name, length = unless_whole
+                with contextlib.suppress(OSError):
+                    if os.stat(self.directory / file_name).st_size == length:
+                        return  # written whole again meanwhile
             with contextlib.suppress(OSError):
                 sidecar_path.unlink()
             # Bytes are renamed into place under this lock, just before their sidecar: with

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from keys.provenance import content_cache
 from keys.provenance.content_cache import CachedVideo, ContentCache, entry_name
 
 ASSERTION = {"alg": "sha256", "hash": "AAAA", "name": "jumbf manifest"}
@@ -206,6 +207,34 @@ def test_concurrent_writers_leave_one_whole_entry(tmp_path: Path) -> None:
     assert {data for data in seen if data is not None} <= versions
     final = read(cache, name)
     assert final in versions
+    assert len(visible(tmp_path)) == 2
+
+
+def test_a_reader_whose_file_went_keeps_the_entry_written_again_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a reader's look at the sidecar and its opening the bytes, other writers
+    replace the entry and then write the same bytes again (the same sidecar, to the byte):
+    the reader misses, and drops nothing."""
+    reader, writer = ContentCache(tmp_path, 1_000_000), ContentCache(tmp_path, 1_000_000)
+    name = entry_name("video_1", "video")
+    put(writer, name, b"a" * 1000)
+    real_open, calls = open, []
+
+    def open_between_two_commits(path: Path, mode: str) -> object:
+        calls.append(path)
+        put(writer, name, b"b" * 1001)  # the file the reader saw is unlinked
+        try:
+            return real_open(path, mode)
+        finally:
+            put(writer, name, b"a" * 1000)  # and the same entry is back, whole
+
+    monkeypatch.setattr(content_cache, "open", open_between_two_commits, raising=False)
+    assert reader.open(name) is None
+    assert len(calls) == 1
+    monkeypatch.undo()
+
+    assert read(reader, name) == b"a" * 1000
     assert len(visible(tmp_path)) == 2
 
 
