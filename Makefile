@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# pytest-xdist workers for the suite, a test file on one worker (README, "Running the tests");
+# TEST_WORKERS=0 runs every test in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 CHROMIUM ?= /usr/bin/chromium
 
@@ -50,13 +54,13 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 test: lint system-packages node-packages  ## install, lint, type-check, then the whole suite (unit + integration)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
-	$(BIN)/pytest --ignore=tests/integration $(PYTEST_ARGS)
+	$(PYTEST) --ignore=tests/integration $(PYTEST_ARGS)
 
 integration: $(VENV)/.installed system-packages node-packages
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
 # systemd-analyze verify on the shipped units, about a second (also part of `make test`).
 units: $(VENV)/.installed

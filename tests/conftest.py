@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,18 @@ from tests.private_services import PrivatePostgres
 POSTGRES_SERVER_URL = os.environ.get(
     "DRAWBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-# Unit tests own this Redis database number and flush it before each test that uses it.
+# Unit tests own this Redis database number and flush it before each test that uses it;
+# integration fleets own the number below it. Under pytest-xdist (`make test`) each worker
+# takes a pair of its own, counting down: gw0 14 and 13, gw1 12 and 11, and so on (mod 16).
 REDIS_TEST_URL = os.environ.get("DRAWBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def worker_redis_url(offset: int) -> str:
+    """This worker's Redis test database: ``offset`` 0 for unit tests, 1 for fleets."""
+    parts = urllib.parse.urlsplit(REDIS_TEST_URL)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    number = (int(parts.path.strip("/") or 0) - 2 * worker - offset) % 16
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{number}"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -135,16 +146,23 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 @pytest.fixture(scope="session")
 def redis_server() -> str:
-    """The test database's URL, after checking that Redis answers."""
+    """This worker's unit-test database's URL, after checking that Redis answers."""
     import redis
 
+    url = worker_redis_url(0)
     try:
-        client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3, socket_timeout=3)
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
         client.ping()
         client.close()
     except Exception as exc:
-        service_unavailable("Redis", f"{REDIS_TEST_URL}: {type(exc).__name__}")
-    return REDIS_TEST_URL
+        service_unavailable("Redis", f"{url}: {type(exc).__name__}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def fleet_redis_server(redis_server: str) -> str:
+    """This worker's database for integration fleets (module fixtures flush it)."""
+    return worker_redis_url(1)
 
 
 @pytest.fixture
@@ -328,10 +346,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     found fails the run (tests/leak_sweep.py)."""
     from tests.leak_sweep import outputs, sweep
 
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controller sweeps every worker's files at the end
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is None or session.config.option.collectonly or not session.testscollected:
         return
-    root = factory.getbasetemp()
+    root = factory.getbasetemp()  # the workers' own (popen-gw0, ...) are under it
     leaks = sweep(root)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

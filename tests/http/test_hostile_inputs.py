@@ -451,7 +451,14 @@ def test_multipart_creates_with_hostile_fields(caller: Caller) -> None:
 # -- revocation never fails open --------------------------------------------------------
 
 
-HOSTILE_REASONS = ["x\ud800", "nul\x00", "\x1b[2J", f"leaked {LIVE_LOOKING_KEY}", "\ud800" * 3000]
+HOSTILE_REASONS = [
+    pytest.param("x\ud800", id="lone-surrogate"),
+    pytest.param("nul\x00", id="nul"),
+    pytest.param("\x1b[2J", id="terminal-escape"),
+    # An id of its own: the key is made anew by each process that collects the tests.
+    pytest.param(f"leaked {LIVE_LOOKING_KEY}", id="live-looking-key"),
+    pytest.param("\ud800" * 3000, id="long-surrogates"),
+]
 
 
 def status_of(store: Store, key_id: str) -> str:

@@ -5,7 +5,6 @@ honours the gateway's ``Retry-After``."""
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import types
@@ -17,7 +16,6 @@ import openai
 import openai._base_client
 import pytest
 
-from tests.helpers import service_unavailable
 from tests.integration.conftest import SIM_CONTENT_BYTES
 from tests.integration.fleet import gateway_fleet, query
 from tests.integration.live import LiveGateway, LiveSimulator, TesterKey, wait_for
@@ -30,7 +28,6 @@ HOLD_RULE = {
     "reason": "Prompts about elected officials are reviewed before they run.",
 }
 HELD_PROMPT = "a senator feeding pigeons in the rain"
-REDIS_URL = os.environ.get("DRAWBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -187,20 +184,14 @@ def test_only_approvers_decide_and_only_once(
 
 @pytest.fixture(scope="module")
 def limited_gateway(
-    simulator: LiveSimulator, tmp_path_factory: pytest.TempPathFactory
+    simulator: LiveSimulator, tmp_path_factory: pytest.TempPathFactory, fleet_redis_server: str
 ) -> Iterator[LiveGateway]:
     """A gateway whose rate-limit counters live in Redis (the production setting), so its
     two workers share them and a limit of 2 per minute is exactly 2."""
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except Exception as exc:
-        service_unavailable("Redis", f"{REDIS_URL}: {type(exc).__name__}")
     tmp = tmp_path_factory.mktemp("limited")
     with gateway_fleet(
         simulator, tmp, f"sqlite:///{tmp / 'drawbridge.db'}", instances=1, workers=2,
-        DRAWBRIDGE_REDIS_URL=REDIS_URL,
+        DRAWBRIDGE_REDIS_URL=fleet_redis_server,
     ) as (gateway,):  # fmt: skip
         yield gateway
 

@@ -28,7 +28,6 @@ from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]
 
-LIVE_REDIS_DB = 13
 HTTP_TIMEOUT = 15.0
 
 
@@ -40,9 +39,9 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(scope="module")
 def stack(
-    postgres_server: str, redis_server: str, webhook: WebhookReceiver
+    postgres_server: str, fleet_redis_server: str, webhook: WebhookReceiver
 ) -> Iterator[PropagationStack]:
-    url = redis_server.rsplit("/", 1)[0] + f"/{LIVE_REDIS_DB}"
+    url = fleet_redis_server
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()

@@ -39,7 +39,6 @@ from gateway.client import (
 )
 from keys.access.proof_keys import parse_public_key
 from keys.access.proofs import REQUIRED_COMPONENTS
-from tests.conftest import REDIS_TEST_URL, service_unavailable
 from tests.integration.conftest import SIM_CONTENT_BYTES
 from tests.integration.fleet import gateway_fleet
 from tests.integration.live import (
@@ -608,20 +607,15 @@ def fleet(
     simulator: LiveSimulator,
     tmp_path_factory: pytest.TempPathFactory,
     make_postgres_database: Callable[[], str],
+    fleet_redis_server: str,
 ) -> Iterator[list[LiveGateway]]:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
-    except Exception as exc:
-        service_unavailable("Redis", f"{REDIS_TEST_URL}: {type(exc).__name__}")
     with gateway_fleet(
         simulator,
         tmp_path_factory.mktemp("proof-fleet"),
         make_postgres_database(),
         instances=2,
         workers=2,
-        DRAWBRIDGE_REDIS_URL=REDIS_TEST_URL,
+        DRAWBRIDGE_REDIS_URL=fleet_redis_server,
         DRAWBRIDGE_AUTH_FAILURES_PER_MINUTE="1000000",
     ) as gateways:
         yield gateways

@@ -21,13 +21,10 @@ from keys.db import REUSE_SECONDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
-# Integration tests own this Redis database number (unit tests use /14).
-LIVE_REDIS_DB = 13
-
 
 @pytest.fixture(scope="module")
-def live_redis_url(redis_server: str) -> str:
-    url = redis_server.rsplit("/", 1)[0] + f"/{LIVE_REDIS_DB}"
+def live_redis_url(fleet_redis_server: str) -> str:
+    url = fleet_redis_server
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
