@@ -472,7 +472,7 @@ class PreparedInsert:
     Errors are still SQLAlchemy's (``IntegrityError``, ``DataError`` and friends), and a
     connection the database dropped is invalidated as a Core statement's would be. Every
     column named is given for every row: None is stored as NULL, no column default applies.
-    Other dialects run the Core statement.
+    Other dialects and drivers run the Core statement.
 
     A COPY runs past SQLAlchemy's cursor events, so no commit notice would follow it: the
     hot read's tables (``HOT_TABLES``) are refused.
@@ -517,7 +517,7 @@ class PreparedInsert:
         if not rows:
             return
         dialect = connection.dialect
-        if dialect.name not in ("sqlite", "postgresql"):
+        if dialect.name != "sqlite" and (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
             connection.execute(self._core, rows)
             return
         prepared = self._prepared.get(dialect.name)

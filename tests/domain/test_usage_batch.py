@@ -165,3 +165,22 @@ def test_the_hot_reads_tables_are_never_batched_past_the_commit_notices() -> Non
     for name in HOT_TABLES:
         with pytest.raises(ValueError, match="hot read"):
             PreparedInsert(Base.metadata.tables[name], ("id",))
+
+
+def test_another_postgresql_driver_gets_the_core_statement() -> None:
+    """COPY is psycopg's: a URL that names another driver (``postgresql+pg8000://``) gets
+    the multi-row Core INSERT, which every driver runs."""
+    from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
+
+    class Recorder:
+        dialect = PGDialect_pg8000()
+        executed: list[tuple[Any, Any]] = []
+
+        def execute(self, statement: Any, rows: Any) -> None:
+            self.executed.append((statement, rows))
+
+    rows = [_row(record) for record in _records("pg8000")]
+    recorder = Recorder()
+    _INSERT_EVENTS.execute(recorder, rows)  # type: ignore[arg-type]
+    ((statement, given),) = recorder.executed
+    assert statement.is_insert and given == rows
