@@ -36,7 +36,8 @@ anyone changes product code (comma-separated names):
   (``gateway.upstream.client.STREAM_CHUNK_BYTES``);
 * ``no-gc-freeze``, ``core-usage-insert``, ``limits-storage-calls``: undo one change of
   issue 22's third session each (the worker's heap frozen once the app is built; the usage
-  flusher's driver executemany; a key's rate-limit windows counted in one step), to measure
+  flusher's batch by the driver, an executemany on SQLite and a COPY on PostgreSQL; a key's
+  rate-limit windows counted in one step), to measure
   it against the code without it in one run (``bench.proxy --compare-patch``);
 * ``no-door``: every request through gthread's thread pool, a blocked address's refusals
   too (gateway/process/door.py undone; ``bench.flood --compare-door``).
