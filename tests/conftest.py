@@ -161,7 +161,7 @@ def redis_server() -> str:
 
 @pytest.fixture(scope="session")
 def fleet_redis_server(redis_server: str) -> str:
-    """This worker's database for integration fleets (module fixtures flush it)."""
+    """This worker's database for integration fleets (a module that needs it empty flushes it)."""
     return worker_redis_url(1)
 
 
