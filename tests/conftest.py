@@ -65,6 +65,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", ["sqlite", "postgresql"] if both else ["sqlite"])
 
 
+@pytest.fixture(autouse=True)
+def hermetic_environment() -> Iterator[None]:
+    """What a test makes the product write into this process's environment for its
+    workers (the gunicorn worker count, the metrics spool directory) goes when the test
+    does: pytest-xdist runs the files of one worker process in no fixed order."""
+    saved = dict(os.environ)
+    yield
+    for name in os.environ.keys() - saved.keys() - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[name]
+    for name, value in saved.items():
+        if name != "PYTEST_CURRENT_TEST" and os.environ.get(name) != value:
+            os.environ[name] = value
+
+
 # -- databases -------------------------------------------------------------------------
 
 
