@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
+from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
 
 from keys.access.proof_keys import ECDSA_P256, ED25519, thumbprint_of
 from keys.access.proofs import REQUIRED_COMPONENTS
@@ -85,17 +85,6 @@ def load_proof_key(path: str | Path) -> PrivateKey:
     raise ValueError(f"{target} holds no Ed25519 or P-256 private key")
 
 
-class _Resolver(HTTPSignatureKeyResolver):
-    def __init__(self, key: PrivateKey) -> None:
-        self._key = key
-
-    def resolve_private_key(self, key_id: str) -> PrivateKey:
-        return self._key
-
-    def resolve_public_key(self, key_id: str) -> None:
-        raise NotImplementedError("a signer only signs")
-
-
 class ProofSigner:
     """An httpx2 request hook: signs each request as it is sent."""
 
@@ -107,7 +96,10 @@ class ProofSigner:
             else algorithms.ECDSA_P256_SHA256
         )
         self.algorithm_id = ED25519 if algorithm is algorithms.ED25519 else ECDSA_P256
-        self._signer = HTTPMessageSigner(signature_algorithm=algorithm, key_resolver=_Resolver(key))
+        resolver = MappingKeyResolver(
+            public_keys={self.key_id: key.public_key()}, private_keys={self.key_id: key}
+        )
+        self._signer = HTTPMessageSigner(signature_algorithm=algorithm, key_resolver=resolver)
 
     def __call__(self, request: httpx2.Request) -> None:
         from http_message_signatures.httpx2 import adapt_message

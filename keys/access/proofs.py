@@ -27,8 +27,8 @@ from typing import Protocol
 
 from http_message_signatures import (
     HTTPMessageVerifier,
-    HTTPSignatureKeyResolver,
     InvalidSignature,
+    MappingKeyResolver,
     algorithms,
 )
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
@@ -37,7 +37,6 @@ from keys.access.proof_keys import (
     ECDSA_P256,
     ED25519,
     BoundProofKey,
-    PublicKey,
     load_public_key,
 )
 from keys.errors import ProofInvalid, ProofReplayed, ProofRequired
@@ -90,18 +89,6 @@ class _Message:
     headers: _Headers
 
 
-class _OneKey(HTTPSignatureKeyResolver):
-    def __init__(self, thumbprint: str, key: PublicKey) -> None:
-        self._thumbprint = thumbprint
-        self._key = key
-
-    def resolve_public_key(self, key_id: str) -> PublicKey | None:
-        return self._key if key_id == self._thumbprint else None
-
-    def resolve_private_key(self, key_id: str) -> None:
-        raise NotImplementedError("the gateway never signs with a tester's key")
-
-
 _VERIFIERS: dict[tuple[str, int], HTTPMessageVerifier] = {}
 
 
@@ -116,7 +103,8 @@ def _verifier(bound: BoundProofKey, rules: ProofRules) -> HTTPMessageVerifier:
         key = load_public_key(bound.public_key)
         verifier = HTTPMessageVerifier(
             signature_algorithm=_ALGORITHMS[bound.algorithm],
-            key_resolver=_OneKey(bound.thumbprint, key),
+            # The bound key under its thumbprint, and nothing to sign with.
+            key_resolver=MappingKeyResolver(public_keys={bound.thumbprint: key}, private_keys={}),
         )
         verifier.max_clock_skew = timedelta(seconds=rules.skew_seconds)
         verifier = _VERIFIERS.setdefault(name, verifier)
