@@ -445,9 +445,8 @@ class UsageBuffer:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._store.transaction() as tx:
             # On SQLite the driver's executemany, compiled once (a Core executemany costs a
-            # quarter more per row, the ORM's bulk path more still); on PostgreSQL the Core
-            # statement, one multi-row INSERT (keys.db.PreparedInsert). This runs for every
-            # request the gateway serves.
+            # quarter more per row, the ORM's bulk path more still); on PostgreSQL a COPY
+            # (keys.db.PreparedInsert). This runs for every request the gateway serves.
             _INSERT_EVENTS.execute(tx.session.connection(), rows)
             DailyTotals(tx.session).add(totals_of(rows))
 
